@@ -1,0 +1,67 @@
+"""`python -m train`: parse the config, join the cluster, build and run, report.
+
+Exit codes: 0 done; 1 the run failed (names the rank and step); 2 bad config or launch setup
+(one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the trainer; also what the launch scripts run on every rank."""
+    from train import cluster as cl
+    from train.config import ConfigError, parse_config
+    from train.output import check_out_dir, default_out_dir
+
+    # 1. Parse and check everything that can be checked before any process group starts.
+    try:
+        cfg, _ = parse_config(argv)
+        if cfg.out:
+            check_out_dir(cfg.out)
+        cluster = cl.setup(cfg.device, cfg.world_size)  # msrun's scheduler ends inside this
+    except (ConfigError, cl.ClusterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    # 2. Output: one folder for all ranks, rank 0 writes the run files.
+    from train.loop import train
+    from train.output import RunOutput
+
+    out_dir = Path(cfg.out or default_out_dir(cluster.broadcast_int(int(time.time()))))
+    out = RunOutput(out_dir, cluster.rank, cluster.is_main, cfg.quiet)
+    out.save_config(cfg)
+
+    # 3. Train; a failure names this rank and takes the whole job down with it.
+    try:
+        summary = train(cfg, cluster, out)
+    except Exception as e:  # noqa: BLE001 - report, log the traceback, exit non-zero
+        out.log.exception("run failed")
+        first_line = _first_line(e)
+        out.error(f"rank {cluster.rank} of {cluster.world_size} failed: {first_line}")
+        cluster.abort()
+        return 1
+    finally:
+        cluster.close()
+    out.summary(summary)
+    out.info(f"learned w = {_fmt(summary['w'])} (true {cfg.true_w}), "
+             f"b = {summary['b']:.4f} (true {cfg.true_b}); eval {cfg.loss} loss "
+             f"{summary['eval_loss']:.4f}, eval MSE {summary['eval_mse']:.4f}; {out_dir}")
+    return 0
+
+
+def _first_line(e: BaseException) -> str:
+    """The first informative line of an error (MindSpore's start with rulers and blank lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip().strip("-")]
+    return lines[0] if lines else type(e).__name__
+
+
+def _fmt(w: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4f}" for v in w) + "]"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

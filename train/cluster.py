@@ -1,0 +1,328 @@
+"""All rank and cluster logic: how the process was started, `init()`, and cross-rank helpers.
+
+Three ways in, one result - an explicit `Cluster(rank, world_size, ...)`; one process is (0, 1):
+- `single`: a plain process (laptop debugging, `launch/run_local.sh`). No `init()` at all.
+- `msrun`: MindSpore's launcher set `MS_ROLE`, `MS_WORKER_NUM`, ... (`launch/run_msrun.sh`).
+  msrun also runs this script as the scheduler (`MS_ROLE=MS_SCHED`): it must reach `init()`
+  before doing anything else, and `init()` ends that process.
+- `mpi`: mpirun/srun started the processes and MPI variables are set (`launch/run_mpirun.sh`,
+  `launch/slurm.sbatch`). MindSpore has no MPI start method on CPU, so mpi4py bootstraps its
+  dynamic cluster: rank 0 picks the scheduler address, starts the scheduler as its child, and
+  broadcasts the address; every rank then joins as `MS_WORKER` with `MS_NODE_ID = MPI rank`.
+
+Nothing outside this module calls `get_rank()`/`init()` or reads launcher variables.
+Import order matters: mindspore is imported only inside `setup()`, after mpi4py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+# Variables that say "an MPI launcher started me": Open MPI, MPICH/Intel MPI/srun --mpi=pmi2, PMIx.
+_MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+_MPI_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "PMI_", "HYDRA_", "MPI_LOCALNRANKS")
+DEFAULT_CLUSTER_TIMEOUT = 60  # seconds for all ranks to join, and for a lost rank to end the job
+
+
+class ClusterError(RuntimeError):
+    """Launch configuration that cannot work; reported as one line before any group starts."""
+
+
+def detect_launch(env: Mapping[str, str]) -> str:
+    """Which launcher started this process: `msrun`, `mpi` or `single`."""
+    if env.get("MS_ROLE"):
+        return "msrun"
+    if any(int(env.get(v, "1") or 1) > 1 for v in _MPI_SIZE_VARS) or "PMIX_RANK" in env:
+        return "mpi"
+    return "single"
+
+
+def port_is_free(port: int, host: str = "") -> bool:
+    """True if nothing listens on `port` (we can bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port the OS says is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    """This process's place in the job. Single process: rank 0 of world_size 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    launch: str = "single"
+    device: str = "CPU"
+    hosts: list[str] = field(default_factory=lambda: [socket.gethostname()])
+    _comm: Any = None  # mpi4py communicator in `mpi` mode
+    _scheduler: subprocess.Popen | None = None  # our child scheduler (mpi mode, rank 0)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 owns console output, metrics, summary and checkpoints."""
+        return self.rank == 0
+
+    def grad_reducer(self, params: list) -> Any:
+        """Cross-rank gradient mean inside the jit step; None (identity) for one rank."""
+        if self.world_size == 1:
+            return None
+        from mindspore import nn
+
+        return nn.DistributedGradReducer(params, mean=True, degree=self.world_size)
+
+    def all_sum(self, values: np.ndarray) -> np.ndarray:
+        """Element-wise float32 sum over ranks (MindSpore's CPU collectives take only float32
+        or float16, and only sum). Identity for one rank."""
+        values = np.asarray(values, dtype=np.float32)
+        if self.world_size == 1:
+            return values
+        import mindspore as ms
+        from mindspore import ops
+
+        return ops.AllReduce()(ms.Tensor(values)).asnumpy()
+
+    def all_mean(self, values: np.ndarray) -> np.ndarray:
+        """Element-wise mean over ranks (float32 precision)."""
+        return self.all_sum(values) / self.world_size
+
+    def broadcast_int(self, value: int) -> int:
+        """Rank 0's non-negative integer (< 2**48) on every rank."""
+        # 16-bit chunks: every partial sum is an exact float32 integer.
+        chunks = [(value >> s) & 0xFFFF if self.is_main else 0 for s in (0, 16, 32)]
+        got = self.all_sum(np.array(chunks))
+        return sum(int(c) << s for c, s in zip(got, (0, 16, 32)))
+
+    def check_identical(self, arrays: list[np.ndarray]) -> None:
+        """Raise if the given arrays (the parameters) are not bitwise equal on every rank."""
+        h = 0
+        for a in arrays:
+            h = zlib.crc32(np.ascontiguousarray(a).tobytes(), h)
+        # The CRC's 8 nibbles and their squares: float32 sums stay exact for < 74k ranks, and
+        # by Cauchy-Schwarz sum^2 == N*sum(squares) exactly when every rank has the same nibble.
+        nib = np.array([(h >> (4 * i)) & 0xF for i in range(8)], dtype=np.float64)
+        got = self.all_sum(np.concatenate([nib, nib * nib])).astype(np.float64)
+        if np.any(got[:8] ** 2 != self.world_size * got[8:]):
+            raise RuntimeError(
+                f"parameters differ across ranks at the end of the run (rank {self.rank} "
+                f"checksum {h:#010x}): data parallelism broke")
+
+    def abort(self) -> None:
+        """Tear the whole job down now (mpi mode): a failed rank must not leave others waiting."""
+        if self._comm is not None:
+            self._comm.Abort(1)
+
+    def close(self) -> None:
+        """Wait for our scheduler child (mpi mode); it must not outlive the job."""
+        if self._scheduler is not None:
+            try:
+                self._scheduler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._scheduler.kill()
+            self._scheduler = None
+
+
+def _set_pdeathsig() -> None:
+    """In the child: die with SIGKILL when the parent (rank 0) dies, however it dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str | None,
+                     timeout: int) -> subprocess.Popen:
+    """Start MindSpore's scheduler as a child, without MPI's variables (it is not an MPI rank)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_MPI_PREFIXES)}
+    env.update(MS_ROLE="MS_SCHED", MS_SCHED_HOST=host, MS_SCHED_PORT=str(port),
+               MS_WORKER_NUM=str(world), MS_TOPO_TIMEOUT=str(timeout))
+    out = subprocess.DEVNULL
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        out = open(Path(log_dir) / "scheduler.log", "ab")  # noqa: SIM115 - child owns it
+    code = f"import train.cluster as c; c.run_scheduler({device!r})"
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out,
+                            stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig)
+
+
+def run_scheduler(device: str) -> None:
+    """Body of the scheduler process: `init()` serves the cluster and returns when it ends."""
+    import mindspore as ms
+    from mindspore.communication import init
+
+    ms.set_device(device)
+    init()
+
+
+def _redirect_output(log_dir: str, rank: int) -> None:
+    """mpi mode: rank r's stdout/stderr go to LOG_DIR/worker_r.log, as msrun does.
+
+    Rank 0 also keeps the console (mpirun forwards it): Python-level output is teed.
+    """
+    path = Path(log_dir) / f"worker_{rank}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    if rank == 0:
+        sys.stdout = _Tee(sys.stdout, f)
+        sys.stderr = _Tee(sys.stderr, f)
+    else:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+
+
+class _Tee:
+    """A text stream that writes to two streams."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+    def write(self, s: str) -> int:
+        self.b.write(s)
+        return self.a.write(s)
+
+    def flush(self) -> None:
+        self.a.flush()
+        self.b.flush()
+
+    def isatty(self) -> bool:
+        return self.a.isatty()
+
+    def fileno(self) -> int:
+        return self.a.fileno()
+
+
+def _mpi_bootstrap(env: Mapping[str, str], device: str) -> tuple[Any, subprocess.Popen | None]:
+    """Make an MPI-started job a MindSpore dynamic cluster; returns (comm, scheduler child)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ClusterError("started by an MPI launcher but mpi4py is not installed: "
+                           "pip install '.[mpi]' (or build mpi4py against your site MPI)") from None
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    timeout = int(env.get("CLUSTER_TIMEOUT", DEFAULT_CLUSTER_TIMEOUT))
+    hosts = comm.allgather(socket.gethostname())
+    proc, info = None, None
+    if rank == 0:
+        try:
+            info = _scheduler_address(env, single_host=len(set(hosts)) == 1)
+            proc = _start_scheduler(*info, size, device, env.get("LOG_DIR"), timeout)
+        except ClusterError as e:
+            info = str(e)
+    info = comm.bcast(info, root=0)
+    if isinstance(info, str):
+        raise ClusterError(info)
+    host, port = info
+    os.environ.update(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), MS_WORKER_NUM=str(size),
+                      MS_SCHED_HOST=host, MS_SCHED_PORT=str(port), MS_TOPO_TIMEOUT=str(timeout))
+    return comm, proc
+
+
+def _scheduler_address(env: Mapping[str, str], single_host: bool) -> tuple[str, int]:
+    """(host, port) for the scheduler: MASTER_ADDR/MASTER_PORT when set, else chosen here."""
+    port_s = env.get("MASTER_PORT", "")
+    if port_s:
+        if not port_s.isdigit() or not 1024 <= int(port_s) <= 65535:
+            raise ClusterError(f"MASTER_PORT must be a port number in 1024-65535, got {port_s!r}")
+        if not port_is_free(int(port_s)):
+            raise ClusterError(f"MASTER_PORT {port_s} is already in use on this host; "
+                               "pick a free port or unset it to let rank 0 choose one")
+    port = int(port_s) if port_s else free_port()
+    host = env.get("MASTER_ADDR", "")
+    if not host:
+        if single_host:
+            host = "127.0.0.1"
+        else:
+            host = socket.gethostbyname(socket.gethostname())
+            if host.startswith("127."):
+                raise ClusterError(f"ranks span several hosts but this host's name resolves to "
+                                   f"{host}; set MASTER_ADDR to an address the others can reach")
+    return host, port
+
+
+def setup(device: str, expected_world_size: int = 0,
+          env: Mapping[str, str] | None = None) -> Cluster:
+    """Recognise the launcher, start the process group if there is more than one rank.
+
+    `expected_world_size` (0 = any) must match what the launcher started; it is checked before
+    any process group starts.
+    """
+    env = os.environ if env is None else env
+    launch = detect_launch(env)
+    if launch == "single":
+        _check_world(expected_world_size, 1, launch)
+        _set_device(device)
+        return Cluster(device=device)
+
+    comm, proc = None, None
+    if launch == "msrun":
+        if env.get("MS_ROLE") == "MS_WORKER":
+            _check_world(expected_world_size, int(env.get("MS_WORKER_NUM", "1")), launch)
+    else:
+        size = next((int(env[v]) for v in _MPI_SIZE_VARS if env.get(v, "").isdigit()), 0)
+        if size:
+            _check_world(expected_world_size, size, launch)
+        comm, proc = _mpi_bootstrap(env, device)
+        _check_world(expected_world_size, comm.Get_size(), launch)
+        if env.get("LOG_DIR"):
+            _redirect_output(env["LOG_DIR"], comm.Get_rank())
+
+    _set_device(device)
+    from mindspore.communication import get_group_size, get_rank, init
+
+    init()  # on msrun's scheduler this serves the cluster; we never get past it there
+    if os.environ.get("MS_ROLE") == "MS_SCHED":
+        sys.exit(0)
+    rank, world = get_rank(), get_group_size()
+    assert comm is None or comm.Get_rank() == rank, "MS_NODE_ID must pin the MindSpore rank"
+    hosts = comm.allgather(socket.gethostname()) if comm is not None else [socket.gethostname()]
+    return Cluster(rank=rank, world_size=world, launch=launch, device=device, hosts=hosts,
+                   _comm=comm, _scheduler=proc)
+
+
+def _check_world(expected: int, actual: int, launch: str) -> None:
+    if expected and expected != actual:
+        raise ClusterError(f"--world_size {expected} does not match the {actual} rank(s) "
+                           f"the {launch} launcher started; pass --world_size {actual} or 0")
+
+
+def _set_device(device: str) -> None:
+    import mindspore as ms
+
+    ms.set_device(device)
+
+
+def preflight(argv: list[str]) -> int:
+    """`python -m train.cluster port-free PORT`: exit 0 if free, else a one-line error, 2."""
+    if len(argv) == 2 and argv[0] == "port-free" and argv[1].isdigit():
+        port = int(argv[1])
+        if port_is_free(port):
+            return 0
+        print(f"error: MASTER_PORT {port} is already in use; pick a free port", file=sys.stderr)
+        return 2
+    if argv == ["free-port"]:
+        print(free_port())
+        return 0
+    print("usage: python -m train.cluster {port-free PORT | free-port}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(preflight(sys.argv[1:]))

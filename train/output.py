@@ -1,0 +1,98 @@
+"""Where a run's output goes, decided once: rank 0 owns the console, metrics, summary and
+config; every rank keeps its own log file under `<out>/logs/`.
+
+The rest of the code calls these methods on every rank and never asks which rank it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from train.config import Config, ConfigError, save_config
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json")
+
+
+def check_out_dir(path: str) -> None:
+    """Refuse a folder that already holds a run's files (never overwrite silently)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {path} exists and is not a folder")
+    if p.is_dir() and any(p.iterdir()):
+        raise ConfigError(f"--out {path} is not empty (an earlier run?); choose a new folder "
+                          "or remove it")
+
+
+def default_out_dir(timestamp: float) -> str:
+    """runs/<YYYYmmdd-HHMMSS> for a timestamp every rank agrees on."""
+    return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S", time.localtime(timestamp)))
+
+
+class RunOutput:
+    """The run folder plus the console; silent except for the rank log where `main` is False."""
+
+    def __init__(self, out_dir: Path, rank: int, main: bool, quiet: bool = False) -> None:
+        self.dir = out_dir
+        self.main = main
+        self.quiet = quiet
+        (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.log = logging.getLogger(f"train.rank{rank}")
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        fh = logging.FileHandler(out_dir / "logs" / f"rank_{rank}.log")
+        fh.setFormatter(logging.Formatter(f"%(asctime)s rank{rank} %(levelname)s %(message)s"))
+        self.log.addHandler(fh)
+        self._bar: tqdm | None = None
+
+    def save_config(self, cfg: Config) -> None:
+        """config.yaml: the resolved config, readable back with --config."""
+        if self.main:
+            save_config(cfg, self.dir / "config.yaml")
+
+    def info(self, msg: str) -> None:
+        """A line for this rank's log and, on rank 0, the console."""
+        self.log.info(msg)
+        if self.main:
+            (self._bar.write if self._bar is not None else print)(msg)
+
+    def error(self, msg: str) -> None:
+        """A failure: every rank's log and stderr (a failed worker must say who it is)."""
+        self.log.error(msg)
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+
+    def metrics(self, record: dict[str, Any]) -> None:
+        """One line of metrics.jsonl (rank 0); also this rank's log."""
+        self.log.info(json.dumps(record))
+        if self.main:
+            with open(self.dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def progress(self, total: int) -> None:
+        """Open the progress bar: rank 0, a terminal, and not --quiet."""
+        show = self.main and not self.quiet and sys.stderr.isatty()
+        self._bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=not show)
+
+    def advance(self, n: int, **postfix: Any) -> None:
+        """Move the progress bar n steps, with loss and throughput beside it."""
+        if self._bar is not None:
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(n)
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        """summary.json (rank 0)."""
+        self.log.info("summary %s", json.dumps(summary))
+        if self.main:
+            (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
