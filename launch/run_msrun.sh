@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
 # Data-parallel job under MindSpore's msrun: NPROC workers on this node, on NNODES nodes.
-# One node:   NPROC=8 launch/run_msrun.sh --device Ascend --epochs 10
-# Two nodes:  on each, NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's IP> launch/run_msrun.sh ...
+#   One 8-NPU node:  launch/run_msrun.sh --device Ascend --epochs 10
+#   CPU workers:     NPROC=2 launch/run_msrun.sh
+#   Two nodes:       on each, NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's IP> launch/run_msrun.sh ...
 # Every argument goes to the trainer (python -m train --help). Exit code = the job's.
 set -euo pipefail
 
-NPROC=${NPROC:-8}                     # workers on this node (8 per Ascend node)
-NNODES=${NNODES:-1}                   # nodes in the job
-NODE_RANK=${NODE_RANK:-0}             # this node's index; ranks are NODE_RANK*NPROC + i
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1} # node 0's address (the scheduler runs there)
-MASTER_PORT=${MASTER_PORT:-8118}      # scheduler port on node 0
-LOG_DIR=${LOG_DIR:-logs/msrun}        # worker_<rank>.log and scheduler.log
-CLUSTER_TIMEOUT=${CLUSTER_TIMEOUT:-60} # seconds to form the cluster / to notice a lost rank
-TAIL_WORKER_LOG=${TAIL_WORKER_LOG:-0} # which local worker's log to echo (-1: none)
+NPROC=${NPROC:-8}                       # workers on this node (8 per Ascend node)
+NNODES=${NNODES:-1}                     # nodes in the job
+NODE_RANK=${NODE_RANK:-0}               # this node's index; ranks are NODE_RANK*NPROC + i
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}   # node 0's address (the scheduler runs there)
+MASTER_PORT=${MASTER_PORT:-8118}        # scheduler port on node 0
+LOG_DIR=${LOG_DIR:-logs/msrun}          # worker_<rank>.log and scheduler.log
+CLUSTER_TIMEOUT=${CLUSTER_TIMEOUT:-120} # seconds for all workers to join the cluster
+NODE_TIMEOUT=${NODE_TIMEOUT:-30}        # seconds without a heartbeat before a rank counts as lost
+TAIL_WORKER_LOG=${TAIL_WORKER_LOG:-0}   # local worker whose log is echoed here (-1: none)
+export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (scheduler and workers)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [[ "$NODE_RANK" == 0 ]]; then
   python -m train.cluster port-free "$MASTER_PORT"   # refuse a busy port before starting
 fi
 
-exec msrun --worker_num $((NPROC * NNODES)) --local_worker_num "$NPROC" \
+rc=0
+msrun --worker_num $((NPROC * NNODES)) --local_worker_num "$NPROC" \
   --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" --node_rank "$NODE_RANK" \
   --log_dir "$LOG_DIR" --join True --cluster_time_out "$CLUSTER_TIMEOUT" \
   --tail_worker_log "$TAIL_WORKER_LOG" \
-  "$here/trainer.py" "$@"
+  "$here/trainer.py" "$@" || rc=$?
+if [[ $rc -ne 0 ]]; then  # msrun names PIDs; the trainer's own line names the rank
+  grep -h "^error: " "$LOG_DIR"/worker_*.log >&2 || true
+fi
+exit "$rc"

@@ -44,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         out.error(f"rank {cluster.rank} of {cluster.world_size} failed: {first_line}")
         cluster.abort()
         return 1
-    finally:
-        cluster.close()
     out.summary(summary)
     out.info(f"learned w = {_fmt(summary['w'])} (true {cfg.true_w}), "
              f"b = {summary['b']:.4f} (true {cfg.true_b}); eval {cfg.loss} loss "

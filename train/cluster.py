@@ -16,6 +16,7 @@ Import order matters: mindspore is imported only inside `setup()`, after mpi4py.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
@@ -23,14 +24,16 @@ import socket
 import subprocess
 import sys
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 # Variables that say "an MPI launcher started me": Open MPI, MPICH/Intel MPI/srun --mpi=pmi2, PMIx.
-_MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+# srun sets SLURM_STEP_NUM_TASKS in every task, with or without a PMI plugin.
+_MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS")
 _MPI_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "PMI_", "HYDRA_", "MPI_LOCALNRANKS")
 DEFAULT_CLUSTER_TIMEOUT = 60  # seconds for all ranks to join, and for a lost rank to end the job
 
@@ -43,7 +46,7 @@ def detect_launch(env: Mapping[str, str]) -> str:
     """Which launcher started this process: `msrun`, `mpi` or `single`."""
     if env.get("MS_ROLE"):
         return "msrun"
-    if any(int(env.get(v, "1") or 1) > 1 for v in _MPI_SIZE_VARS) or "PMIX_RANK" in env:
+    if any(env.get(v, "1").isdigit() and int(env[v]) > 1 for v in _MPI_SIZE_VARS if v in env):
         return "mpi"
     return "single"
 
@@ -75,7 +78,6 @@ class Cluster:
     device: str = "CPU"
     hosts: list[str] = field(default_factory=lambda: [socket.gethostname()])
     _comm: Any = None  # mpi4py communicator in `mpi` mode
-    _scheduler: subprocess.Popen | None = None  # our child scheduler (mpi mode, rank 0)
 
     @property
     def is_main(self) -> bool:
@@ -131,16 +133,6 @@ class Cluster:
         if self._comm is not None:
             self._comm.Abort(1)
 
-    def close(self) -> None:
-        """Wait for our scheduler child (mpi mode); it must not outlive the job."""
-        if self._scheduler is not None:
-            try:
-                self._scheduler.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._scheduler.kill()
-            self._scheduler = None
-
-
 def _set_pdeathsig() -> None:
     """In the child: die with SIGKILL when the parent (rank 0) dies, however it dies."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -160,6 +152,34 @@ def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str
     code = f"import train.cluster as c; c.run_scheduler({device!r})"
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out,
                             stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig)
+
+
+def _reap(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """At exit of rank 0: let the scheduler finish, kill it if it does not."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _wait_listening(host: str, port: int, proc: subprocess.Popen, timeout: int) -> None:
+    """Block until the scheduler accepts connections. A worker that dials a scheduler still
+    importing mindspore was seen to stay unregistered until the cluster timed out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"the MindSpore scheduler exited with code {proc.returncode} "
+                               "before the cluster formed (see LOG_DIR/scheduler.log)")
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise ClusterError(f"the MindSpore scheduler did not listen on {host}:{port} "
+                       f"within {timeout} s (CLUSTER_TIMEOUT)")
 
 
 def run_scheduler(device: str) -> None:
@@ -208,22 +228,30 @@ class _Tee:
         return self.a.fileno()
 
 
-def _mpi_bootstrap(env: Mapping[str, str], device: str) -> tuple[Any, subprocess.Popen | None]:
-    """Make an MPI-started job a MindSpore dynamic cluster; returns (comm, scheduler child)."""
+def _mpi_world() -> Any:
+    """MPI's world communicator (mpi4py is imported here, before mindspore)."""
     try:
         from mpi4py import MPI
     except ImportError:
         raise ClusterError("started by an MPI launcher but mpi4py is not installed: "
                            "pip install '.[mpi]' (or build mpi4py against your site MPI)") from None
-    comm = MPI.COMM_WORLD
+    return MPI.COMM_WORLD
+
+
+def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str) -> None:
+    """Make an MPI-started job a MindSpore dynamic cluster (sets this rank's MS_* variables)."""
     rank, size = comm.Get_rank(), comm.Get_size()
     timeout = int(env.get("CLUSTER_TIMEOUT", DEFAULT_CLUSTER_TIMEOUT))
     hosts = comm.allgather(socket.gethostname())
-    proc, info = None, None
+    info = None
     if rank == 0:
         try:
             info = _scheduler_address(env, single_host=len(set(hosts)) == 1)
             proc = _start_scheduler(*info, size, device, env.get("LOG_DIR"), timeout)
+            # Registered before mindspore is imported, so it runs after mindspore's own exit
+            # hook has unregistered this worker: the scheduler ends once every worker has.
+            atexit.register(_reap, proc)
+            _wait_listening(*info, proc, timeout)
         except ClusterError as e:
             info = str(e)
     info = comm.bcast(info, root=0)
@@ -232,7 +260,6 @@ def _mpi_bootstrap(env: Mapping[str, str], device: str) -> tuple[Any, subprocess
     host, port = info
     os.environ.update(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), MS_WORKER_NUM=str(size),
                       MS_SCHED_HOST=host, MS_SCHED_PORT=str(port), MS_TOPO_TIMEOUT=str(timeout))
-    return comm, proc
 
 
 def _scheduler_address(env: Mapping[str, str], single_host: bool) -> tuple[str, int]:
@@ -268,10 +295,10 @@ def setup(device: str, expected_world_size: int = 0,
     launch = detect_launch(env)
     if launch == "single":
         _check_world(expected_world_size, 1, launch)
-        _set_device(device)
+        _set_device(device, device_id(launch, env))
         return Cluster(device=device)
 
-    comm, proc = None, None
+    comm, local_rank = None, 0
     if launch == "msrun":
         if env.get("MS_ROLE") == "MS_WORKER":
             _check_world(expected_world_size, int(env.get("MS_WORKER_NUM", "1")), launch)
@@ -279,12 +306,20 @@ def setup(device: str, expected_world_size: int = 0,
         size = next((int(env[v]) for v in _MPI_SIZE_VARS if env.get(v, "").isdigit()), 0)
         if size:
             _check_world(expected_world_size, size, launch)
-        comm, proc = _mpi_bootstrap(env, device)
+        comm = _mpi_world()
+        if size and comm.Get_size() != size:
+            raise ClusterError(f"the launcher started {size} tasks but MPI sees "
+                               f"{comm.Get_size()}: under srun pass --mpi=pmix (or pmi2) and "
+                               "use an mpi4py built for that MPI")
         _check_world(expected_world_size, comm.Get_size(), launch)
+        _mpi_bootstrap(comm, env, device)
+        from mpi4py import MPI
+
+        local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()  # index on this host
         if env.get("LOG_DIR"):
             _redirect_output(env["LOG_DIR"], comm.Get_rank())
 
-    _set_device(device)
+    _set_device(device, device_id(launch, env, local_rank))
     from mindspore.communication import get_group_size, get_rank, init
 
     init()  # on msrun's scheduler this serves the cluster; we never get past it there
@@ -294,7 +329,7 @@ def setup(device: str, expected_world_size: int = 0,
     assert comm is None or comm.Get_rank() == rank, "MS_NODE_ID must pin the MindSpore rank"
     hosts = comm.allgather(socket.gethostname()) if comm is not None else [socket.gethostname()]
     return Cluster(rank=rank, world_size=world, launch=launch, device=device, hosts=hosts,
-                   _comm=comm, _scheduler=proc)
+                   _comm=comm)
 
 
 def _check_world(expected: int, actual: int, launch: str) -> None:
@@ -303,10 +338,21 @@ def _check_world(expected: int, actual: int, launch: str) -> None:
                            f"the {launch} launcher started; pass --world_size {actual} or 0")
 
 
-def _set_device(device: str) -> None:
+def device_id(launch: str, env: Mapping[str, str], local_rank: int = 0) -> int | None:
+    """Which accelerator this process drives: None on CPU; msrun exports DEVICE_ID per worker;
+    an MPI job uses the rank's index on its host; one process takes DEVICE_ID (default 0)."""
+    if launch == "mpi":
+        return local_rank
+    return int(env.get("DEVICE_ID", "0") or 0)
+
+
+def _set_device(device: str, dev_id: int | None) -> None:
     import mindspore as ms
 
-    ms.set_device(device)
+    if device == "CPU" or dev_id is None:
+        ms.set_device(device)
+    else:
+        ms.set_device(device, dev_id)
 
 
 def preflight(argv: list[str]) -> int:

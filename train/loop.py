@@ -102,7 +102,7 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput) -> dict[str, Any]:
         "final_loss": mean_loss, "eval_loss": eval_loss, "eval_mse": eval_mse,
         "steps": step, "epochs": cfg.epochs, "world_size": cluster.world_size,
         "global_batch_size": global_batch,
-        "samples_per_s": (step - 1) * global_batch / max(t_end - t_first, 1e-9) if step > 1 else 0.0,
+        "samples_per_s": (step - 1) * global_batch / max(t_end - t_first, 1e-9),
         "wall_s": t_end - t_start, "device": cfg.device, "launch": cluster.launch,
         "loss": cfg.loss, "seed": cfg.seed, "mindspore_version": ms.__version__,
     }

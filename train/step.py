@@ -68,7 +68,7 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model: nn.Cell, loss_fn: nn.Cell) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+def make_eval_step(model: nn.Cell, loss_fn: nn.Cell) -> StepFn:
     """Build `eval(x, y) -> (loss, mse)`: the training loss and the mean squared error."""
 
     @ms.jit

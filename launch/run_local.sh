@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# One process: CPU by default (debugging on a laptop), `--device Ascend` for one NPU.
+#   launch/run_local.sh --epochs 2
+#   DEVICE_ID=3 launch/run_local.sh --device Ascend
+# Every argument goes to the trainer (python -m train --help). Exit code = the run's.
+set -euo pipefail
+
+export DEVICE_ID=${DEVICE_ID:-0}   # which NPU/GPU on this host (ignored on CPU)
+unset MS_ROLE RANK_ID RANK_SIZE    # leftovers from a cluster shell would make this a worker
+
+exec python -m train "$@"

@@ -1,0 +1,99 @@
+"""`python -m train.verify`: does an N-rank run end where one process ends?
+
+Runs the same short job three ways and compares the learned parameters:
+  1. N ranks through a launch script, per-rank --batch_size B;
+  2. one process with --batch_size N*B;
+  3. one process with --batch_size B --accum_steps N*A.
+All three see the same rows in the same optimizer steps (pipeline/dataset.py), so the parameters
+must agree to --tol. Prints the largest difference and PASS or FAIL (exit 0 or 1).
+
+  python -m train.verify --world_size 2 --launcher msrun --epochs 1 --steps_per_epoch 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from train.config import ConfigError, build_parser, parse_config, save_config
+
+LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
+LAUNCHERS = {"msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
+
+
+def _args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(prog="python -m train.verify", description=__doc__.split("\n")[0],
+                                epilog="Any other flag is a training flag (python -m train --help).")
+    p.add_argument("--world_size", type=int, default=2, help="ranks in the distributed run")
+    p.add_argument("--launcher", choices=sorted(LAUNCHERS), default="msrun")
+    p.add_argument("--tol", type=float, default=1e-5, help="largest accepted |difference|")
+    p.add_argument("--out", default="", help="folder for the three runs (default: a temp dir)")
+    return p.parse_known_args(argv)
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
+    with open(log, "w") as f:
+        rc = subprocess.call(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} ... exited with {rc}; see {log}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three jobs and compare; exit 0 on PASS, 1 on FAIL, 2 on bad input."""
+    args, rest = _args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.world_size < 2:
+            raise ConfigError(f"--world_size must be >= 2, got {args.world_size}")
+        if "--out" in rest or "--world_size" in rest:
+            raise ConfigError("--out and --world_size are verify's own options here")
+        cfg, _ = parse_config(rest, parser=build_parser("python -m train.verify"))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = Path(args.out or tempfile.mkdtemp(prefix="verify-"))
+    root.mkdir(parents=True, exist_ok=True)
+    base = root / "base.yaml"
+    cfg.quiet = True
+    save_config(cfg, base)
+    n, b, a = args.world_size, cfg.batch_size, cfg.accum_steps
+    env = dict(os.environ, NPROC=str(n), LOG_DIR=str(root / "launcher_logs"))
+    from train.cluster import free_port
+
+    env.setdefault("MASTER_PORT", str(free_port()))
+    runs = {
+        f"{n} ranks ({args.launcher}), batch {b}": (
+            ["bash", str(LAUNCH_DIR / LAUNCHERS[args.launcher])],
+            ["--batch_size", str(b), "--accum_steps", str(a), "--world_size", str(n)]),
+        f"1 process, batch {n * b}": (
+            [sys.executable, "-m", "train"], ["--batch_size", str(n * b), "--accum_steps", str(a)]),
+        f"1 process, batch {b} x accum {n * a}": (
+            [sys.executable, "-m", "train"], ["--batch_size", str(b), "--accum_steps", str(n * a)]),
+    }
+    params = {}
+    try:
+        for i, (name, (cmd, flags)) in enumerate(runs.items()):
+            out = root / f"run{i}"
+            print(f"running {name} ...", flush=True)
+            _run(cmd + ["--config", str(base), "--out", str(out), *flags], env, root / f"run{i}.log")
+            s = json.loads((out / "summary.json").read_text())
+            params[name] = [*s["w"], s["b"]]
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    ref = next(iter(params.values()))
+    diff = max(abs(x - y) for p in params.values() for x, y in zip(p, ref))
+    for name, p in params.items():
+        print(f"  {name:<32} w = {[round(v, 6) for v in p[:-1]]}  b = {p[-1]:.6f}")
+    verdict = "PASS" if diff <= args.tol else "FAIL"
+    print(f"largest parameter difference: {diff:.3g} (tolerance {args.tol:g}) -> {verdict}")
+    print(f"runs and logs: {root}")
+    return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
