@@ -22,6 +22,8 @@ if ! python -c 'import mpi4py' 2>/dev/null; then
   echo "error: mpi4py is not installed; pip install '.[mpi]'" >&2
   exit 2
 fi
+# The flags and world size as every rank will see them, checked once before anything starts.
+OMPI_COMM_WORLD_SIZE=$NPROC python -m train "$@" --dry_run >/dev/null
 if [[ -n "${MASTER_PORT:-}" ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi

@@ -18,8 +18,11 @@ TAIL_WORKER_LOG=${TAIL_WORKER_LOG:-0}   # local worker whose log is echoed here 
 export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (scheduler and workers)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Refuse what cannot work before msrun starts anything: the flags and world size as every
+# worker will see them (once, not once per worker), and a busy scheduler port.
+MS_ROLE=MS_WORKER MS_WORKER_NUM=$((NPROC * NNODES)) python -m train "$@" --dry_run >/dev/null
 if [[ "$NODE_RANK" == 0 ]]; then
-  python -m train.cluster port-free "$MASTER_PORT"   # refuse a busy port before starting
+  python -m train.cluster port-free "$MASTER_PORT"
 fi
 
 rc=0

@@ -9,6 +9,10 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from train.config import Config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg, _ = parse_config(argv)
         if cfg.out:
             check_out_dir(cfg.out)
+        if cfg.dry_run:
+            return _dry_run(cfg, *cl.check_launch(cfg.world_size))
         cluster = cl.setup(cfg.device, cfg.world_size)  # msrun's scheduler ends inside this
     except (ConfigError, cl.ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -29,11 +35,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Output: one folder for all ranks, rank 0 writes the run files.
     from train.loop import train
-    from train.output import RunOutput
+    from train.output import RunOutput, run_record
 
     out_dir = Path(cfg.out or default_out_dir(cluster.broadcast_int(int(time.time()))))
     out = RunOutput(out_dir, cluster.rank, cluster.is_main, cfg.quiet)
     out.save_config(cfg)
+    out.save_record(run_record(cfg, cluster))
 
     # 3. Train; a failure names this rank and takes the whole job down with it.
     try:
@@ -48,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     out.info(f"learned w = {_fmt(summary['w'])} (true {cfg.true_w}), "
              f"b = {summary['b']:.4f} (true {cfg.true_b}); eval {cfg.loss} loss "
              f"{summary['eval_loss']:.4f}, eval MSE {summary['eval_mse']:.4f}; {out_dir}")
+    return 0
+
+
+def _dry_run(cfg: Config, launch: str, world: int) -> int:
+    """Print the resolved config and what the launcher would start; write nothing."""
+    import yaml
+
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    print(f"# launch: {launch}  world_size: {world}  "
+          f"global_batch_size: {cfg.global_batch_size(world)}  out: {cfg.out or 'runs/<time>'}")
     return 0
 
 

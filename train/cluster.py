@@ -284,34 +284,47 @@ def _scheduler_address(env: Mapping[str, str], single_host: bool) -> tuple[str, 
     return host, port
 
 
-def setup(device: str, expected_world_size: int = 0,
-          env: Mapping[str, str] | None = None) -> Cluster:
-    """Recognise the launcher, start the process group if there is more than one rank.
+def check_launch(expected_world_size: int = 0,
+                 env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """(launch method, world size) from the launcher's variables, without starting anything.
 
-    `expected_world_size` (0 = any) must match what the launcher started; it is checked before
-    any process group starts.
+    Raises ClusterError when `expected_world_size` (0 = any) differs from the launcher's.
     """
     env = os.environ if env is None else env
     launch = detect_launch(env)
     if launch == "single":
-        _check_world(expected_world_size, 1, launch)
+        world = 1
+    elif launch == "msrun":
+        world = int(env.get("MS_WORKER_NUM", "1") or 1)
+    else:
+        world = max(int(env[v]) for v in _MPI_SIZE_VARS if env.get(v, "").isdigit())
+    if expected_world_size and expected_world_size != world:
+        raise ClusterError(f"--world_size {expected_world_size} does not match the {world} "
+                           f"rank(s) the {launch} launcher started; pass --world_size {world} "
+                           "or 0")
+    return launch, world
+
+
+def setup(device: str, expected_world_size: int = 0,
+          env: Mapping[str, str] | None = None) -> Cluster:
+    """Recognise the launcher, start the process group if there is more than one rank.
+
+    Everything that can be refused (world size, MPI, scheduler port) is refused before any
+    process group starts.
+    """
+    env = os.environ if env is None else env
+    launch, world = check_launch(expected_world_size, env)
+    if launch == "single":
         _set_device(device, device_id(launch, env))
         return Cluster(device=device)
 
     comm, local_rank = None, 0
-    if launch == "msrun":
-        if env.get("MS_ROLE") == "MS_WORKER":
-            _check_world(expected_world_size, int(env.get("MS_WORKER_NUM", "1")), launch)
-    else:
-        size = next((int(env[v]) for v in _MPI_SIZE_VARS if env.get(v, "").isdigit()), 0)
-        if size:
-            _check_world(expected_world_size, size, launch)
+    if launch == "mpi":
         comm = _mpi_world()
-        if size and comm.Get_size() != size:
-            raise ClusterError(f"the launcher started {size} tasks but MPI sees "
+        if comm.Get_size() != world:
+            raise ClusterError(f"the launcher started {world} tasks but MPI sees "
                                f"{comm.Get_size()}: under srun pass --mpi=pmix (or pmi2) and "
                                "use an mpi4py built for that MPI")
-        _check_world(expected_world_size, comm.Get_size(), launch)
         _mpi_bootstrap(comm, env, device)
         from mpi4py import MPI
 
@@ -327,15 +340,21 @@ def setup(device: str, expected_world_size: int = 0,
         sys.exit(0)
     rank, world = get_rank(), get_group_size()
     assert comm is None or comm.Get_rank() == rank, "MS_NODE_ID must pin the MindSpore rank"
-    hosts = comm.allgather(socket.gethostname()) if comm is not None else [socket.gethostname()]
+    hosts = comm.allgather(socket.gethostname()) if comm is not None else _gather_hosts(world)
     return Cluster(rank=rank, world_size=world, launch=launch, device=device, hosts=hosts,
                    _comm=comm)
 
 
-def _check_world(expected: int, actual: int, launch: str) -> None:
-    if expected and expected != actual:
-        raise ClusterError(f"--world_size {expected} does not match the {actual} rank(s) "
-                           f"the {launch} launcher started; pass --world_size {actual} or 0")
+def _gather_hosts(world: int) -> list[str]:
+    """Every rank's host name, in rank order, through MindSpore's AllGather (no mpi4py here)."""
+    import mindspore as ms
+    from mindspore import ops
+
+    name = socket.gethostname().encode()[:64].ljust(64, b"\0")
+    mine = ms.Tensor(np.frombuffer(name, dtype=np.uint8).astype(np.float32)[None])
+    rows = ops.AllGather()(mine).asnumpy().astype(np.uint8)
+    assert rows.shape == (world, 64)
+    return [bytes(r).rstrip(b"\0").decode(errors="replace") for r in rows]
 
 
 def device_id(launch: str, env: Mapping[str, str], local_rank: int = 0) -> int | None:

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 import yaml
 
+DESCRIPTION = ("Data-parallel MindSpore training of y = x·w + b + noise. Options come from "
+               "the defaults, then --config FILE, then these flags.")
 DEVICES = ("CPU", "Ascend", "GPU")
 LOSSES = ("huber", "mse")
 LR_SCHEDULES = ("cosine", "constant")
@@ -67,7 +70,9 @@ class Config:
     # --- output ---
     log_every: int = _f(50, "write a metrics line every this many optimizer steps")
     out: str = _f("", "run folder; empty means runs/<timestamp>. Must be new or empty")
-    quiet: bool = _f(False, "no progress on the console (files are written all the same)")
+    quiet: bool = _f(False, "no progress bar (epoch lines and files are written all the same)")
+    dry_run: bool = _f(False, "check the config and the launch environment, print what would "
+                              "run, and exit without training or writing anything")
     # --- testing only ---
     fail_at_step: int = _f(-1, "TEST ONLY: raise on rank fail_rank at this step; -1 = never")
     fail_rank: int = _f(1, "TEST ONLY: the rank that fail_at_step makes fail")
@@ -88,7 +93,8 @@ _PY_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 def _expected(name: str) -> str:
     f = FIELDS[name]
     choices = f.metadata.get("choices")
-    return "one of " + ", ".join(choices) if choices else f"a {f.type}"
+    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+    return "one of " + ", ".join(choices) if choices else names[f.type]
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -166,12 +172,14 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments:"):
             bad = message.split(":", 1)[1].split()[0]
             message = f"unknown option {bad}{_suggest(bad)}"
+        elif m := re.match(r"argument --(\w+): invalid \w+ value: (.*)", message):
+            message = f"--{m[1]}: expected {_expected(m[1])}, got {m[2]}"
         raise ConfigError(message)
 
 
 def build_parser(prog: str = "python -m train", description: str | None = None) -> _Parser:
     """The command line: --config plus one flag per Config field, defaults left unset."""
-    p = _Parser(prog=prog, description=description or __doc__.splitlines()[0],
+    p = _Parser(prog=prog, description=description or DESCRIPTION,
                 argument_default=argparse.SUPPRESS, allow_abbrev=False)
     p.add_argument("--config", metavar="FILE", help="YAML file of option: value pairs; "
                    "flags given on the command line override it")
@@ -180,8 +188,9 @@ def build_parser(prog: str = "python -m train", description: str | None = None) 
         if f.type == "bool":
             p.add_argument(f"--{name}", action="store_true", help=help_)
         else:
-            p.add_argument(f"--{name}", type=_PY_TYPES[f.type], choices=f.metadata.get("choices"),
-                           help=help_, metavar=None if f.metadata.get("choices") else name.upper())
+            choices = f.metadata.get("choices")  # checked by validate(), shown by --help
+            p.add_argument(f"--{name}", type=_PY_TYPES[f.type], help=help_,
+                           metavar="{" + ",".join(choices) + "}" if choices else name.upper())
     return p
 
 

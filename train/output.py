@@ -15,9 +15,37 @@ from typing import Any
 
 from tqdm import tqdm
 
+from train.cluster import Cluster
 from train.config import Config, ConfigError, save_config
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json")
+
+def run_record(cfg: Config, cluster: Cluster) -> dict[str, Any]:
+    """Resolved config, seed, ranks and hosts, launch method, device and library versions."""
+    import platform
+
+    import mindspore
+    import numpy
+
+    try:
+        import mpi4py
+
+        mpi4py_version: str | None = mpi4py.__version__
+    except ImportError:
+        mpi4py_version = None
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "launch": cluster.launch,
+        "device": cluster.device,
+        "world_size": cluster.world_size,
+        "global_batch_size": cfg.global_batch_size(cluster.world_size),
+        "rank_hosts": dict(enumerate(cluster.hosts)),
+        "hosts": sorted(set(cluster.hosts)),
+        "versions": {"python": platform.python_version(), "mindspore": mindspore.__version__,
+                     "numpy": numpy.__version__, "mpi4py": mpi4py_version},
+    }
 
 
 def check_out_dir(path: str) -> None:
@@ -55,6 +83,12 @@ class RunOutput:
         """config.yaml: the resolved config, readable back with --config."""
         if self.main:
             save_config(cfg, self.dir / "config.yaml")
+
+    def save_record(self, record: dict[str, Any]) -> None:
+        """run.json: what is needed to reproduce the run (see `run_record`)."""
+        self.log.info("run %s", json.dumps(record))
+        if self.main:
+            (self.dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
 
     def info(self, msg: str) -> None:
         """A line for this rank's log and, on rank 0, the console."""

@@ -27,8 +27,9 @@ LAUNCHERS = {"msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
 
 
 def _args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="python -m train.verify", description=__doc__.split("\n")[0],
-                                epilog="Any other flag is a training flag (python -m train --help).")
+    p = argparse.ArgumentParser(prog="python -m train.verify",
+                                description=__doc__.split("\n")[0],
+                                epilog="Other flags are training flags (python -m train --help).")
     p.add_argument("--world_size", type=int, default=2, help="ranks in the distributed run")
     p.add_argument("--launcher", choices=sorted(LAUNCHERS), default="msrun")
     p.add_argument("--tol", type=float, default=1e-5, help="largest accepted |difference|")
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, (name, (cmd, flags)) in enumerate(runs.items()):
             out = root / f"run{i}"
             print(f"running {name} ...", flush=True)
-            _run(cmd + ["--config", str(base), "--out", str(out), *flags], env, root / f"run{i}.log")
+            cmd = [*cmd, "--config", str(base), "--out", str(out), *flags]
+            _run(cmd, env, root / f"run{i}.log")
             s = json.loads((out / "summary.json").read_text())
             params[name] = [*s["w"], s["b"]]
     except RuntimeError as e:

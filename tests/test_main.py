@@ -1,0 +1,98 @@
+"""`python -m train` end to end, through the real command line."""
+
+import json
+import math
+
+import pytest
+import yaml
+from conftest import TINY, train_cli
+
+SUMMARY_KEYS = {"w", "b", "true_w", "true_b", "final_loss", "eval_loss", "steps", "epochs",
+                "world_size", "global_batch_size", "samples_per_s", "wall_s", "device",
+                "mindspore_version"}
+
+
+def test_default_run_converges_and_writes_its_files(tmp_path):
+    r = train_cli([], tmp_path)  # no arguments at all: the quick start's command
+    assert r.returncode == 0, r.stderr
+    assert "learned w = [" in r.stdout and "(true 2.0)" in r.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    s = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= s.keys()
+    assert abs(s["w"][0] - 2) < 0.05 and abs(s["b"] - 3) < 0.05
+    assert s["steps"] == 1000 and s["world_size"] == 1 and s["global_batch_size"] == 256
+    assert yaml.safe_load((run / "config.yaml").read_text())["batch_size"] == 256
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "loss" in m] == list(range(50, 1001, 50))
+    assert [m["epoch"] for m in lines if "eval_loss" in m] == [1, 2, 3, 4, 5]
+    assert (run / "logs" / "rank_0.log").stat().st_size > 0
+
+
+def test_accumulation_and_features_through_the_cli(tmp_path):
+    r = train_cli([*TINY, "--features", "3", "--accum_steps", "2", "--batch_size", "8",
+                   "--out", "o"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert len(s["w"]) == 3 and s["global_batch_size"] == 16 and s["steps"] == 20
+
+
+BAD = [
+    (["--bogus"], "unknown option --bogus"),
+    (["--lr", "abc"], "--lr"),
+    (["--batch_size", "0"], "batch_size must be an integer >= 1"),
+    (["--delta", "-1"], "delta must be > 0"),
+    (["--lr", "0"], "lr must be > 0"),
+    (["--outlier_fraction", "1.5"], "outlier_fraction must be in [0, 1)"),
+    (["--device", "TPU"], "CPU, Ascend, GPU"),
+    (["--loss", "l1"], "huber, mse"),
+    (["--config", "missing.yaml"], "cannot read it"),
+    (["--config", "bad.yaml"], "not valid YAML"),
+    (["--config", "unknown.yaml"], "unknown key 'learning_rate'"),
+    (["--config", "typed.yaml"], "epochs: expected an integer"),
+    (["--world_size", "4"], "--world_size 4 does not match the 1 rank"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, argv, message):
+    (tmp_path / "bad.yaml").write_text("lr: [1,\n")
+    (tmp_path / "unknown.yaml").write_text("learning_rate: 0.1\n")
+    (tmp_path / "typed.yaml").write_text("epochs: two\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = train_cli([*argv, "--out", "out"], tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_an_earlier_run_is_not_overwritten(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    r = train_cli([*TINY, "--out", "out"], tmp_path)
+    assert r.returncode == 2 and "is not empty" in r.stderr
+    assert (out / "summary.json").read_text() == "{}"
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
+    r = train_cli([*TINY, "--loss", "mse", "--lr", "5", "--momentum", "0",
+                   "--lr_schedule", "constant", "--out", "o"], tmp_path)
+    assert r.returncode == 1
+    assert "non-finite loss" in r.stderr and "at step" in r.stderr and "rank 0" in r.stderr
+    step = int(r.stderr.split("at step ")[1].split()[0])
+    assert 1 < step <= 20
+    assert not (tmp_path / "o" / "summary.json").exists()
+    assert "Traceback" in (tmp_path / "o" / "logs" / "rank_0.log").read_text()  # kept for debugging
+    assert math.isfinite(step)
+
+
+def test_help_documents_every_option(tmp_path):
+    r = train_cli(["--help"], tmp_path)
+    assert r.returncode == 0
+    for flag in ("--config", "--device", "--seed", "--batch_size", "--epochs", "--steps_per_epoch",
+                 "--lr", "--momentum", "--loss", "--delta", "--clip_norm", "--accum_steps",
+                 "--features", "--noise_std", "--outlier_fraction", "--outlier_scale",
+                 "--log_every", "--out"):
+        assert flag in r.stdout
