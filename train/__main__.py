@@ -1,7 +1,8 @@
 """`python -m train`: parse the config, join the cluster, build and run, report.
 
-Exit codes: 0 done; 1 the run failed (names the rank and step); 2 bad config or launch setup
-(one line on stderr, nothing written).
+Exit codes: 0 done; 1 the run failed (names the rank and step); 2 bad config, launch setup or
+checkpoint (one line on stderr, nothing damaged); 75 stopped by SIGTERM with a checkpoint
+written (resume with --resume).
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the trainer; also what the launch scripts run on every rank."""
     from train import cluster as cl
-    from train.config import ConfigError, parse_config
+    from train.checkpoint import CheckpointDir, CheckpointError
+    from train.config import ConfigError, load_yaml, parse_config
     from train.output import check_out_dir, default_out_dir
 
     # 1. Parse and check everything that can be checked before any process group starts.
     try:
         cfg, _ = parse_config(argv)
-        if cfg.out:
+        if cfg.resume:  # the run's own config is the base; flags (e.g. --epochs) override it
+            saved = Path(cfg.out) / "config.yaml"
+            if not CheckpointDir(Path(cfg.out)).manifests() or not saved.is_file():
+                raise ConfigError(f"--resume: {cfg.out} holds no checkpoint to continue from")
+            cfg, _ = parse_config(argv, base=load_yaml(str(saved)))
+        elif cfg.out:
             check_out_dir(cfg.out)
         if cfg.dry_run:
             return _dry_run(cfg, *cl.check_launch(cfg.world_size))
@@ -33,22 +40,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    # 2. Output: one folder for all ranks, rank 0 writes the run files.
-    from train.loop import train
+    # 2. Output: one folder for all ranks; rank 0 writes the run files. A resume first checks
+    #    that the checkpoint is sound and belongs to this config, before touching anything.
+    from train.checkpoint import check_fingerprint, fingerprint
+    from train.loop import PREEMPTED_EXIT, Preempted, train
     from train.output import RunOutput, run_record
 
     out_dir = Path(cfg.out or default_out_dir(cluster.broadcast_int(int(time.time()))))
-    out = RunOutput(out_dir, cluster.rank, cluster.is_main, cfg.quiet)
+    try:
+        out = RunOutput(out_dir, cluster.rank, cluster.is_main, cfg.quiet)
+    except OSError as e:
+        print(f"error: --out {out_dir}: cannot write there ({e.strerror or e})", file=sys.stderr)
+        return 2
+    ckpt = None
+    if cfg.resume:
+        try:
+            ckpt = CheckpointDir(out_dir).latest(warn=out.warn)
+            check_fingerprint(ckpt.state["fingerprint"], fingerprint(cfg, cluster.world_size))
+        except CheckpointError as e:
+            out.error(str(e))
+            return 2
+        out.truncate_metrics(ckpt.step)
     out.save_config(cfg)
     out.save_record(run_record(cfg, cluster))
 
     # 3. Train; a failure names this rank and takes the whole job down with it.
     try:
-        summary = train(cfg, cluster, out)
+        summary = train(cfg, cluster, out, ckpt)
+    except Preempted as e:
+        out.info(str(e))
+        return PREEMPTED_EXIT
     except Exception as e:  # noqa: BLE001 - report, log the traceback, exit non-zero
         out.log.exception("run failed")
-        first_line = _first_line(e)
-        out.error(f"rank {cluster.rank} of {cluster.world_size} failed: {first_line}")
+        out.error(f"rank {cluster.rank} of {cluster.world_size} failed: {_first_line(e)}")
         cluster.abort()
         return 1
     out.summary(summary)

@@ -54,6 +54,9 @@ def detect_launch(env: Mapping[str, str]) -> str:
 def port_is_free(port: int, host: str = "") -> bool:
     """True if nothing listens on `port` (we can bind it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the scheduler binds: connections of a just-killed job linger in TIME_WAIT for a
+        # minute, and must not make a restart on the same port look refused.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -73,9 +73,19 @@ class Config:
     quiet: bool = _f(False, "no progress bar (epoch lines and files are written all the same)")
     dry_run: bool = _f(False, "check the config and the launch environment, print what would "
                               "run, and exit without training or writing anything")
+    # --- checkpoints and faults ---
+    ckpt_every: int = _f(100, "write a checkpoint every this many optimizer steps (and at the "
+                              "end); 0 = only at the end")
+    keep_ckpts: int = _f(3, "checkpoints kept (the newest ones)")
+    resume: bool = _f(False, "continue the run in --out from its newest good checkpoint; its "
+                             "config.yaml is the base, flags override (e.g. more --epochs)")
+    skip_nonfinite: int = _f(0, "skip up to this many steps whose gradient is not finite "
+                                "(reported); 0 = stop at the first one")
     # --- testing only ---
     fail_at_step: int = _f(-1, "TEST ONLY: raise on rank fail_rank at this step; -1 = never")
     fail_rank: int = _f(1, "TEST ONLY: the rank that fail_at_step makes fail")
+    nan_at_step: int = _f(-1, "TEST ONLY: feed NaN inputs at this step on every rank; -1 = never")
+    test_ckpt_pause: float = _f(0.0, "TEST ONLY: seconds to pause inside each checkpoint write")
 
     def global_batch_size(self, world_size: int) -> int:
         """Rows per optimizer step across all ranks."""
@@ -123,8 +133,12 @@ def validate(cfg: Config) -> Config:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
     for name in ("batch_size", "accum_steps", "features", "eval_size", "epochs",
-                 "steps_per_epoch", "log_every"):
+                 "steps_per_epoch", "log_every", "keep_ckpts"):
         _check(getattr(cfg, name) >= 1, name, "an integer >= 1", getattr(cfg, name))
+    for name in ("ckpt_every", "skip_nonfinite", "test_ckpt_pause"):
+        _check(getattr(cfg, name) >= 0, name, ">= 0", getattr(cfg, name))
+    if cfg.resume and not cfg.out:
+        raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     _check(cfg.world_size >= 0, "world_size", "0 (any) or the number of ranks", cfg.world_size)
     _check(cfg.lr > 0, "lr", "> 0", cfg.lr)
     _check(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)
@@ -195,11 +209,12 @@ def build_parser(prog: str = "python -m train", description: str | None = None) 
 
 
 def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
+                 base: dict[str, Any] | None = None,
                  **overrides: Any) -> tuple[Config, argparse.Namespace]:
-    """defaults < YAML < `overrides` < flags; returns the validated config and the namespace."""
+    """defaults < `base` < YAML < `overrides` < flags; returns the validated config and flags."""
     parser = parser or build_parser()
     ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(base or {})
     if getattr(ns, "config", None):
         values.update(load_yaml(ns.config))
     values.update(overrides)
@@ -208,5 +223,8 @@ def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    """Write the resolved config as YAML that `--config` reads back."""
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML that `--config` reads back (atomically: a resumed
+    run rewrites it, and a kill must not leave half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)

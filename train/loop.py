@@ -1,16 +1,22 @@
-"""The training loop: build data, model, loss, optimizer and step for this rank, then run."""
+"""The training loop: build data, model, loss, optimizer and step for this rank, then run.
+
+Run state that a resume needs beyond the tensors (position in the stream, the open metrics
+window, timings, skipped steps) lives in one dict, `state`, saved in each checkpoint's manifest.
+"""
 
 from __future__ import annotations
 
 import math
+import signal
 import time
 from typing import Any
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import Parameter, Tensor, nn
 
 from pipeline import DataSpec, eval_arrays, make_train_dataset
+from train.checkpoint import Checkpoint, CheckpointDir, CheckpointError, fingerprint
 from train.cluster import Cluster
 from train.config import Config
 from train.loss import make_loss
@@ -18,9 +24,15 @@ from train.model import linear_params, make_model
 from train.output import RunOutput
 from train.step import make_eval_step, make_train_step
 
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later" - a requeue script can key on it
+
 
 class NonFiniteError(RuntimeError):
     """The loss or the gradient stopped being a finite number."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was written at a step boundary."""
 
 
 def data_spec(cfg: Config) -> DataSpec:
@@ -38,73 +50,171 @@ def learning_rate(cfg: Config, total_steps: int) -> float | Tensor:
     return Tensor((0.5 * cfg.lr * (1 + np.cos(np.pi * t / total_steps))).astype(np.float32))
 
 
-def train(cfg: Config, cluster: Cluster, out: RunOutput) -> dict[str, Any]:
-    """Train for cfg.epochs * cfg.steps_per_epoch optimizer steps; return the summary."""
+def _state_tensors(optimizer: nn.Optimizer) -> dict[str, Parameter]:
+    """Everything the optimizer owns that a resume needs: weights, momentum buffers, SGD's
+    first-step flags and its step counter. Not the lr table, which the config rebuilds."""
+    return {n: p for n, p in optimizer.parameters_and_names() if not n.startswith("learning_rate")}
+
+
+def _restore(optimizer: nn.Optimizer, ckpt: Checkpoint) -> None:
+    params = _state_tensors(optimizer)
+    missing = params.keys() - ckpt.tensors.keys()
+    if missing:
+        raise CheckpointError(f"{ckpt.path.name} lacks {sorted(missing)}: not this model's")
+    for name, p in params.items():
+        p.set_data(Tensor(ckpt.tensors[name]))
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag read at step boundaries (a handler must not write files)."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.set = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(cfg: Config, cluster: Cluster, out: RunOutput,
+          ckpt: Checkpoint | None = None) -> dict[str, Any]:
+    """Train up to cfg.epochs * cfg.steps_per_epoch optimizer steps; return the summary.
+
+    With `ckpt`, continue from it: same parameters, optimizer state, stream position and
+    metrics window, so the result equals the uninterrupted run.
+    """
     t_start = time.perf_counter()
+    total = cfg.epochs * cfg.steps_per_epoch
+    start = ckpt.step if ckpt else 0
+    state: dict[str, Any] = dict(ckpt.state) if ckpt else {
+        "window_loss": 0.0, "window_n": 0, "timed_steps": 0, "train_s": 0.0, "wall_s": 0.0,
+        "loss": math.nan, "eval_loss": math.nan, "eval_mse": math.nan, "skipped": [],
+        "segments": 0}
+    state["segments"] += 1
     spec = data_spec(cfg)
-    dataset = make_train_dataset(spec, cfg.seed, cfg.batch_size, cfg.accum_steps,
-                                 cfg.steps_per_epoch, cfg.epochs,
-                                 num_shards=cluster.world_size, shard_id=cluster.rank)
+    batches: Any = []  # a finished run resumed with the same epochs has nothing left to do
+    if start < total:
+        batches = make_train_dataset(
+            spec, cfg.seed, cfg.batch_size, cfg.accum_steps, cfg.steps_per_epoch, cfg.epochs,
+            num_shards=cluster.world_size, shard_id=cluster.rank, start_step=start,
+        ).create_tuple_iterator(num_epochs=1)
     model = make_model(cfg.features, cfg.seed)
     loss_fn = make_loss(cfg.loss, cfg.delta)
-    total = cfg.epochs * cfg.steps_per_epoch
     optimizer = nn.SGD(model.trainable_params(), learning_rate=learning_rate(cfg, total),
                        momentum=cfg.momentum)
+    if ckpt:
+        _restore(optimizer, ckpt)
     step_fn = make_train_step(model, loss_fn, optimizer, cfg.accum_steps, cfg.clip_norm,
-                              cluster.grad_reducer(optimizer.parameters))
+                              cluster.grad_reducer(optimizer.parameters),
+                              skip_nonfinite=cfg.skip_nonfinite > 0)
     eval_fn = make_eval_step(model, loss_fn)
     eval_x, eval_y = (Tensor(a) for a in eval_arrays(spec, cfg.seed, cfg.eval_size))
+    ckpts = CheckpointDir(out.dir, cfg.keep_ckpts,
+                          on_write=(lambda: time.sleep(cfg.test_ckpt_pause))
+                          if cfg.test_ckpt_pause else None)
+    fp = fingerprint(cfg, cluster.world_size)
     global_batch = cfg.global_batch_size(cluster.world_size)
 
+    def totals() -> dict[str, float]:
+        """Run-wide counters: earlier processes' (from the checkpoint) plus this one's."""
+        now = time.perf_counter()
+        return {"timed_steps": state["timed_steps"] + max(n_seg - 1, 0),
+                "train_s": state["train_s"] + (now - t_first if t_first else 0.0),
+                "wall_s": state["wall_s"] + (now - t_start)}
+
+    def save(step: int, run_state: dict[str, Any]) -> None:
+        if not out.main:  # parameters are identical on every rank: one writer is enough
+            return
+        tensors = {n: p.asnumpy() for n, p in _state_tensors(optimizer).items()}
+        try:
+            ckpts.save(step, tensors, {**run_state, "fingerprint": fp})
+        except OSError as e:
+            raise OSError(f"cannot write the checkpoint at step {step} in {ckpts.dir} "
+                          f"({e.strerror or e}); earlier checkpoints are untouched") from None
+
     out.info(f"{cluster.launch}: rank {cluster.rank} of {cluster.world_size} on {cfg.device}; "
-             f"global batch {global_batch}; {total} steps")
-    out.progress(total)
-    step, window_loss, window_n, t_window = 0, 0.0, 0, time.perf_counter()
-    t_first = None  # end of the first step: throughput excludes graph compilation
-    loss_v = eval_loss = math.nan
-    for xs, ys in dataset.create_tuple_iterator(num_epochs=1):
-        loss, grad_norm = step_fn(xs, ys)
-        step += 1
-        loss_v, norm_v = float(loss.asnumpy()), float(grad_norm.asnumpy())
-        if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
-            raise NonFiniteError(f"non-finite loss {loss_v} / gradient norm {norm_v} at step "
-                                 f"{step} on rank {cluster.rank}")
-        if step == cfg.fail_at_step and cluster.rank == cfg.fail_rank:
-            raise RuntimeError(f"test failure injected at step {step} (--fail_at_step)")
-        t_first = t_first or time.perf_counter()
-        window_loss, window_n = window_loss + loss_v, window_n + 1
-        epoch, in_epoch = divmod(step, cfg.steps_per_epoch)
-        if step % cfg.log_every == 0 or in_epoch == 0:
-            now = time.perf_counter()
-            # Mean over ranks, so the logged loss does not depend on how the batch is split.
-            mean_loss = float(cluster.all_mean(np.array([window_loss / window_n]))[0])
-            rate = window_n * global_batch / (now - t_window)
-            out.metrics({"epoch": math.ceil(step / cfg.steps_per_epoch), "step": step,
-                         "loss": mean_loss, "grad_norm": norm_v, "samples_per_s": rate})
-            out.advance(window_n, loss=f"{mean_loss:.4f}", samples_s=f"{rate:,.0f}")
-            window_loss, window_n, t_window = 0.0, 0, now
-        if in_epoch == 0:
-            eval_loss, eval_mse = (float(v.asnumpy()) for v in eval_fn(eval_x, eval_y))
-            w, b = linear_params(model)
-            out.metrics({"epoch": epoch, "step": step, "eval_loss": eval_loss,
-                         "eval_mse": eval_mse})
-            out.info(f"epoch {epoch}/{cfg.epochs}  step {step}  loss {mean_loss:.4f}  "
-                     f"eval_loss {eval_loss:.4f}  w {_fmt(w)}  b {b:.4f}")
-    out.close_progress()
+             f"global batch {global_batch}; steps {start + 1}-{total}"
+             + (f" (resumed from {ckpt.path.name})" if ckpt else ""))
+    sigterm = _SigtermFlag()
+    out.progress(total, initial=start)
+    step, t_window, t_first, n_seg = start, time.perf_counter(), None, 0
+    try:
+        for xs, ys in batches:
+            step += 1
+            if step == cfg.nan_at_step:
+                xs = xs * float("nan")
+            loss, grad_norm = step_fn(xs, ys)
+            loss_v, norm_v = float(loss.asnumpy()), float(grad_norm.asnumpy())
+            if step == cfg.fail_at_step and cluster.rank == cfg.fail_rank:
+                raise RuntimeError(f"test failure injected at step {step} (--fail_at_step)")
+            # The norm is taken after the all-reduce: every rank sees the same value here.
+            if not math.isfinite(norm_v):
+                state["skipped"].append(step)
+                msg = (f"non-finite loss {loss_v} / gradient norm {norm_v} at step {step} "
+                       f"on rank {cluster.rank}")
+                if len(state["skipped"]) > cfg.skip_nonfinite:
+                    raise NonFiniteError(msg + (f" (more than --skip_nonfinite "
+                                                f"{cfg.skip_nonfinite})" if cfg.skip_nonfinite
+                                                else ""))
+                out.warn(msg + "; update skipped")
+                out.metrics({"step": step, "skipped_nonfinite": True})
+            else:
+                state["window_loss"] += loss_v
+                state["window_n"] += 1
+            n_seg += 1
+            if t_first is None:
+                t_first = time.perf_counter()  # throughput excludes graph compilation
+            epoch, in_epoch = divmod(step, cfg.steps_per_epoch)
+            stop = sigterm.set
+            if step % cfg.log_every == 0 or in_epoch == 0 or step == total:
+                now = time.perf_counter()
+                # Mean over ranks, so the logged loss does not depend on how the batch is
+                # split; the same collective tells every rank whether any got SIGTERM.
+                n = max(state["window_n"], 1)
+                got = cluster.all_sum(np.array([state["window_loss"] / n, float(stop)]))
+                state["loss"], stop = float(got[0]) / cluster.world_size, bool(got[1] > 0)
+                out.metrics({"epoch": math.ceil(step / cfg.steps_per_epoch), "step": step,
+                             "loss": state["loss"], "grad_norm": norm_v,
+                             "samples_per_s": state["window_n"] * global_batch
+                             / (now - t_window)})
+                out.advance(step, loss=f"{state['loss']:.4f}")
+                state["window_loss"], state["window_n"], t_window = 0.0, 0, now
+            elif cluster.world_size > 1:
+                stop = False  # ranks agree on stopping only at log steps (no extra collective)
+            if in_epoch == 0:
+                state["eval_loss"], state["eval_mse"] = (
+                    float(v.asnumpy()) for v in eval_fn(eval_x, eval_y))
+                w, b = linear_params(model)
+                out.metrics({"epoch": epoch, "step": step, "eval_loss": state["eval_loss"],
+                             "eval_mse": state["eval_mse"]})
+                out.info(f"epoch {epoch}/{cfg.epochs}  step {step}  loss {state['loss']:.4f}  "
+                         f"eval_loss {state['eval_loss']:.4f}  w {_fmt(w)}  b {b:.4f}")
+            if stop or step == total or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+                save(step, {**state, **totals()})
+            if stop:
+                raise Preempted(f"SIGTERM: stopped at step {step} with a checkpoint; "
+                                f"continue with --resume --out {out.dir}")
+    finally:
+        sigterm.restore()
+        out.close_progress()
     assert step == total, f"the pipeline delivered {step} steps, expected {total}"
 
-    params = [p.asnumpy() for p in optimizer.parameters]
-    cluster.check_identical(params)
-    t_end = time.perf_counter()
+    cluster.check_identical([p.asnumpy() for p in optimizer.parameters])
+    run = totals()
     w, b = linear_params(model)
     return {
         "w": w, "b": b, "true_w": cfg.true_w, "true_b": cfg.true_b,
-        "final_loss": mean_loss, "eval_loss": eval_loss, "eval_mse": eval_mse,
-        "steps": step, "epochs": cfg.epochs, "world_size": cluster.world_size,
-        "global_batch_size": global_batch,
-        "samples_per_s": (step - 1) * global_batch / max(t_end - t_first, 1e-9),
-        "wall_s": t_end - t_start, "device": cfg.device, "launch": cluster.launch,
-        "loss": cfg.loss, "seed": cfg.seed, "mindspore_version": ms.__version__,
+        "final_loss": state["loss"], "eval_loss": state["eval_loss"],
+        "eval_mse": state["eval_mse"], "steps": step, "epochs": cfg.epochs,
+        "world_size": cluster.world_size, "global_batch_size": global_batch,
+        "samples_per_s": run["timed_steps"] * global_batch / max(run["train_s"], 1e-9),
+        "wall_s": run["wall_s"], "device": cfg.device,
+        "launch": cluster.launch, "loss": cfg.loss, "seed": cfg.seed,
+        "segments": state["segments"], "skipped_nonfinite": state["skipped"],
+        "mindspore_version": ms.__version__,
     }
 
 

@@ -58,6 +58,14 @@ def check_out_dir(path: str) -> None:
                           "or remove it")
 
 
+def _step_of(line: str) -> float:
+    """The step of a metrics line; a torn last line (killed mid-write) counts as never logged."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 def default_out_dir(timestamp: float) -> str:
     """runs/<YYYYmmdd-HHMMSS> for a timestamp every rank agrees on."""
     return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S", time.localtime(timestamp)))
@@ -101,6 +109,23 @@ class RunOutput:
         self.log.error(msg)
         print(f"error: {msg}", file=sys.stderr, flush=True)
 
+    def warn(self, msg: str) -> None:
+        """Something the user should see that does not stop the run."""
+        self.log.warning(msg)
+        if self.main:
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume: drop records past the checkpoint's step (the killed process may have
+        logged steps it never checkpointed), so the resumed run appends without duplicates."""
+        path = self.dir / "metrics.jsonl"
+        if not self.main or not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= step]
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        tmp.replace(path)
+
     def metrics(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl (rank 0); also this rank's log."""
         self.log.info(json.dumps(record))
@@ -108,17 +133,18 @@ class RunOutput:
             with open(self.dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def progress(self, total: int) -> None:
+    def progress(self, total: int, initial: int = 0) -> None:
         """Open the progress bar: rank 0, a terminal, and not --quiet."""
         show = self.main and not self.quiet and sys.stderr.isatty()
-        self._bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=not show)
+        self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                         disable=not show)
 
-    def advance(self, n: int, **postfix: Any) -> None:
-        """Move the progress bar n steps, with loss and throughput beside it."""
+    def advance(self, step: int, **postfix: Any) -> None:
+        """Move the progress bar to `step`, with the loss beside it (tqdm adds the rate)."""
         if self._bar is not None:
             if postfix:
                 self._bar.set_postfix(postfix, refresh=False)
-            self._bar.update(n)
+            self._bar.update(step - self._bar.n)
 
     def close_progress(self) -> None:
         if self._bar is not None:

@@ -28,6 +28,7 @@ def make_train_step(
     accum_steps: int = 1,
     clip_norm: float = 0.0,
     grad_reducer: nn.Cell | None = None,
+    skip_nonfinite: bool = False,
 ) -> StepFn:
     """Build `step(xs, ys) -> (loss, grad_norm)` for xs (A, B, F) and ys (A, B, 1).
 
@@ -37,6 +38,10 @@ def make_train_step(
     (`grad_reducer`; None for one rank) and global-norm clipping (`clip_norm`, 0 = off). Clipping
     after the all-reduce keeps every rank's update identical. `loss` is this rank's mean over the
     window; `grad_norm` is the global norm of the averaged gradient before clipping.
+
+    With `skip_nonfinite` the update is applied only when `grad_norm` is finite. The norm is
+    taken after the all-reduce, so every rank takes the same decision. The guard is a graph
+    branch that was measured to double the step time on CPU (~290 -> ~600 us), hence opt-in.
     """
     weights = optimizer.parameters
 
@@ -62,7 +67,11 @@ def make_train_step(
         norm = global_norm(grads)
         if clip_norm > 0:
             grads = ops.clip_by_global_norm(grads, clip_norm)
-        optimizer(grads)
+        if skip_nonfinite:
+            if ops.isfinite(norm):
+                optimizer(grads)
+        else:
+            optimizer(grads)
         return loss, norm
 
     return train_step
