@@ -63,3 +63,13 @@ def test_every_field_is_documented():
 
     assert all(f.metadata.get("help") for f in FIELDS.values())
     assert yaml.safe_load(yaml.safe_dump(Config().to_dict())) == Config().to_dict()
+
+
+def test_readme_documents_every_option():
+    from conftest import REPO
+
+    from train.config import FIELDS
+
+    readme = (REPO / "README.md").read_text()
+    missing = [n for n in FIELDS if f"`--{n}`" not in readme]
+    assert missing == []

@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from train.config import ConfigError, build_parser, parse_config, save_config
 from train.output import check_out_dir
+from train.plot import _pyplot, draw_data, plot_run
 
 DEFAULTS = {"outlier_fraction": 0.2, "outlier_scale": 100.0}
 LOSSES = ("huber", "mse")
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         s = json.loads((run_dir / "summary.json").read_text())
         results[loss] = {"w": s["w"], "b": s["b"], "eval_loss": s["eval_mse"]}
+        if cfg.features == 1:
+            plot_run(run_dir)  # loss.png and fit.png of each run
 
     def err(r: dict) -> tuple[float, float]:
         return max(abs(w - cfg.true_w) for w in r["w"]), abs(r["b"] - cfg.true_b)
@@ -68,13 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{loss:<6} {w:>18} {r['b']:>9.4f} {we:>11.4f} {be:>11.4f} {r['eval_loss']:>10.4f}")
     (out / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
     if cfg.features == 1:
-        from train.plot import _pyplot, draw_data
-
         plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
         draw_data(ax, cfg, {k: (v["w"][0], v["b"]) for k, v in results.items()})
-        ax.set_title(f"Huber vs MSE, {cfg.outlier_fraction:.0%} outliers "
-                     f"(scale {cfg.outlier_scale:g}; most are off this scale)")
+        ax.set_title(f"{cfg.outlier_fraction:.0%} of rows with outliers "
+                     f"(scale {cfg.outlier_scale:g})")
+        xs = np.linspace(-10, 10, 50)
+        for loss, r in results.items():  # at the data's scale the lines overlap: zoom in
+            ax2.plot(xs, (r["w"][0] - cfg.true_w) * xs + (r["b"] - cfg.true_b), label=loss)
+        ax2.axhline(0, color="k", ls="--", lw=1, label="truth")
+        ax2.set_xlabel("x")
+        ax2.set_ylabel("fitted line - true line")
+        ax2.set_title("error of the fitted line")
+        ax2.legend()
+        ax2.grid(alpha=0.3)
         fig.savefig(out / "compare.png", bbox_inches="tight")
         plt.close(fig)
     print(f"\nwrote {out / 'compare.json'}" + (f" and {out / 'compare.png'}"

@@ -57,8 +57,6 @@ def draw_data(ax: Any, cfg: Config, lines: dict[str, tuple[float, float]]) -> No
             label=f"true: y = {cfg.true_w:g}x + {cfg.true_b:g}")
     for name, (w, b) in lines.items():
         ax.plot(xs, w * xs + b, lw=1.8, label=f"{name}: y = {w:.3f}x + {b:.3f}")
-    lo, hi = np.percentile(y, [1, 99])
-    ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))  # outliers off-scale, lines visible
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.legend(loc="upper left", fontsize=8)
@@ -78,8 +76,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"{cfg.loss} loss")
-    ax.set_title(f"{run_dir.name}: {cfg.loss}, global batch "
-                 f"{summary['global_batch_size'] if summary else '?'}")
+    ax.set_title(f"{run_dir.name} ({cfg.loss} loss, global batch "
+                 f"{summary['global_batch_size'] if summary else '?'})")
     ax.grid(alpha=0.3)
     ax.legend()
     written = [run_dir / "loss.png"]

@@ -1,0 +1,31 @@
+"""train/compare.py: Huber is robust to outliers where MSE is not, shown on a small run."""
+
+import json
+import sys
+
+from conftest import run
+from PIL import Image
+
+SMALL = ["--epochs", "2", "--steps_per_epoch", "100", "--batch_size", "128", "--eval_size", "512"]
+
+
+def test_huber_beats_mse_on_contaminated_data(tmp_path):
+    r = run([sys.executable, "-m", "train.compare", "--out", "cmp", *SMALL], tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert res.keys() == {"huber", "mse"}
+    err = {k: (abs(v["w"][0] - 2), abs(v["b"] - 3)) for k, v in res.items()}
+    assert err["huber"][0] < 0.05 and err["huber"][1] < 0.05
+    # Clearly below: at least 3x smaller on both parameters.
+    assert err["huber"][0] * 3 < err["mse"][0] and err["huber"][1] * 3 < err["mse"][1]
+    assert res["huber"]["eval_loss"] < res["mse"]["eval_loss"]  # MSE on clean held-out rows
+    assert "huber" in r.stdout and "mse" in r.stdout and "|b - true|" in r.stdout
+    with Image.open(tmp_path / "cmp" / "compare.png") as im:
+        assert im.format == "PNG" and im.size[0] >= 800
+    assert (tmp_path / "cmp" / "huber" / "fit.png").exists()
+
+
+def test_compare_chooses_the_losses_itself(tmp_path):
+    r = run([sys.executable, "-m", "train.compare", "--loss", "mse"], tmp_path)
+    assert r.returncode == 2 and "--loss is chosen by compare itself" in r.stderr
+    assert list(tmp_path.iterdir()) == []
