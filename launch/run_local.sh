@@ -6,6 +6,8 @@
 set -euo pipefail
 
 export DEVICE_ID=${DEVICE_ID:-0}   # which NPU/GPU on this host (ignored on CPU)
-unset MS_ROLE RANK_ID RANK_SIZE    # leftovers from a cluster shell would make this a worker
+# Leftovers of a cluster job in this shell would make the trainer think it is a rank.
+# shellcheck disable=SC2046
+unset $(python -m train.cluster launch-vars)
 
 exec python -m train "$@"

@@ -10,8 +10,9 @@ NPROC=${NPROC:-2}                      # processes (ranks) in total
 MPIRUN=${MPIRUN:-mpirun}               # any MPI launcher that takes -n
 MPI_ARGS=${MPI_ARGS:-}                 # extra launcher flags (hostfile, binding, ...)
 LOG_DIR=${LOG_DIR:-logs/mpirun}        # worker_<rank>.log and scheduler.log
-export CLUSTER_TIMEOUT=${CLUSTER_TIMEOUT:-60}  # seconds to form the cluster / notice a lost rank
-export LOG_DIR
+export CLUSTER_TIMEOUT=${CLUSTER_TIMEOUT:-120}  # seconds for all ranks to join the cluster
+NODE_TIMEOUT=${NODE_TIMEOUT:-30}       # seconds without a heartbeat before a rank counts as lost
+export MS_NODE_TIMEOUT=$NODE_TIMEOUT LOG_DIR
 # MASTER_ADDR / MASTER_PORT: the scheduler's address; by default rank 0 picks its own and a free port.
 
 if ! command -v "$MPIRUN" >/dev/null; then
@@ -27,7 +28,8 @@ OMPI_COMM_WORLD_SIZE=$NPROC python -m train "$@" --dry_run >/dev/null
 if [[ -n "${MASTER_PORT:-}" ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
-if "$MPIRUN" --version 2>/dev/null | grep -q "Open MPI"; then
+version=$("$MPIRUN" --version 2>/dev/null || true)  # not `| grep -q`: SIGPIPE under pipefail
+if [[ "$version" == *"Open MPI"* ]]; then
   # Open MPI pins each rank to one core by default; MindSpore's runtime threads then share it.
   MPI_ARGS="--bind-to none $MPI_ARGS"
 fi

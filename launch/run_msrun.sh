@@ -3,7 +3,8 @@
 #   One 8-NPU node:  launch/run_msrun.sh --device Ascend --epochs 10
 #   CPU workers:     NPROC=2 launch/run_msrun.sh
 #   Two nodes:       on each, NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's IP> launch/run_msrun.sh ...
-# Every argument goes to the trainer (python -m train --help). Exit code = the job's.
+# Every argument goes to the trainer (python -m train --help). Exit code = the job's (75 when
+# SIGTERM stopped it with a checkpoint).
 set -euo pipefail
 
 NPROC=${NPROC:-8}                       # workers on this node (8 per Ascend node)
@@ -25,13 +26,24 @@ if [[ "$NODE_RANK" == 0 ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
 
-rc=0
 msrun --worker_num $((NPROC * NNODES)) --local_worker_num "$NPROC" \
   --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" --node_rank "$NODE_RANK" \
   --log_dir "$LOG_DIR" --join True --cluster_time_out "$CLUSTER_TIMEOUT" \
   --tail_worker_log "$TAIL_WORKER_LOG" \
-  "$here/trainer.py" "$@" || rc=$?
-if [[ $rc -ne 0 ]]; then  # msrun names PIDs; the trainer's own line names the rank
-  grep -h "^error: " "$LOG_DIR"/worker_*.log >&2 || true
+  "$here/trainer.py" "$@" &
+pid=$!
+# A scheduler's SIGTERM (preemption) must reach the workers, which checkpoint and exit 75;
+# msrun itself does not forward it.
+trap 'python -m train.cluster term-workers "$pid"' TERM
+rc=0
+while true; do
+  wait "$pid" && rc=0 || rc=$?
+  kill -0 "$pid" 2>/dev/null || break   # wait was only interrupted by the trap
+done
+if [[ $rc -ne 0 ]]; then
+  if grep -qs "SIGTERM: stopped at step" "$LOG_DIR"/worker_0.log; then
+    exit 75                               # preempted with a checkpoint: resume with --resume
+  fi
+  grep -h "^error: " "$LOG_DIR"/worker_*.log >&2 || true  # msrun names PIDs, this the rank
 fi
 exit "$rc"

@@ -20,7 +20,7 @@ from pipeline.synthetic import EVAL_STREAM, TRAIN_STREAM, DataSpec, SyntheticReg
 class BatchSource:
     """Random-access source: item k is one whole micro-batch (x, y), generated vectorised.
 
-    Per-sample items batched afterwards were measured ~40x slower (see mindspore-notes.md).
+    Per-sample items batched afterwards were measured ~40x slower (docs/FINDINGS.md).
     """
 
     def __init__(

@@ -35,7 +35,7 @@ def test_single_process_is_rank_0_of_1():
     c = cl.setup("CPU", 0, env={})
     assert (c.rank, c.world_size, c.launch, c.is_main) == (0, 1, "single", True)
     assert c.grad_reducer([]) is None
-    np.testing.assert_array_equal(c.all_mean(np.array([1.5, 2.0])), [1.5, 2.0])
+    np.testing.assert_array_equal(c.all_sum(np.array([1.5, 2.0])), [1.5, 2.0])
     assert c.broadcast_int(1_790_000_000) == 1_790_000_000
     c.check_identical([np.ones(3, np.float32)])  # one rank: trivially identical
 
@@ -73,3 +73,21 @@ def test_busy_port_is_refused(tmp_path):
         assert r.returncode == 2 and f"MASTER_PORT {busy} is already in use" in r.stderr
     r = run([sys.executable, "-m", "train.cluster", "port-free", str(busy)], tmp_path)
     assert r.returncode == 0
+
+
+def test_check_identical_catches_ranks_that_differ(monkeypatch):
+    """Three simulated ranks: the all-reduce returns the sum of their contributions."""
+    c = cl.Cluster(rank=0, world_size=3)
+    mine = [np.array([1.0, 2.0], np.float32)]
+    other = [np.array([1.0, 2.0000002], np.float32)]  # one bit away
+    monkeypatch.setattr(c, "all_sum", lambda v: 3 * np.asarray(v, np.float32))
+    c.check_identical(mine)  # all three hold the same bytes
+    monkeypatch.setattr(c, "all_sum",
+                        lambda v: 2 * np.asarray(v, np.float32) + cl.checksum_terms(other))
+    with pytest.raises(RuntimeError, match="parameters differ across ranks"):
+        c.check_identical(mine)
+
+
+def test_bad_cluster_timeout_is_refused():
+    with pytest.raises(cl.ClusterError, match="CLUSTER_TIMEOUT must be a whole number"):
+        cl.check_launch(0, {"CLUSTER_TIMEOUT": "soon"})

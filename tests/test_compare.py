@@ -29,3 +29,11 @@ def test_compare_chooses_the_losses_itself(tmp_path):
     r = run([sys.executable, "-m", "train.compare", "--loss", "mse"], tmp_path)
     assert r.returncode == 2 and "--loss is chosen by compare itself" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_file_overrides_compares_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("outlier_fraction: 0.05\n")
+    r = run([sys.executable, "-m", "train.compare", "--config", "c.yaml", "--out", "cmp",
+             "--epochs", "1", "--steps_per_epoch", "20", "--eval_size", "256"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "5% of rows with outliers" in r.stdout

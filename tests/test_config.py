@@ -43,6 +43,8 @@ def test_bad_yaml(tmp_path, text, match):
 @pytest.mark.parametrize("argv,match", [
     (["--batch_size", "0"], "batch_size must be an integer >= 1, got 0"),
     (["--delta", "0"], "delta must be > 0"),
+    (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    (["--resume"], "--resume needs --out RUN_DIR"),
     (["--lr", "-1"], "lr must be > 0"),
     (["--outlier_fraction", "1"], r"outlier_fraction must be in \[0, 1\)"),
     (["--momentum", "1"], "momentum"),

@@ -1,7 +1,6 @@
 """`python -m train` end to end, through the real command line."""
 
 import json
-import math
 
 import pytest
 import yaml
@@ -85,7 +84,6 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
     assert 1 < step <= 20
     assert not (tmp_path / "o" / "summary.json").exists()
     assert "Traceback" in (tmp_path / "o" / "logs" / "rank_0.log").read_text()  # kept for debugging
-    assert math.isfinite(step)
 
 
 def test_help_documents_every_option(tmp_path):

@@ -17,6 +17,14 @@ def test_plot_writes_loss_and_fit_pngs_into_the_run(tmp_path):
             assert im.format == "PNG" and im.size[0] >= 500 and im.size[1] >= 300
 
 
+def test_plot_reads_a_killed_runs_torn_metrics(tmp_path):
+    assert train_cli([*TINY, "--out", "run"], tmp_path).returncode == 0
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 1, "step": 2')  # what a kill mid-write leaves
+    r = run([sys.executable, "-m", "train.plot", "run"], tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
 def test_plot_skips_the_fit_for_several_features(tmp_path):
     assert train_cli([*TINY, "--features", "2", "--out", "run"], tmp_path).returncode == 0
     r = run([sys.executable, "-m", "train.plot", "run"], tmp_path)

@@ -21,8 +21,8 @@ def train(batch, accum, steps=5, clip_norm=0.0, loss="huber", features=2):
     for t in range(steps):
         x, y = gen.rows(0, t * batch * accum, batch * accum)
         _, norm = step(Tensor(x.reshape(accum, batch, features)),
-                       Tensor(y.reshape(accum, batch, 1)))
-        norms.append(float(norm.asnumpy()))
+                       Tensor(y.reshape(accum, batch, 1))).asnumpy()
+        norms.append(float(norm))
     return np.concatenate([p.asnumpy().ravel() for p in opt.parameters]), norms
 
 

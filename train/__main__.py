@@ -7,6 +7,7 @@ written (resume with --resume).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     from train.loop import PREEMPTED_EXIT, Preempted, train
     from train.output import RunOutput, run_record
 
-    out_dir = Path(cfg.out or default_out_dir(cluster.broadcast_int(int(time.time()))))
+    # Rank 0's clock and pid, so that all ranks agree and two jobs started in the same second
+    # (a Slurm array) do not share a folder.
+    out_dir = Path(cfg.out or default_out_dir(
+        cluster.broadcast_int(int(time.time()) << 16 | os.getpid() & 0xFFFF)))
     try:
         out = RunOutput(out_dir, cluster.rank, cluster.is_main, cfg.quiet)
     except OSError as e:
@@ -57,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ckpt = CheckpointDir(out_dir).latest(warn=out.warn)
             check_fingerprint(ckpt.state["fingerprint"], fingerprint(cfg, cluster.world_size))
+            total = cfg.epochs * cfg.steps_per_epoch
+            if ckpt.step > total:
+                raise CheckpointError(f"cannot resume: the checkpoint is at step {ckpt.step}, "
+                                      f"past the {total} steps of --epochs {cfg.epochs}")
         except CheckpointError as e:
             out.error(str(e))
             return 2
@@ -76,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         cluster.abort()
         return 1
     out.summary(summary)
-    out.info(f"learned w = {_fmt(summary['w'])} (true {cfg.true_w}), "
-             f"b = {summary['b']:.4f} (true {cfg.true_b}); eval {cfg.loss} loss "
-             f"{summary['eval_loss']:.4f}, eval MSE {summary['eval_mse']:.4f}; {out_dir}")
+    w = ", ".join(f"{v:.4f}" for v in summary["w"])
+    out.info(f"learned w = [{w}] (true {cfg.true_w}), b = {summary['b']:.4f} (true "
+             f"{cfg.true_b}); eval {cfg.loss} loss {summary['eval_loss']:.4f}, eval MSE "
+             f"{summary['eval_mse']:.4f}; {out_dir}")
     return 0
 
 
@@ -96,10 +105,6 @@ def _first_line(e: BaseException) -> str:
     """The first informative line of an error (MindSpore's start with rulers and blank lines)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip().strip("-")]
     return lines[0] if lines else type(e).__name__
-
-
-def _fmt(w: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.4f}" for v in w) + "]"
 
 
 if __name__ == "__main__":

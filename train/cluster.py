@@ -34,6 +34,8 @@ import numpy as np
 # Variables that say "an MPI launcher started me": Open MPI, MPICH/Intel MPI/srun --mpi=pmi2, PMIx.
 # srun sets SLURM_STEP_NUM_TASKS in every task, with or without a PMI plugin.
 _MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS")
+# Everything detect_launch() reads: a shell left with these from a cluster job is not one.
+LAUNCH_VARS = ("MS_ROLE", *_MPI_SIZE_VARS)
 _MPI_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "PMI_", "HYDRA_", "MPI_LOCALNRANKS")
 DEFAULT_CLUSTER_TIMEOUT = 60  # seconds for all ranks to join, and for a lost rank to end the job
 
@@ -106,10 +108,6 @@ class Cluster:
 
         return ops.AllReduce()(ms.Tensor(values)).asnumpy()
 
-    def all_mean(self, values: np.ndarray) -> np.ndarray:
-        """Element-wise mean over ranks (float32 precision)."""
-        return self.all_sum(values) / self.world_size
-
     def broadcast_int(self, value: int) -> int:
         """Rank 0's non-negative integer (< 2**48) on every rank."""
         # 16-bit chunks: every partial sum is an exact float32 integer.
@@ -119,22 +117,26 @@ class Cluster:
 
     def check_identical(self, arrays: list[np.ndarray]) -> None:
         """Raise if the given arrays (the parameters) are not bitwise equal on every rank."""
-        h = 0
-        for a in arrays:
-            h = zlib.crc32(np.ascontiguousarray(a).tobytes(), h)
-        # The CRC's 8 nibbles and their squares: float32 sums stay exact for < 74k ranks, and
-        # by Cauchy-Schwarz sum^2 == N*sum(squares) exactly when every rank has the same nibble.
-        nib = np.array([(h >> (4 * i)) & 0xF for i in range(8)], dtype=np.float64)
-        got = self.all_sum(np.concatenate([nib, nib * nib])).astype(np.float64)
+        got = self.all_sum(checksum_terms(arrays)).astype(np.float64)
+        # Cauchy-Schwarz: sum^2 == N*sum(squares) exactly when every rank has the same nibble.
         if np.any(got[:8] ** 2 != self.world_size * got[8:]):
-            raise RuntimeError(
-                f"parameters differ across ranks at the end of the run (rank {self.rank} "
-                f"checksum {h:#010x}): data parallelism broke")
+            raise RuntimeError(f"parameters differ across ranks at the end of the run (rank "
+                               f"{self.rank}): data parallelism broke")
 
     def abort(self) -> None:
         """Tear the whole job down now (mpi mode): a failed rank must not leave others waiting."""
         if self._comm is not None:
             self._comm.Abort(1)
+
+def checksum_terms(arrays: list[np.ndarray]) -> np.ndarray:
+    """One rank's contribution to check_identical: the 8 nibbles of a CRC-32 of the arrays and
+    their squares. Small integers, so float32 sums stay exact for < 74k ranks."""
+    h = 0
+    for a in arrays:
+        h = zlib.crc32(np.ascontiguousarray(a).tobytes(), h)
+    nib = np.array([(h >> (4 * i)) & 0xF for i in range(8)], dtype=np.float32)
+    return np.concatenate([nib, nib * nib])
+
 
 def _set_pdeathsig() -> None:
     """In the child: die with SIGKILL when the parent (rank 0) dies, however it dies."""
@@ -241,10 +243,10 @@ def _mpi_world() -> Any:
     return MPI.COMM_WORLD
 
 
-def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str) -> None:
-    """Make an MPI-started job a MindSpore dynamic cluster (sets this rank's MS_* variables)."""
+def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str, timeout: int) -> list[str]:
+    """Make an MPI-started job a MindSpore dynamic cluster (sets this rank's MS_* variables);
+    returns every rank's host name."""
     rank, size = comm.Get_rank(), comm.Get_size()
-    timeout = int(env.get("CLUSTER_TIMEOUT", DEFAULT_CLUSTER_TIMEOUT))
     hosts = comm.allgather(socket.gethostname())
     info = None
     if rank == 0:
@@ -255,7 +257,7 @@ def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str) -> None:
             # hook has unregistered this worker: the scheduler ends once every worker has.
             atexit.register(_reap, proc)
             _wait_listening(*info, proc, timeout)
-        except ClusterError as e:
+        except (ClusterError, OSError) as e:  # every rank must hear it, or they wait forever
             info = str(e)
     info = comm.bcast(info, root=0)
     if isinstance(info, str):
@@ -263,6 +265,7 @@ def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str) -> None:
     host, port = info
     os.environ.update(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), MS_WORKER_NUM=str(size),
                       MS_SCHED_HOST=host, MS_SCHED_PORT=str(port), MS_TOPO_TIMEOUT=str(timeout))
+    return hosts
 
 
 def _scheduler_address(env: Mapping[str, str], single_host: bool) -> tuple[str, int]:
@@ -301,6 +304,10 @@ def check_launch(expected_world_size: int = 0,
         world = int(env.get("MS_WORKER_NUM", "1") or 1)
     else:
         world = max(int(env[v]) for v in _MPI_SIZE_VARS if env.get(v, "").isdigit())
+    timeout = env.get("CLUSTER_TIMEOUT", str(DEFAULT_CLUSTER_TIMEOUT))
+    if not timeout.isdigit() or int(timeout) < 1:
+        raise ClusterError(f"CLUSTER_TIMEOUT must be a whole number of seconds >= 1, "
+                           f"got {timeout!r}")
     if expected_world_size and expected_world_size != world:
         raise ClusterError(f"--world_size {expected_world_size} does not match the {world} "
                            f"rank(s) the {launch} launcher started; pass --world_size {world} "
@@ -321,14 +328,15 @@ def setup(device: str, expected_world_size: int = 0,
         _set_device(device, device_id(launch, env))
         return Cluster(device=device)
 
-    comm, local_rank = None, 0
+    comm, local_rank, hosts = None, 0, []
     if launch == "mpi":
         comm = _mpi_world()
         if comm.Get_size() != world:
             raise ClusterError(f"the launcher started {world} tasks but MPI sees "
                                f"{comm.Get_size()}: under srun pass --mpi=pmix (or pmi2) and "
                                "use an mpi4py built for that MPI")
-        _mpi_bootstrap(comm, env, device)
+        timeout = int(env.get("CLUSTER_TIMEOUT", DEFAULT_CLUSTER_TIMEOUT))
+        hosts = _mpi_bootstrap(comm, env, device, timeout)
         from mpi4py import MPI
 
         local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()  # index on this host
@@ -343,7 +351,7 @@ def setup(device: str, expected_world_size: int = 0,
         sys.exit(0)
     rank, world = get_rank(), get_group_size()
     assert comm is None or comm.Get_rank() == rank, "MS_NODE_ID must pin the MindSpore rank"
-    hosts = comm.allgather(socket.gethostname()) if comm is not None else _gather_hosts(world)
+    hosts = hosts or _gather_hosts(world)
     return Cluster(rank=rank, world_size=world, launch=launch, device=device, hosts=hosts,
                    _comm=comm)
 
@@ -377,8 +385,32 @@ def _set_device(device: str, dev_id: int | None) -> None:
         ms.set_device(device, dev_id)
 
 
+def term_workers(launcher_pid: int) -> int:
+    """Send SIGTERM to the MindSpore workers under `launcher_pid` (msrun).
+
+    msrun neither forwards SIGTERM nor keeps its workers in its process group (each gets its own
+    session), so a scheduler's SIGTERM to msrun would never reach the trainer's checkpoint-and-
+    exit path. The scheduler process is left alone: the workers still need it to finish.
+    """
+    import psutil
+
+    try:
+        children = psutil.Process(launcher_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    for p in children:
+        try:
+            if p.environ().get("MS_ROLE") == "MS_WORKER":
+                p.send_signal(signal.SIGTERM)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return 0
+
+
 def preflight(argv: list[str]) -> int:
-    """`python -m train.cluster port-free PORT`: exit 0 if free, else a one-line error, 2."""
+    """Helpers for the launch scripts: `port-free PORT` (exit 0 if free, else a one-line error
+    and 2), `free-port` (print one), `launch-vars` (the variables that make a launch),
+    `term-workers PID` (forward SIGTERM to msrun's workers)."""
     if len(argv) == 2 and argv[0] == "port-free" and argv[1].isdigit():
         port = int(argv[1])
         if port_is_free(port):
@@ -388,7 +420,13 @@ def preflight(argv: list[str]) -> int:
     if argv == ["free-port"]:
         print(free_port())
         return 0
-    print("usage: python -m train.cluster {port-free PORT | free-port}", file=sys.stderr)
+    if argv == ["launch-vars"]:
+        print(" ".join(LAUNCH_VARS))
+        return 0
+    if len(argv) == 2 and argv[0] == "term-workers" and argv[1].isdigit():
+        return term_workers(int(argv[1]))
+    print("usage: python -m train.cluster {port-free PORT | free-port | launch-vars | "
+          "term-workers PID}", file=sys.stderr)
     return 2
 
 

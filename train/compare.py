@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "--loss" in rest:
             raise ConfigError("--loss is chosen by compare itself (huber, then mse)")
-        cfg, _ = parse_config(rest, parser=build_parser("python -m train.compare"), **DEFAULTS)
+        # Compare's defaults sit under the user's YAML and flags, not over them.
+        cfg, _ = parse_config(rest, parser=build_parser("python -m train.compare"),
+                              base=DEFAULTS)
+        plt = _pyplot() if cfg.features == 1 else None  # no matplotlib: refuse before training
         out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
         check_out_dir(str(out))
     except ConfigError as e:
@@ -72,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         w = ", ".join(f"{v:.4f}" for v in r["w"])
         print(f"{loss:<6} {w:>18} {r['b']:>9.4f} {we:>11.4f} {be:>11.4f} {r['eval_loss']:>10.4f}")
     (out / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
-    if cfg.features == 1:
-        plt = _pyplot()
+    if plt is not None:
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
         draw_data(ax, cfg, {k: (v["w"][0], v["b"]) for k, v in results.items()})
         ax.set_title(f"{cfg.outlier_fraction:.0%} of rows with outliers "

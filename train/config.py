@@ -139,6 +139,7 @@ def validate(cfg: Config) -> Config:
         _check(getattr(cfg, name) >= 0, name, ">= 0", getattr(cfg, name))
     if cfg.resume and not cfg.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+    _check(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
     _check(cfg.world_size >= 0, "world_size", "0 (any) or the number of ranks", cfg.world_size)
     _check(cfg.lr > 0, "lr", "> 0", cfg.lr)
     _check(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)

@@ -20,7 +20,7 @@ from train.checkpoint import Checkpoint, CheckpointDir, CheckpointError, fingerp
 from train.cluster import Cluster
 from train.config import Config
 from train.loss import make_loss
-from train.model import linear_params, make_model
+from train.model import format_params, linear_params, make_model
 from train.output import RunOutput
 from train.step import make_eval_step, make_train_step
 
@@ -141,13 +141,13 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput,
     sigterm = _SigtermFlag()
     out.progress(total, initial=start)
     step, t_window, t_first, n_seg = start, time.perf_counter(), None, 0
+    first_step_at = None
     try:
         for xs, ys in batches:
             step += 1
             if step == cfg.nan_at_step:
                 xs = xs * float("nan")
-            loss, grad_norm = step_fn(xs, ys)
-            loss_v, norm_v = float(loss.asnumpy()), float(grad_norm.asnumpy())
+            loss_v, norm_v = (float(v) for v in step_fn(xs, ys).asnumpy())
             if step == cfg.fail_at_step and cluster.rank == cfg.fail_rank:
                 raise RuntimeError(f"test failure injected at step {step} (--fail_at_step)")
             # The norm is taken after the all-reduce: every rank sees the same value here.
@@ -167,6 +167,7 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput,
             n_seg += 1
             if t_first is None:
                 t_first = time.perf_counter()  # throughput excludes graph compilation
+                first_step_at = time.time()  # for launch-latency measurements (train.bench)
             epoch, in_epoch = divmod(step, cfg.steps_per_epoch)
             stop = sigterm.set
             if step % cfg.log_every == 0 or in_epoch == 0 or step == total:
@@ -186,15 +187,23 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput,
                 stop = False  # ranks agree on stopping only at log steps (no extra collective)
             if in_epoch == 0:
                 state["eval_loss"], state["eval_mse"] = (
-                    float(v.asnumpy()) for v in eval_fn(eval_x, eval_y))
+                    float(v) for v in eval_fn(eval_x, eval_y).asnumpy())
                 w, b = linear_params(model)
                 out.metrics({"epoch": epoch, "step": step, "eval_loss": state["eval_loss"],
                              "eval_mse": state["eval_mse"]})
                 out.info(f"epoch {epoch}/{cfg.epochs}  step {step}  loss {state['loss']:.4f}  "
-                         f"eval_loss {state['eval_loss']:.4f}  w {_fmt(w)}  b {b:.4f}")
+                         f"eval_loss {state['eval_loss']:.4f}  {format_params(w, b)}")
+            stop = stop and step < total  # SIGTERM on the last step: just finish
             if stop or step == total or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+                if state["window_n"] and cluster.world_size > 1:
+                    # Only rank 0's state is saved, so the open metrics window must hold the
+                    # same (global) value on every rank. Done at every checkpoint, resumed or
+                    # not, so that an interrupted run does exactly the same arithmetic.
+                    total_loss = cluster.all_sum(np.array([state["window_loss"]]))[0]
+                    state["window_loss"] = float(total_loss) / cluster.world_size
                 save(step, {**state, **totals()})
             if stop:
+                cluster.all_sum(np.zeros(1))  # barrier: rank 0's checkpoint is on disk
                 raise Preempted(f"SIGTERM: stopped at step {step} with a checkpoint; "
                                 f"continue with --resume --out {out.dir}")
     finally:
@@ -214,9 +223,6 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput,
         "wall_s": run["wall_s"], "device": cfg.device,
         "launch": cluster.launch, "loss": cfg.loss, "seed": cfg.seed,
         "segments": state["segments"], "skipped_nonfinite": state["skipped"],
+        "first_step_at": first_step_at,
         "mindspore_version": ms.__version__,
     }
-
-
-def _fmt(w: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.4f}" for v in w) + "]"

@@ -4,7 +4,7 @@ Huber is written in the clamp form `c = clamp(e, -delta, delta); loss = c * (e -
 equals the textbook piecewise definition exactly (|e| <= delta: e²/2; else delta·(|e| - delta/2))
 and whose gradient is clamp(e, -delta, delta) with no branch at all. The article's `select` form
 computes both branches and a mask; the clamp form was measured ~5x cheaper for value-and-grad at
-batch 65536 on CPU (mindspore-notes.md).
+batch 65536 on CPU (docs/FINDINGS.md).
 """
 
 from __future__ import annotations

@@ -20,3 +20,8 @@ def make_model(features: int, seed: int) -> nn.Dense:
 def linear_params(model: nn.Dense) -> tuple[list[float], float]:
     """The learned (w, b) as plain floats."""
     return model.weight.asnumpy().ravel().tolist(), float(model.bias.asnumpy()[0])
+
+
+def format_params(w: list[float], b: float) -> str:
+    """`w [2.0001]  b 2.9999` for console lines."""
+    return "w [" + ", ".join(f"{v:.4f}" for v in w) + f"]  b {b:.4f}"

@@ -66,9 +66,10 @@ def _step_of(line: str) -> float:
         return float("inf")
 
 
-def default_out_dir(timestamp: float) -> str:
-    """runs/<YYYYmmdd-HHMMSS> for a timestamp every rank agrees on."""
-    return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S", time.localtime(timestamp)))
+def default_out_dir(stamp: int) -> str:
+    """runs/<YYYYmmdd-HHMMSS>-<xxxx> from `unix_time << 16 | pid`, a value every rank shares."""
+    when = time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp >> 16))
+    return str(Path("runs") / f"{when}-{stamp & 0xFFFF:04x}")
 
 
 class RunOutput:

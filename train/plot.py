@@ -34,7 +34,12 @@ def read_run(run_dir: Path) -> tuple[Config, list[dict], dict | None]:
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.jsonl").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml and metrics.jsonl)")
     cfg = Config(**load_yaml(str(run_dir / "config.yaml")))
-    metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            metrics.append(json.loads(line))
+        except ValueError:  # a torn last line of a killed run: not logged
+            continue
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     return cfg, metrics, summary
