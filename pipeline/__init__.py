@@ -4,7 +4,7 @@
 micro-batches and wraps them in a sharded `mindspore.dataset.GeneratorDataset`.
 """
 
-from pipeline.dataset import BatchSource, eval_arrays, make_train_dataset
+from pipeline.dataset import StepSource, eval_arrays, make_train_dataset
 from pipeline.synthetic import DataSpec, SyntheticRegression
 
-__all__ = ["BatchSource", "DataSpec", "SyntheticRegression", "eval_arrays", "make_train_dataset"]
+__all__ = ["StepSource", "DataSpec", "SyntheticRegression", "eval_arrays", "make_train_dataset"]

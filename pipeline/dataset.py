@@ -1,12 +1,23 @@
-"""Micro-batches of synthetic rows, served by a sharded GeneratorDataset.
+"""Optimizer steps of synthetic rows, served by a sharded GeneratorDataset.
 
-Layout of the stream: the run is a sequence of micro-batch *items* 0, 1, 2, ...; item g holds
-rows [j*B, (j+1)*B) of epoch g // items_per_epoch, where j = g % items_per_epoch and B is the
-per-rank micro-batch. GeneratorDataset's sharded sampler gives shard r the items r, r+N, r+2N, ...
-and `.batch(accum_steps)` stacks A consecutive shard items into one optimizer step. So at step t
-the N shards together hold items [t*A*N, (t+1)*A*N), i.e. rows [t*A*N*B, (t+1)*A*N*B): exactly
-the rows one process sees with batch N*B (or batch B with A*N accumulation). The stream depends
-on the global batch only, never on how it is split.
+Layout of the stream: the run is a sequence of micro-batches g = 0, 1, 2, ... of B rows (B the
+per-rank batch); micro-batch g of an epoch holds that epoch's rows [g*B, (g+1)*B). With N shards
+and A accumulation steps, optimizer step t of shard r is made of the micro-batches
+(t*A + a)*N + r for a < A. So at step t the N shards together hold micro-batches
+[t*A*N, (t+1)*A*N), i.e. rows [t*A*N*B, (t+1)*A*N*B): exactly the rows one process sees with
+batch N*B (or batch B with A*N accumulation). The stream depends on the global batch only,
+never on how it is split.
+
+Each source item is a chunk of K consecutive optimizer steps of one shard, K*A micro-batches
+stacked as (K*A, B, F) (a 3-D layout: indexing 4-D inputs in the jit step was measured ~5x
+slower at batch 65,536),
+generated vectorised: no per-sample items (measured ~40x slower, docs/FINDINGS.md) and no
+`.batch()` stage. Item c*N + r is chunk c of shard r, and GeneratorDataset's sharded sampler
+hands shard r exactly the items r, r+N, r+2N, ... Chunks exist because every new input
+tensor costs a MindSpore jit call ~0.2-0.3 ms on CPU, more than a whole batch-256 step: the
+train step takes the chunk and a step index, so that cost is paid once per K steps. K is
+chosen so that a chunk holds about 16k rows (K = 1 from batch 16,384 up). The last chunk is
+padded with zeros; the loop never runs the padded steps.
 """
 
 from __future__ import annotations
@@ -16,36 +27,58 @@ import numpy as np
 
 from pipeline.synthetic import EVAL_STREAM, TRAIN_STREAM, DataSpec, SyntheticRegression
 
+CHUNK_ROWS = 16384  # rows per source item to aim for (see the module docstring)
 
-class BatchSource:
-    """Random-access source: item k is one whole micro-batch (x, y), generated vectorised.
 
-    Per-sample items batched afterwards were measured ~40x slower (docs/FINDINGS.md).
-    """
+def steps_per_item(rows_per_step: int) -> int:
+    """K, the optimizer steps in one source item: ~CHUNK_ROWS rows, at most 64 steps."""
+    return max(1, min(64, CHUNK_ROWS // rows_per_step))
 
-    def __init__(
-        self,
-        spec: DataSpec,
-        seed: int,
-        batch_size: int,
-        items_per_epoch: int,
-        num_items: int,
-        first_item: int = 0,
-    ) -> None:
+
+class StepSource:
+    """Random-access source: item c*N + r is chunk c of shard r: x (K*A, B, F), y (K*A, B, 1)
+    holding optimizer steps c*K .. c*K + K - 1 of that shard, A micro-batches each."""
+
+    def __init__(self, spec: DataSpec, seed: int, batch_size: int, accum_steps: int,
+                 num_shards: int, steps_per_epoch: int, num_steps: int,
+                 first_step: int = 0, chunk: int = 1) -> None:
         self.gen = SyntheticRegression(spec, seed)
-        self.batch_size = batch_size
-        self.items_per_epoch = items_per_epoch
-        self.num_items = num_items
-        self.first_item = first_item
+        self.b, self.a, self.n, self.k = batch_size, accum_steps, num_shards, chunk
+        self.f = spec.features
+        self.steps_per_epoch = steps_per_epoch
+        self.num_steps = num_steps
+        self.first_step = first_step
 
     def __len__(self) -> int:
-        return self.num_items
+        return -(-self.num_steps // self.k) * self.n
 
-    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if not 0 <= k < self.num_items:
-            raise IndexError(k)
-        epoch, j = divmod(self.first_item + int(k), self.items_per_epoch)
-        return self.gen.rows(epoch, j * self.batch_size, self.batch_size, TRAIN_STREAM)
+    def __getitem__(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= item < len(self):
+            raise IndexError(item)
+        c, r = divmod(int(item), self.n)
+        k, a, b = self.k, self.a, self.b
+        steps = min(k, self.num_steps - c * k)
+        epoch, t = divmod(self.first_step + c * k, self.steps_per_epoch)
+        if self.n == 1 and steps == k and t + k <= self.steps_per_epoch:
+            # One shard and one epoch: the chunk's rows are adjacent, one call makes them all.
+            xs, ys = self.gen.rows(epoch, t * a * b, k * a * b, TRAIN_STREAM)
+            return xs.reshape(k * a, b, -1), ys.reshape(k * a, b, 1)
+        x = np.zeros((k, a, b, self.f), np.float32)
+        y = np.zeros((k, a, b, 1), np.float32)
+        for j in range(steps):
+            x[j], y[j] = self._step(c * k + j, r)
+        return x.reshape(k * a, b, -1), y.reshape(k * a, b, 1)
+
+    def _step(self, t: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Optimizer step t (counted from first_step) of shard r: (A, B, F) and (A, B, 1)."""
+        epoch, t = divmod(self.first_step + t, self.steps_per_epoch)
+        b, a, n = self.b, self.a, self.n
+        if n == 1:  # the step's micro-batches are adjacent: one call
+            x, y = self.gen.rows(epoch, t * a * b, a * b, TRAIN_STREAM)
+            return x.reshape(a, b, -1), y.reshape(a, b, 1)
+        parts = [self.gen.rows(epoch, ((t * a + i) * n + r) * b, b, TRAIN_STREAM)
+                 for i in range(a)]
+        return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
 def make_train_dataset(
@@ -58,24 +91,19 @@ def make_train_dataset(
     num_shards: int,
     shard_id: int,
     start_step: int = 0,
+    chunk: int = 1,
 ) -> ds.Dataset:
-    """Shard `shard_id` of `num_shards`: one element per optimizer step, x (A, B, F), y (A, B, 1).
+    """Shard `shard_id` of `num_shards`: one element per `chunk` optimizer steps,
+    x (chunk*A, B, F) and y (chunk*A, B, 1); the last element is zero-padded.
 
     `start_step` skips whole optimizer steps (used to resume): the stream stays the same.
     """
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id must be in [0, {num_shards}), got {shard_id}")
-    items_per_step = accum_steps * num_shards
-    total_steps = steps_per_epoch * epochs
-    source = BatchSource(
-        spec,
-        seed,
-        batch_size,
-        items_per_epoch=steps_per_epoch * items_per_step,
-        num_items=(total_steps - start_step) * items_per_step,
-        first_item=start_step * items_per_step,
-    )
-    data = ds.GeneratorDataset(
+    source = StepSource(spec, seed, batch_size, accum_steps, num_shards, steps_per_epoch,
+                        num_steps=steps_per_epoch * epochs - start_step, first_step=start_step,
+                        chunk=chunk)
+    return ds.GeneratorDataset(
         source,
         column_names=["x", "y"],
         shuffle=False,  # order is the stream's; the rows themselves are random
@@ -83,7 +111,6 @@ def make_train_dataset(
         shard_id=shard_id,
         python_multiprocessing=False,  # threads: the work is numpy, which releases the GIL
     )
-    return data.batch(accum_steps, drop_remainder=True)
 
 
 def eval_arrays(spec: DataSpec, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:

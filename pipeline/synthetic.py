@@ -6,10 +6,15 @@ same whatever the number of shards, batch size or accumulation, which is what le
 reproduce one process. Every epoch draws fresh rows (the epoch is part of the key): the source is
 an infinite population, so re-permuting a fixed set would only add memorisation, not realism.
 
-Determinism: the uniforms are integer arithmetic (splitmix64) and are bit-identical everywhere.
-x and the noise are computed in float64 and rounded to float32; only the Gaussian noise uses
-transcendental functions (log, cos), whose float64 results may differ between libm builds in the
-last bit, which changes the float32 value only when it falls within ~1e-16 of a rounding boundary.
+The generator is NumPy's Philox (a counter-based cipher whose bit stream NumPy keeps stable
+across versions), one key per (seed, stream, epoch, column): column j of row i is output
+i % 4 of counter block i // 4, so a slice of rows is one `random_raw` call, and columns a run
+does not use (the outlier draws, when there are no outliers) are never computed.
+
+Determinism: the uniforms are integer arithmetic and bit-identical everywhere. x and the noise
+are computed in float64 and rounded to float32; only the Gaussian noise uses transcendental
+functions (log, cos), whose float64 results may differ between libm builds in the last bit,
+which changes the float32 value only when it falls within ~1e-16 of a rounding boundary.
 """
 
 from __future__ import annotations
@@ -18,29 +23,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# splitmix64 constants (Steele, Lea & Flood 2014); uint64 arithmetic wraps, which is the intent.
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_MASK = (1 << 64) - 1
-
 TRAIN_STREAM = 0  # training rows
 EVAL_STREAM = 1  # held-out rows: a separate key, so never equal to any training row
+_MASK = (1 << 64) - 1
 
 
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, vectorised over a uint64 array."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-def _key(seed: int, stream: int, epoch: int) -> np.uint64:
-    """Fold (seed, stream, epoch) into one 64-bit key."""
-    z = np.array([seed & _MASK], dtype=np.uint64)
-    for part in (stream, epoch):
-        z = _mix(z + _GOLDEN) ^ np.uint64(part & _MASK)
-    return _mix(z)[0]
+def _mix(z: int) -> int:
+    """splitmix64 finaliser on a Python int (key derivation only, not per row)."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
 
 
 @dataclass(frozen=True)
@@ -61,17 +54,18 @@ class SyntheticRegression:
     def __init__(self, spec: DataSpec, seed: int) -> None:
         self.spec = spec
         self.seed = seed
-        # Uniforms per row: features for x, two for Box-Muller, three for the outlier draw.
-        self._ncols = spec.features + 5
         self._w = np.full(spec.features, spec.true_w, dtype=np.float64)
 
-    def _uniforms(self, stream: int, epoch: int, start: int, count: int) -> np.ndarray:
-        """A (count, ncols) float64 array of U[0, 1) for rows start..start+count."""
-        key = _key(self.seed, stream, epoch)
-        rows = np.arange(start, start + count, dtype=np.uint64)
-        ctr = rows[:, None] * np.uint64(self._ncols) + np.arange(self._ncols, dtype=np.uint64)
-        bits = _mix(key + (ctr + np.uint64(1)) * _GOLDEN)
-        return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    def _uniform(self, stream: int, epoch: int, column: int, start: int,
+                 count: int) -> np.ndarray:
+        """U[0, 1) float64 for rows start..start+count of one column: (raw >> 11) * 2**-53 of
+        the Philox outputs, which is what `Generator.random` computes (in C, ~2x faster than
+        the same two NumPy operations; a test pins the equality)."""
+        key = np.array([_mix(_mix(self.seed) ^ stream), _mix(_mix(epoch) ^ column)],
+                       dtype=np.uint64)
+        block, skip = divmod(start, 4)
+        bits = np.random.Philox(key=key, counter=np.array([block, 0, 0, 0], dtype=np.uint64))
+        return np.random.Generator(bits).random(skip + count)[skip:]
 
     def rows(
         self, epoch: int, start: int, count: int, stream: int = TRAIN_STREAM, clean: bool = False
@@ -79,16 +73,25 @@ class SyntheticRegression:
         """Rows start..start+count of an epoch: x (count, features) and y (count, 1), float32.
 
         `clean=True` leaves out the outlier errors (the held-out set measures the true line).
+        Columns: 0..F-1 x, F and F+1 the noise (Box-Muller), F+2..F+4 the outlier draw.
         """
         s = self.spec
-        u = self._uniforms(stream, epoch, start, count)
         f = s.features
-        x = -10.0 + 20.0 * u[:, :f]
-        # Box-Muller on (0, 1]: 1 - u is never 0, so the log is finite.
-        noise = np.sqrt(-2.0 * np.log1p(-u[:, f])) * np.cos(2.0 * np.pi * u[:, f + 1])
+
+        def u(col: int) -> np.ndarray:
+            return self._uniform(stream, epoch, col, start, count)
+
+        x = np.stack([u(j) for j in range(f)], axis=1) * 20.0 - 10.0
+        # Box-Muller, one output: sqrt(-2 ln u1) * cos(theta) with theta uniform; cos of a
+        # uniform angle on [0, 2pi) is distributed as sin on [-pi/2, pi/2), which NumPy computes
+        # ~2.4x faster. u1 = 1 - u lies in (0, 1], so the log is finite; np.log is ~8x faster
+        # than np.log1p here (both measured at 65,536 rows).
+        angle = np.pi * (u(f + 1) - 0.5)
+        noise = np.sqrt(-2.0 * np.log(1.0 - u(f))) * np.sin(angle)
+        # Not `x @ w`: a BLAS dot may sum in a machine-dependent order.
         y = (x * self._w).sum(axis=1) + s.true_b + s.noise_std * noise
         if s.outlier_fraction > 0 and not clean:
-            hit = u[:, f + 2] < s.outlier_fraction
-            sign = np.where(u[:, f + 3] < 0.5, -1.0, 1.0)
-            y = y + hit * sign * s.outlier_scale * (0.5 + u[:, f + 4])
+            hit = u(f + 2) < s.outlier_fraction
+            sign = np.where(u(f + 3) < 0.5, -1.0, 1.0)
+            y = y + hit * sign * s.outlier_scale * (0.5 + u(f + 4))
         return x.astype(np.float32), y.astype(np.float32)[:, None]

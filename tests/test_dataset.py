@@ -9,11 +9,16 @@ from pipeline.synthetic import SyntheticRegression
 SPEC = DataSpec(features=2, outlier_fraction=0.1)
 
 
-def steps(num_shards, shard_id, batch, accum=1, steps_per_epoch=3, epochs=2, start_step=0):
+def steps(num_shards, shard_id, batch, accum=1, steps_per_epoch=3, epochs=2, start_step=0,
+          chunk=1):
     """All optimizer steps of one shard: a list of (x (A, B, F), y (A, B, 1)) numpy pairs."""
     data = make_train_dataset(SPEC, 11, batch, accum, steps_per_epoch, epochs,
-                              num_shards=num_shards, shard_id=shard_id, start_step=start_step)
-    return [(x, y) for x, y in data.create_tuple_iterator(output_numpy=True, num_epochs=1)]
+                              num_shards=num_shards, shard_id=shard_id, start_step=start_step,
+                              chunk=chunk)
+    out = [(x[j * accum:(j + 1) * accum], y[j * accum:(j + 1) * accum])
+           for x, y in data.create_tuple_iterator(output_numpy=True, num_epochs=1)
+           for j in range(chunk)]
+    return out[:steps_per_epoch * epochs - start_step]  # the last chunk's padding
 
 
 def rows(step):
@@ -65,6 +70,27 @@ def test_start_step_continues_the_same_stream():
     assert len(tail) == 2
     for a, b in zip(full[4:], tail):
         np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+@pytest.mark.parametrize("chunk", [2, 4, 7])
+def test_chunks_hold_the_same_steps(num_shards, chunk):
+    """Chunks of K steps (crossing epochs, with a padded last one) change nothing."""
+    plain = steps(num_shards, num_shards - 1, batch=4, accum=2, steps_per_epoch=5)
+    chunked = steps(num_shards, num_shards - 1, batch=4, accum=2, steps_per_epoch=5, chunk=chunk)
+    assert len(chunked) == len(plain) == 10
+    for a, b in zip(plain, chunked):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    tail = steps(num_shards, 0, batch=4, steps_per_epoch=5, start_step=3, chunk=chunk)
+    full = steps(num_shards, 0, batch=4, steps_per_epoch=5)
+    np.testing.assert_array_equal(tail[0][0], full[3][0])
+
+
+def test_steps_per_item_aims_at_16k_rows():
+    from pipeline.dataset import steps_per_item
+
+    assert [steps_per_item(r) for r in (1, 256, 4096, 16384, 65536)] == [64, 64, 4, 1, 1]
 
 
 def test_bad_shard_id_is_refused():

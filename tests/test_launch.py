@@ -55,8 +55,10 @@ def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):
     assert leftovers(str(port)) == [] and leftovers(str(tmp_path)) == []
 
 
-def test_mpirun_two_ranks_reproduce_one_process(tmp_path, single_b16):
-    r = mpirun([*TINY, "--batch_size", "8", "--outlier_fraction", "0.2", "--out", "o"], tmp_path)
+@pytest.mark.parametrize("backend", ["mindspore", "mpi"])
+def test_mpirun_two_ranks_reproduce_one_process(tmp_path, single_b16, backend):
+    r = mpirun([*TINY, "--batch_size", "8", "--outlier_fraction", "0.2", "--out", "o",
+                "--grad_backend", backend], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     got, s = params(tmp_path / "o")
     assert max(abs(a - b) for a, b in zip(got, single_b16)) <= 1e-5
@@ -111,6 +113,15 @@ def test_busy_master_port_is_refused(tmp_path, launcher):
     assert r.returncode == 2
     assert f"MASTER_PORT {busy} is already in use" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_mpi_grad_backend_needs_mpirun_and_cpu(tmp_path, port):
+    r = msrun([*TINY, "--grad_backend", "mpi"], tmp_path, port)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: --grad_backend mpi needs the mpirun launcher " \
+                               "(launch/run_mpirun.sh), not msrun"
+    r = train_cli([*TINY, "--grad_backend", "mpi", "--device", "Ascend"], tmp_path)
+    assert r.returncode == 2 and "grad_backend mpi is for CPU runs" in r.stderr
 
 
 def test_missing_mpi_is_refused(tmp_path):

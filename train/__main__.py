@@ -34,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg, _ = parse_config(argv, base=load_yaml(str(saved)))
         elif cfg.out:
             check_out_dir(cfg.out)
+        launch, world = cl.check_launch(cfg.world_size)
+        if cfg.grad_backend == "mpi" and world > 1 and launch != "mpi":
+            raise ConfigError(f"--grad_backend mpi needs the mpirun launcher "
+                              f"(launch/run_mpirun.sh), not {launch}")
         if cfg.dry_run:
-            return _dry_run(cfg, *cl.check_launch(cfg.world_size))
+            return _dry_run(cfg, launch, world)
         cluster = cl.setup(cfg.device, cfg.world_size)  # msrun's scheduler ends inside this
     except (ConfigError, cl.ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)

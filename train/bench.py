@@ -80,29 +80,49 @@ def _params(model: Any) -> list[float]:
 
 def run_pipeline(batch: int, steps: int) -> tuple[float, list[float]]:
     """GeneratorDataset -> jit step, as train.loop runs it; first step (compile) not timed."""
+    from mindspore import Tensor
+
     from pipeline import DataSpec, make_train_dataset
+    from pipeline.dataset import steps_per_item
 
     model, _, step = _ms_setup(batch)
-    data = make_train_dataset(DataSpec(), SEED, batch, 1, steps, 1, num_shards=1, shard_id=0)
+    k = steps_per_item(batch)
+    data = make_train_dataset(DataSpec(), SEED, batch, 1, steps, 1, num_shards=1, shard_id=0,
+                              chunk=k)
+    index = [Tensor(np.int32(j)) for j in range(k)]
+    n, t0 = 0, None
     it = data.create_tuple_iterator(num_epochs=1)
-    t0 = None
-    for i, (x, y) in enumerate(it):
-        step(x, y).asnumpy()  # what the loop does every step (the non-finite check)
-        if i == 0:
-            t0 = time.perf_counter()
-    return (steps - 1) * batch / (time.perf_counter() - t0), _params(model)
+    for xc, yc in it:
+        for j in range(min(k, steps - n)):
+            step(xc, yc, index[j]).asnumpy()  # as the loop: one read per step (finite check)
+            n += 1
+            if t0 is None:
+                t0 = time.perf_counter()
+    rate = (steps - 1) * batch / (time.perf_counter() - t0)
+    it.stop()  # its worker threads would otherwise compete with the next row
+    return rate, _params(model)
 
 
 def run_prepared(batch: int, steps: int) -> tuple[float, list[float]]:
-    """The same step on tensors made beforehand: what the step alone can do."""
+    """The same step on the same chunks, made into tensors beforehand: the step alone."""
     from mindspore import Tensor
 
+    from pipeline.dataset import steps_per_item
+
     model, _, step = _ms_setup(batch)
-    data = [(Tensor(x[None]), Tensor(y[None])) for x, y in _batches(batch, steps)]
-    step(*data[0]).asnumpy()
+    k = steps_per_item(batch)
+    rows = _batches(batch, steps)
+    chunks = []
+    for c in range(0, steps, k):
+        part = rows[c:c + k]
+        chunks.append((Tensor(np.stack([x for x, _ in part])),
+                       Tensor(np.stack([y for _, y in part])), len(part)))
+    index = [Tensor(np.int32(j)) for j in range(k)]
+    step(chunks[0][0], chunks[0][1], index[0]).asnumpy()
     t0 = time.perf_counter()
-    for x, y in data[1:]:
-        step(x, y).asnumpy()
+    for c, (xc, yc, m) in enumerate(chunks):
+        for j in range(1 if c == 0 else 0, m):
+            step(xc, yc, index[j]).asnumpy()
     return (steps - 1) * batch / (time.perf_counter() - t0), _params(model)
 
 
@@ -223,14 +243,15 @@ def run_torch(batch: int, steps: int) -> tuple[float, list[float]]:
 # --- the real trainer through the launch scripts -------------------------------------------
 
 
-def run_job(kind: str, batch: int, steps: int, root: Path) -> dict[str, Any]:
+def run_job(kind: str, batch: int, steps: int, root: Path,
+            extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """One training job (`single`, `msrun` or `mpirun`); returns its summary + launch latency."""
     from train.cluster import free_port
 
     out = root / f"{kind}-{batch}-{time.monotonic_ns()}"
     args = ["--batch_size", str(batch), "--epochs", "1", "--steps_per_epoch", str(steps),
             "--log_every", str(steps), "--ckpt_every", "0", "--lr_schedule", "constant",
-            "--eval_size", "256", "--quiet", "--out", str(out)]
+            "--eval_size", "256", "--quiet", "--out", str(out), *extra]
     env = dict(os.environ, NPROC="2", MASTER_PORT=str(free_port()), LOG_DIR=str(out) + "-logs")
     cmd = {"single": [sys.executable, "-m", "train"],
            "msrun": ["bash", str(LAUNCH_DIR / "run_msrun.sh")],

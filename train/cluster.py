@@ -97,6 +97,24 @@ class Cluster:
 
         return nn.DistributedGradReducer(params, mean=True, degree=self.world_size)
 
+    def host_grad_mean(self) -> Any:
+        """For grad_backend=mpi: a function averaging a float32 vector over ranks with mpi4py
+        (MPI's shared-memory Allreduce; ~7 us for 2 floats against ~1.2 ms through MindSpore's
+        CPU collectives, docs/FINDINGS.md). Only an mpi-launched job has the communicator."""
+        if self._comm is None:
+            raise ClusterError(f"--grad_backend mpi needs the mpirun launcher "
+                               f"(launch/run_mpirun.sh); this run was started by {self.launch}")
+        from mpi4py import MPI
+
+        comm, scale = self._comm, np.float32(1.0 / self.world_size)
+
+        def mean(buf: np.ndarray) -> np.ndarray:
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            buf *= scale
+            return buf
+
+        return mean
+
     def all_sum(self, values: np.ndarray) -> np.ndarray:
         """Element-wise float32 sum over ranks (MindSpore's CPU collectives take only float32
         or float16, and only sum). Identity for one rank."""

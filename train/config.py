@@ -25,6 +25,7 @@ DESCRIPTION = ("Data-parallel MindSpore training of y = x·w + b + noise. Option
 DEVICES = ("CPU", "Ascend", "GPU")
 LOSSES = ("huber", "mse")
 LR_SCHEDULES = ("cosine", "constant")
+GRAD_BACKENDS = ("mindspore", "mpi")
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,10 @@ class Config:
     loss: str = _f("huber", "training loss", choices=LOSSES)
     delta: float = _f(1.0, "Huber threshold: quadratic below |error| = delta, linear above")
     clip_norm: float = _f(0.0, "clip gradients to this global norm after the all-reduce; 0 = off")
+    grad_backend: str = _f("mindspore", "how ranks average gradients: mindspore (its collectives "
+                                        "inside the jit step: HCCL, NCCL, CPU) or mpi (mpi4py "
+                                        "Allreduce on the host; CPU under run_mpirun.sh only)",
+                           choices=GRAD_BACKENDS)
     # --- output ---
     log_every: int = _f(50, "write a metrics line every this many optimizer steps")
     out: str = _f("", "run folder; empty means runs/<timestamp>. Must be new or empty")
@@ -137,6 +142,9 @@ def validate(cfg: Config) -> Config:
         _check(getattr(cfg, name) >= 1, name, "an integer >= 1", getattr(cfg, name))
     for name in ("ckpt_every", "skip_nonfinite", "test_ckpt_pause"):
         _check(getattr(cfg, name) >= 0, name, ">= 0", getattr(cfg, name))
+    if cfg.grad_backend == "mpi" and cfg.device != "CPU":
+        raise ConfigError(f"grad_backend mpi is for CPU runs; with --device {cfg.device} use "
+                          "mindspore (HCCL/NCCL)")
     if cfg.resume and not cfg.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     _check(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)

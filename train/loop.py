@@ -16,6 +16,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from pipeline import DataSpec, eval_arrays, make_train_dataset
+from pipeline.dataset import steps_per_item
 from train.checkpoint import Checkpoint, CheckpointDir, CheckpointError, fingerprint
 from train.cluster import Cluster
 from train.config import Config
@@ -95,21 +96,27 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput,
         "segments": 0}
     state["segments"] += 1
     spec = data_spec(cfg)
-    batches: Any = []  # a finished run resumed with the same epochs has nothing left to do
+    chunk = steps_per_item(cfg.accum_steps * cfg.batch_size)
+    chunks: Any = []  # a finished run resumed with the same epochs has nothing left to do
     if start < total:
-        batches = make_train_dataset(
+        chunks = make_train_dataset(
             spec, cfg.seed, cfg.batch_size, cfg.accum_steps, cfg.steps_per_epoch, cfg.epochs,
-            num_shards=cluster.world_size, shard_id=cluster.rank, start_step=start,
+            num_shards=cluster.world_size, shard_id=cluster.rank, start_step=start, chunk=chunk,
         ).create_tuple_iterator(num_epochs=1)
+    # The first micro-batch of each step in a chunk; made once: every new tensor costs.
+    index = [Tensor(np.int32(j * cfg.accum_steps)) for j in range(chunk)]
     model = make_model(cfg.features, cfg.seed)
     loss_fn = make_loss(cfg.loss, cfg.delta)
     optimizer = nn.SGD(model.trainable_params(), learning_rate=learning_rate(cfg, total),
                        momentum=cfg.momentum)
     if ckpt:
         _restore(optimizer, ckpt)
-    step_fn = make_train_step(model, loss_fn, optimizer, cfg.accum_steps, cfg.clip_norm,
-                              cluster.grad_reducer(optimizer.parameters),
-                              skip_nonfinite=cfg.skip_nonfinite > 0)
+    mpi_grads = cfg.grad_backend == "mpi" and cluster.world_size > 1
+    step_fn = make_train_step(
+        model, loss_fn, optimizer, cfg.accum_steps, cfg.clip_norm,
+        None if mpi_grads else cluster.grad_reducer(optimizer.parameters),
+        skip_nonfinite=cfg.skip_nonfinite > 0,
+        host_grad_mean=cluster.host_grad_mean() if mpi_grads else None)
     eval_fn = make_eval_step(model, loss_fn)
     eval_x, eval_y = (Tensor(a) for a in eval_arrays(spec, cfg.seed, cfg.eval_size))
     ckpts = CheckpointDir(out.dir, cfg.keep_ckpts,
@@ -143,11 +150,13 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput,
     step, t_window, t_first, n_seg = start, time.perf_counter(), None, 0
     first_step_at = None
     try:
-        for xs, ys in batches:
+        for xc, yc, j in ((xc, yc, j) for xc, yc in chunks for j in range(chunk)):
+            if step == total:
+                break  # the last chunk's padding
             step += 1
             if step == cfg.nan_at_step:
-                xs = xs * float("nan")
-            loss_v, norm_v = (float(v) for v in step_fn(xs, ys).asnumpy())
+                xc = xc * float("nan")
+            loss_v, norm_v = (float(v) for v in step_fn(xc, yc, index[j]).asnumpy())
             if step == cfg.fail_at_step and cluster.rank == cfg.fail_rank:
                 raise RuntimeError(f"test failure injected at step {step} (--fail_at_step)")
             # The norm is taken after the all-reduce: every rank sees the same value here.

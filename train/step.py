@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Callable
 
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
-StepFn = Callable[[Tensor, Tensor], Tensor]
+StepFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+EvalFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def global_norm(grads: tuple[Tensor, ...]) -> Tensor:
@@ -29,8 +31,12 @@ def make_train_step(
     clip_norm: float = 0.0,
     grad_reducer: nn.Cell | None = None,
     skip_nonfinite: bool = False,
+    host_grad_mean: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> StepFn:
-    """Build `step(xs, ys) -> [loss, grad_norm]` for xs (A, B, F) and ys (A, B, 1).
+    """Build `step(xc, yc, i) -> [loss, grad_norm]`: one optimizer step on micro-batches
+    i .. i+A-1 (`i` an int32 scalar tensor) of a chunk xc (K*A, B, F), yc (K*A, B, 1) (see
+    pipeline/dataset.py: a new input tensor costs more than a small step, so the pipeline
+    delivers K steps at once).
 
     Gradients of the A micro-batches are averaged, which for a mean-reduced loss over equal
     micro-batches is exactly the gradient of one batch of A*B rows. They then pass through the
@@ -44,6 +50,10 @@ def make_train_step(
     counter still advances, so the lr schedule stays on the step count). The norm is taken
     after the all-reduce, so every rank takes the same decision. The guard is a graph branch
     that was measured to double the step time on CPU (~290 -> ~600 us), hence opt-in.
+
+    With `host_grad_mean` (grad_backend=mpi) the step is two jit calls with the cross-rank mean
+    on the host between them: the gradients leave the graph as one flat float32 vector, are
+    averaged by MPI, and come back for clipping and the update. Same math, other collective.
     """
     weights = optimizer.parameters
 
@@ -53,19 +63,22 @@ def make_train_step(
 
     grad_fn = ms.value_and_grad(forward_fn, None, weights, has_aux=True)
 
-    @ms.jit
-    def train_step(xs: Tensor, ys: Tensor) -> Tensor:
-        (loss, _), grads = grad_fn(xs[0], ys[0])
+    shapes = [p.shape for p in weights]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def local_grads(xc: Tensor, yc: Tensor, i: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        (loss, _), grads = grad_fn(xc[i], yc[i])
         # Unrolled at compile time: accum_steps is a Python constant.
-        for i in range(1, accum_steps):
-            (loss_i, _), grads_i = grad_fn(xs[i], ys[i])
+        for a in range(1, accum_steps):
+            (loss_i, _), grads_i = grad_fn(xc[i + a], yc[i + a])
             loss = loss + loss_i
             grads = tuple(g + gi for g, gi in zip(grads, grads_i))
         if accum_steps > 1:
             loss = loss / accum_steps
             grads = tuple(g / accum_steps for g in grads)
-        if grad_reducer is not None:
-            grads = grad_reducer(grads)
+        return loss, grads
+
+    def update(loss: Tensor, grads: tuple[Tensor, ...]) -> Tensor:
         norm = global_norm(grads)
         if clip_norm > 0:  # global-norm clipping, reusing the norm just computed
             scale = clip_norm / ops.maximum(norm, clip_norm)
@@ -79,10 +92,34 @@ def make_train_step(
             optimizer(grads)
         return ops.stack([loss, norm])
 
-    return train_step
+    if host_grad_mean is None:
+        @ms.jit
+        def train_step(xc: Tensor, yc: Tensor, i: Tensor) -> Tensor:
+            loss, grads = local_grads(xc, yc, i)
+            if grad_reducer is not None:
+                grads = grad_reducer(grads)
+            return update(loss, grads)
+
+        return train_step
+
+    @ms.jit
+    def grads_flat(xc: Tensor, yc: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
+        loss, grads = local_grads(xc, yc, i)
+        return loss, ops.concat([g.reshape(-1) for g in grads])
+
+    @ms.jit
+    def update_flat(loss: Tensor, flat: Tensor) -> Tensor:
+        parts = ops.split(flat, sizes)
+        return update(loss, tuple(p.reshape(s) for p, s in zip(parts, shapes)))
+
+    def train_step_mpi(xc: Tensor, yc: Tensor, i: Tensor) -> Tensor:
+        loss, flat = grads_flat(xc, yc, i)
+        return update_flat(loss, Tensor(host_grad_mean(flat.asnumpy())))
+
+    return train_step_mpi
 
 
-def make_eval_step(model: nn.Cell, loss_fn: nn.Cell) -> StepFn:
+def make_eval_step(model: nn.Cell, loss_fn: nn.Cell) -> EvalFn:
     """Build `eval(x, y) -> [loss, mse]`: the training loss and the mean squared error."""
 
     @ms.jit
