@@ -372,7 +372,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         if pts:
             ax.plot(*zip(*pts), "o-", label=name)
     for r in rows:
-        if r["name"] == "seed article loop" or r["name"].startswith("job: 2 ranks"):
+        if r["name"] == "seed article loop" or r["name"].startswith("job: "):
             ax.plot([r["batch"]], [r["samples_per_s"]], "s", label=r["name"])
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
