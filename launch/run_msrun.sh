@@ -26,22 +26,24 @@ if [[ "$NODE_RANK" == 0 ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
 
-msrun --worker_num $((NPROC * NNODES)) --local_worker_num "$NPROC" \
+# A scheduler's SIGTERM (preemption) must reach the workers, which checkpoint and exit 75;
+# msrun itself does not forward it, and runs in a session of its own (setsid) so that a
+# signal to this script's process group does not kill it before the workers are done.
+pid=
+trap '[[ -n "$pid" ]] && python -m train.cluster term-workers "$pid" || true' TERM
+setsid msrun --worker_num $((NPROC * NNODES)) --local_worker_num "$NPROC" \
   --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" --node_rank "$NODE_RANK" \
   --log_dir "$LOG_DIR" --join True --cluster_time_out "$CLUSTER_TIMEOUT" \
   --tail_worker_log "$TAIL_WORKER_LOG" \
   "$here/trainer.py" "$@" &
 pid=$!
-# A scheduler's SIGTERM (preemption) must reach the workers, which checkpoint and exit 75;
-# msrun itself does not forward it.
-trap 'python -m train.cluster term-workers "$pid"' TERM
 rc=0
-while true; do
-  wait "$pid" && rc=0 || rc=$?
-  kill -0 "$pid" 2>/dev/null || break   # wait was only interrupted by the trap
+while kill -0 "$pid" 2>/dev/null; do
+  wait "$pid" && rc=0 || rc=$?            # returns early when the trap runs; msrun goes on
 done
+wait "$pid" && rc=0 || rc=$?              # msrun's own exit status (bash keeps it)
 if [[ $rc -ne 0 ]]; then
-  if grep -qs "SIGTERM: stopped at step" "$LOG_DIR"/worker_0.log; then
+  if grep -qs "SIGTERM: stopped at step" "$LOG_DIR"/worker_*.log; then
     exit 75                               # preempted with a checkpoint: resume with --resume
   fi
   grep -h "^error: " "$LOG_DIR"/worker_*.log >&2 || true  # msrun names PIDs, this the rank

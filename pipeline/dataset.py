@@ -16,7 +16,8 @@ generated vectorised: no per-sample items (measured ~40x slower, docs/FINDINGS.m
 hands shard r exactly the items r, r+N, r+2N, ... Chunks exist because every new input
 tensor costs a MindSpore jit call ~0.2-0.3 ms on CPU, more than a whole batch-256 step: the
 train step takes the chunk and a step index, so that cost is paid once per K steps. K is
-chosen so that a chunk holds about 16k rows (K = 1 from batch 16,384 up). The last chunk is
+chosen so that a chunk holds about 16k rows (K = 1 once a step has more than 8,192
+rows). The last chunk is
 padded with zeros; the loop never runs the padded steps.
 """
 

@@ -7,14 +7,17 @@ reproduce one process. Every epoch draws fresh rows (the epoch is part of the ke
 an infinite population, so re-permuting a fixed set would only add memorisation, not realism.
 
 The generator is NumPy's Philox (a counter-based cipher whose bit stream NumPy keeps stable
-across versions), one key per (seed, stream, epoch, column): column j of row i is output
-i % 4 of counter block i // 4, so a slice of rows is one `random_raw` call, and columns a run
-does not use (the outlier draws, when there are no outliers) are never computed.
+across versions), one key per (seed, stream, epoch, column): column j of row i comes from
+output i % 4 of counter block i // 4, so a slice of rows is one call per column, and columns a
+run does not use (the outlier draws, when there are no outliers) are never computed. The
+uniforms are (bits >> 11) * 2**-53, computed by `Generator.random` (its conversion is not
+covered by NumPy's stream-stability policy; tests/test_synthetic.py pins it).
 
 Determinism: the uniforms are integer arithmetic and bit-identical everywhere. x and the noise
 are computed in float64 and rounded to float32; only the Gaussian noise uses transcendental
-functions (log, cos), whose float64 results may differ between libm builds in the last bit,
-which changes the float32 value only when it falls within ~1e-16 of a rounding boundary.
+functions (log, sin), whose float64 results may differ between NumPy builds and CPU feature
+sets in the last bit, which changes the float32 value only when it falls within ~1e-16 of a
+rounding boundary.
 """
 
 from __future__ import annotations

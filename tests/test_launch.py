@@ -118,8 +118,8 @@ def test_busy_master_port_is_refused(tmp_path, launcher):
 def test_mpi_grad_backend_needs_mpirun_and_cpu(tmp_path, port):
     r = msrun([*TINY, "--grad_backend", "mpi"], tmp_path, port)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: --grad_backend mpi needs the mpirun launcher " \
-                               "(launch/run_mpirun.sh), not msrun"
+    assert r.stderr.strip() == "error: --grad_backend mpi needs an MPI launcher " \
+                               "(launch/run_mpirun.sh or slurm.sbatch), not msrun"
     r = train_cli([*TINY, "--grad_backend", "mpi", "--device", "Ascend"], tmp_path)
     assert r.returncode == 2 and "grad_backend mpi is for CPU runs" in r.stderr
 

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             check_out_dir(cfg.out)
         launch, world = cl.check_launch(cfg.world_size)
         if cfg.grad_backend == "mpi" and world > 1 and launch != "mpi":
-            raise ConfigError(f"--grad_backend mpi needs the mpirun launcher "
-                              f"(launch/run_mpirun.sh), not {launch}")
+            raise ConfigError(f"--grad_backend mpi needs an MPI launcher "
+                              f"(launch/run_mpirun.sh or slurm.sbatch), not {launch}")
         if cfg.dry_run:
             return _dry_run(cfg, launch, world)
         cluster = cl.setup(cfg.device, cfg.world_size)  # msrun's scheduler ends inside this
@@ -101,7 +101,8 @@ def _dry_run(cfg: Config, launch: str, world: int) -> int:
 
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     print(f"# launch: {launch}  world_size: {world}  "
-          f"global_batch_size: {cfg.global_batch_size(world)}  out: {cfg.out or 'runs/<time>'}")
+          f"global_batch_size: {cfg.global_batch_size(world)}  "
+          f"out: {cfg.out or 'runs/<time>-<pid>'}")
     return 0
 
 

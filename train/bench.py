@@ -31,7 +31,9 @@ import numpy as np
 
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 LR, MOMENTUM, DELTA, SEED = 0.01, 0.9, 1.0, 0
-PARAM_TOL = 1e-4  # other frameworks round differently; MindSpore rows are compared bitwise too
+# Parameters must agree to this (float32 sums in another order drift ~1e-5 at batch 65,536);
+# tests/test_bench.py checks the MindSpore rows against each other bitwise.
+PARAM_TOL = 1e-4
 
 
 def _batches(batch: int, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -58,7 +60,7 @@ def _timed(run: Callable[[], tuple[float, list[float]]], repeats: int) -> dict[s
 # --- MindSpore rows -----------------------------------------------------------------------
 
 
-def _ms_setup(batch: int) -> tuple[Any, Any, Any]:
+def _ms_setup() -> tuple[Any, Any, Any]:
     """Fresh model + optimizer + the package's step, constant lr (what the rows compare)."""
     from mindspore import nn
 
@@ -85,7 +87,7 @@ def run_pipeline(batch: int, steps: int) -> tuple[float, list[float]]:
     from pipeline import DataSpec, make_train_dataset
     from pipeline.dataset import steps_per_item
 
-    model, _, step = _ms_setup(batch)
+    model, _, step = _ms_setup()
     k = steps_per_item(batch)
     data = make_train_dataset(DataSpec(), SEED, batch, 1, steps, 1, num_shards=1, shard_id=0,
                               chunk=k)
@@ -112,7 +114,7 @@ def run_prepared(batch: int, steps: int) -> tuple[float, list[float]]:
     from pipeline import DataSpec, make_train_dataset
     from pipeline.dataset import steps_per_item
 
-    model, _, step = _ms_setup(batch)
+    model, _, step = _ms_setup()
     k = steps_per_item(batch)
     data = make_train_dataset(DataSpec(), SEED, batch, 1, steps, 1, num_shards=1, shard_id=0,
                               chunk=k)
@@ -197,14 +199,13 @@ def run_numpy(batch: int, steps: int) -> tuple[float, list[float]]:
         xs, ys = x[:, 0], y[:, 0]
         e = xs * w[0] + b[0] - ys
         c = np.clip(e, -d, d)
-        loss = float(np.mean(c * (e - np.float32(0.5) * c)))
+        _loss = float(np.mean(c * (e - np.float32(0.5) * c)))  # as the others compute it
         gw = np.float32(np.dot(c, xs) / batch)
         gb = np.float32(c.sum() / batch)
         # MindSpore's SGD: the first step takes the gradient itself as the momentum buffer.
         vw = np.float32(gw) if i == 0 else mom * vw + gw
         vb = np.float32(gb) if i == 0 else mom * vb + gb
         w, b = w - lr * vw, b - lr * vb
-        del loss
         if i == 0:
             t0 = time.perf_counter()
     return (steps - 1) * batch / (time.perf_counter() - t0), [float(w[0]), float(b[0])]
@@ -246,23 +247,28 @@ def run_torch(batch: int, steps: int) -> tuple[float, list[float]]:
 # --- the real trainer through the launch scripts -------------------------------------------
 
 
-def run_job(kind: str, batch: int, steps: int, root: Path,
-            extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def run_job(kind: str, batch: int, steps: int, root: Path) -> dict[str, Any]:
     """One training job (`single`, `msrun` or `mpirun`); returns its summary + launch latency."""
     from train.cluster import free_port
 
     out = root / f"{kind}-{batch}-{time.monotonic_ns()}"
     args = ["--batch_size", str(batch), "--epochs", "1", "--steps_per_epoch", str(steps),
             "--log_every", str(steps), "--ckpt_every", "0", "--lr_schedule", "constant",
-            "--eval_size", "256", "--quiet", "--out", str(out), *extra]
+            "--eval_size", "256", "--quiet", "--out", str(out)]
     env = dict(os.environ, NPROC="2", MASTER_PORT=str(free_port()), LOG_DIR=str(out) + "-logs")
     cmd = {"single": [sys.executable, "-m", "train"],
            "msrun": ["bash", str(LAUNCH_DIR / "run_msrun.sh")],
            "mpirun": ["bash", str(LAUNCH_DIR / "run_mpirun.sh")]}[kind]
     t0 = time.time()
-    r = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(f"{kind} job failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    proc = subprocess.Popen([*cmd, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)  # the launcher and everything it started
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} job failed ({proc.returncode}): {err.strip()[-500:]}")
     s = json.loads((out / "summary.json").read_text())
     s["launch_s"] = s["first_step_at"] - t0
     s["params"] = [*s["w"], s["b"]]
@@ -281,7 +287,8 @@ def _check(row: dict[str, Any], ref: list[float], name: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run every row, print the table, write bench.json and bench.png."""
     p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer steps and repeats (< 3 min)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer steps and repeats (about a minute on 2 cores)")
     p.add_argument("--out", default="", help="folder for bench.json and bench.png "
                    "(default: runs/bench-<time>)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)

@@ -37,7 +37,7 @@ _MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_N
 # Everything detect_launch() reads: a shell left with these from a cluster job is not one.
 LAUNCH_VARS = ("MS_ROLE", *_MPI_SIZE_VARS)
 _MPI_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "PMI_", "HYDRA_", "MPI_LOCALNRANKS")
-DEFAULT_CLUSTER_TIMEOUT = 60  # seconds for all ranks to join, and for a lost rank to end the job
+DEFAULT_CLUSTER_TIMEOUT = 120  # seconds for all ranks to join (a lost rank: MS_NODE_TIMEOUT)
 
 
 class ClusterError(RuntimeError):
@@ -99,11 +99,12 @@ class Cluster:
 
     def host_grad_mean(self) -> Any:
         """For grad_backend=mpi: a function averaging a float32 vector over ranks with mpi4py
-        (MPI's shared-memory Allreduce; ~7 us for 2 floats against ~1.2 ms through MindSpore's
-        CPU collectives, docs/FINDINGS.md). Only an mpi-launched job has the communicator."""
+        (MPI's shared-memory Allreduce: ~1-2 us for 2 floats here, against ~1.2 ms through
+        MindSpore's CPU collectives, docs/FINDINGS.md). Only an MPI-launched job has the
+        communicator."""
         if self._comm is None:
-            raise ClusterError(f"--grad_backend mpi needs the mpirun launcher "
-                               f"(launch/run_mpirun.sh); this run was started by {self.launch}")
+            raise ClusterError(f"--grad_backend mpi needs an MPI launcher; this run was "
+                               f"started by {self.launch}")
         from mpi4py import MPI
 
         comm, scale = self._comm, np.float32(1.0 / self.world_size)
@@ -262,13 +263,14 @@ def _mpi_world() -> Any:
 
 
 def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str,
-                   timeout: int) -> tuple[list[str], Callable[[], None]]:
+                   timeout: int) -> tuple[list[str], Callable[[str | None], None]]:
     """Make an MPI-started job a MindSpore dynamic cluster (sets this rank's MS_* variables).
 
-    Returns every rank's host name and `ready()`, to call just before `init()`: it blocks until
-    the scheduler accepts connections (a worker that dials a scheduler still importing
-    MindSpore was seen to stay unregistered until the cluster timed out). Splitting the two
-    lets every rank import MindSpore while the scheduler does (~3 s less to the first step).
+    Returns every rank's host name and `ready(error)`, to call just before `init()`: it blocks
+    until the scheduler accepts connections (a worker that dials a scheduler still importing
+    MindSpore was seen to stay unregistered until the cluster timed out) and raises on every
+    rank if any rank reports an error. Splitting the two lets every rank import MindSpore
+    while the scheduler does (~3 s less to the first step).
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     hosts = comm.allgather(socket.gethostname())
@@ -289,16 +291,15 @@ def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str,
     os.environ.update(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), MS_WORKER_NUM=str(size),
                       MS_SCHED_HOST=host, MS_SCHED_PORT=str(port), MS_TOPO_TIMEOUT=str(timeout))
 
-    def ready() -> None:
-        error = None
-        if proc is not None:
+    def ready(error: str | None) -> None:
+        if proc is not None and error is None:
             try:
                 _wait_listening(host, port, proc, timeout)
             except ClusterError as e:
                 error = str(e)
-        error = comm.bcast(error, root=0)  # also the barrier: nobody dials before it listens
-        if error:
-            raise ClusterError(error)
+        errors = [e for e in comm.allgather(error) if e]  # also the barrier before dialling
+        if errors:
+            raise ClusterError(errors[0])
 
     return hosts, ready
 
@@ -375,14 +376,18 @@ def setup(device: str, expected_world_size: int = 0,
         from mpi4py import MPI
 
         local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()  # index on this host
-        if env.get("LOG_DIR"):
-            _redirect_output(env["LOG_DIR"], comm.Get_rank())
-
-    _set_device(device, device_id(launch, env, local_rank))
+        error = None
+        try:  # whatever fails here, every rank must hear it in ready(), or the others wait
+            if env.get("LOG_DIR"):
+                _redirect_output(env["LOG_DIR"], comm.Get_rank())
+            _set_device(device, device_id(launch, env, local_rank))
+        except Exception as e:  # noqa: BLE001 - passed on as one line to every rank
+            error = f"rank {comm.Get_rank()}: {e}"
+        scheduler_ready(error)
+    else:
+        _set_device(device, device_id(launch, env, local_rank))
     from mindspore.communication import get_group_size, get_rank, init
 
-    if scheduler_ready is not None:
-        scheduler_ready()
     init()  # on msrun's scheduler this serves the cluster; we never get past it there
     if os.environ.get("MS_ROLE") == "MS_SCHED":
         sys.exit(0)

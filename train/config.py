@@ -70,11 +70,11 @@ class Config:
     clip_norm: float = _f(0.0, "clip gradients to this global norm after the all-reduce; 0 = off")
     grad_backend: str = _f("mindspore", "how ranks average gradients: mindspore (its collectives "
                                         "inside the jit step: HCCL, NCCL, CPU) or mpi (mpi4py "
-                                        "Allreduce on the host; CPU under run_mpirun.sh only)",
+                                        "Allreduce on the host; CPU, MPI-launched jobs only)",
                            choices=GRAD_BACKENDS)
     # --- output ---
     log_every: int = _f(50, "write a metrics line every this many optimizer steps")
-    out: str = _f("", "run folder; empty means runs/<timestamp>. Must be new or empty")
+    out: str = _f("", "run folder; empty means runs/<time>-<pid>. Must be new or empty")
     quiet: bool = _f(False, "no progress bar (epoch lines and files are written all the same)")
     dry_run: bool = _f(False, "check the config and the launch environment, print what would "
                               "run, and exit without training or writing anything")

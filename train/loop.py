@@ -88,6 +88,7 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput,
     metrics window, so the result equals the uninterrupted run.
     """
     t_start = time.perf_counter()
+    sigterm = _SigtermFlag()  # first: a SIGTERM during start-up also ends in a checkpoint
     total = cfg.epochs * cfg.steps_per_epoch
     start = ckpt.step if ckpt else 0
     state: dict[str, Any] = dict(ckpt.state) if ckpt else {
@@ -145,7 +146,6 @@ def train(cfg: Config, cluster: Cluster, out: RunOutput,
     out.info(f"{cluster.launch}: rank {cluster.rank} of {cluster.world_size} on {cfg.device}; "
              f"global batch {global_batch}; steps {start + 1}-{total}"
              + (f" (resumed from {ckpt.path.name})" if ckpt else ""))
-    sigterm = _SigtermFlag()
     out.progress(total, initial=start)
     step, t_window, t_first, n_seg = start, time.perf_counter(), None, 0
     first_step_at = None
