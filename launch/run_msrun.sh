@@ -29,8 +29,10 @@ fi
 # A scheduler's SIGTERM (preemption) must reach the workers, which checkpoint and exit 75;
 # msrun itself does not forward it, and runs in a session of its own (setsid) so that a
 # signal to this script's process group does not kill it before the workers are done.
-pid=
+pid= interrupted=
 trap '[[ -n "$pid" ]] && python -m train.cluster term-workers "$pid" || true' TERM
+# Ctrl-C: msrun kills its workers itself (no checkpoint) - and then exits 0, hence the flag.
+trap 'interrupted=1; [[ -n "$pid" ]] && kill -INT "$pid" 2>/dev/null || true' INT
 setsid msrun --worker_num $((NPROC * NNODES)) --local_worker_num "$NPROC" \
   --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" --node_rank "$NODE_RANK" \
   --log_dir "$LOG_DIR" --join True --cluster_time_out "$CLUSTER_TIMEOUT" \
@@ -42,6 +44,10 @@ while kill -0 "$pid" 2>/dev/null; do
   wait "$pid" && rc=0 || rc=$?            # returns early when the trap runs; msrun goes on
 done
 wait "$pid" && rc=0 || rc=$?              # msrun's own exit status (bash keeps it)
+if [[ -n "$interrupted" ]]; then
+  echo "error: interrupted (Ctrl-C); workers stopped without a checkpoint of this step" >&2
+  exit 130
+fi
 if [[ $rc -ne 0 ]]; then
   if grep -qs "SIGTERM: stopped at step" "$LOG_DIR"/worker_*.log; then
     exit 75                               # preempted with a checkpoint: resume with --resume

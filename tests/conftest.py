@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,12 @@ def run(cmd: list[str], cwd: Path, timeout: float = 240, **env: str) -> subproce
 def train_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """`python -m train ARGS` in a fresh process."""
     return run([sys.executable, "-m", "train", *args], cwd, **env)
+
+
+def final_params(out: Path) -> tuple[list[float], dict]:
+    """A finished run's learned [w..., b] and its whole summary."""
+    s = json.loads((out / "summary.json").read_text())
+    return [*s["w"], s["b"]], s
 
 
 def leftovers(marker: str) -> list[str]:

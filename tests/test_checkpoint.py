@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import LAUNCH, TINY, clean_env, leftovers, train_cli
+from conftest import LAUNCH, TINY, clean_env, final_params, leftovers, train_cli
 
 from train import checkpoint as ck
 from train.config import Config
@@ -108,11 +108,6 @@ def _metrics(out):
     return [(m["step"], m.get("loss"), m.get("grad_norm"), m.get("eval_loss")) for m in rows]
 
 
-def _final(out):
-    s = json.loads((out / "summary.json").read_text())
-    return [*s["w"], s["b"]], s
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The same job, never interrupted."""
@@ -175,8 +170,8 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path, reference):
         assert rc == -signal.SIGKILL, proc.stderr.read()
         rounds += 1
     assert rounds == 3  # every kill landed during training
-    got, s = _final(out)
-    assert got == _final(reference)[0]  # bitwise
+    got, s = final_params(out)
+    assert got == final_params(reference)[0]  # bitwise
     assert _metrics(out) == _metrics(reference)  # no step lost or logged twice
     assert s["segments"] == 4 and s["steps"] == 3000
 
@@ -202,7 +197,7 @@ def test_kill_during_a_checkpoint_write(tmp_path, reference):
     proc.wait()
     r = train_cli([*KILL_JOB, "--out", "run2", "--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
-    assert _final(tmp_path / "run2")[0] == _final(reference)[0]
+    assert final_params(tmp_path / "run2")[0] == final_params(reference)[0]
     assert not [p for p in (tmp_path / "run2" / "ckpt").iterdir() if p.name.startswith(".")]
 
 
@@ -217,7 +212,7 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, reference):
     r = train_cli([*KILL_JOB, "--out", "run", "--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"checkpoint {newest.stem}.json is unusable" in r.stderr
-    assert _final(tmp_path / "run")[0] == _final(reference)[0]
+    assert final_params(tmp_path / "run")[0] == final_params(reference)[0]
 
 
 def test_sigterm_checkpoints_and_exits_75_then_resumes_exactly(tmp_path, reference):
@@ -227,8 +222,8 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes_exactly(tmp_path, referen
     assert proc.wait(timeout=60) == 75
     r = train_cli([*KILL_JOB, "--out", "run", "--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
-    got, s = _final(tmp_path / "run")
-    assert got == _final(reference)[0] and s["segments"] == 2
+    got, s = final_params(tmp_path / "run")
+    assert got == final_params(reference)[0] and s["segments"] == 2
     assert _metrics(tmp_path / "run") == _metrics(reference)
 
 
@@ -250,7 +245,7 @@ def test_resume_a_finished_run_with_more_epochs_trains_on(tmp_path):
     assert r.returncode == 0
     r = train_cli(["--out", "run", "--resume", "--epochs", "2"], tmp_path)  # config from the run
     assert r.returncode == 0, r.stderr
-    s = _final(tmp_path / "run")[1]
+    s = final_params(tmp_path / "run")[1]
     assert s["steps"] == 40 and s["epochs"] == 2 and s["segments"] == 2
     steps = [m[0] for m in _metrics(tmp_path / "run") if m[1] is not None]
     assert steps == [10, 20, 30, 40]
@@ -275,7 +270,7 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
                    "--out", "skip"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "at step 13 on rank 0; update skipped" in r.stderr
-    s = _final(tmp_path / "skip")[1]
+    s = final_params(tmp_path / "skip")[1]
     assert s["skipped_nonfinite"] == [13] and np.isfinite(s["w"][0])
 
 
@@ -320,8 +315,8 @@ def test_two_ranks_killed_then_preempted_under_msrun_then_finished_by_one_proces
     # 3. One process with the same global batch finishes the run.
     r = train_cli([*job, "--batch_size", "64", "--out", "run", "--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
-    got, s = _final(tmp_path / "run")
-    assert got == _final(tmp_path / "ref")[0]
+    got, s = final_params(tmp_path / "run")
+    assert got == final_params(tmp_path / "ref")[0]
     assert s["segments"] == 3 and s["world_size"] == 1
     # Same steps logged once each; values equal to float rounding (the 2-rank gradient is a
     # mean of two half-batch means, the same math in another summation order; small gradient

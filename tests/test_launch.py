@@ -9,7 +9,7 @@ import stat
 import time
 
 import pytest
-from conftest import LAUNCH, TINY, leftovers, run, train_cli
+from conftest import LAUNCH, TINY, final_params, leftovers, run, train_cli
 
 FAST_FAIL = {"NODE_TIMEOUT": "8", "CLUSTER_TIMEOUT": "60"}
 
@@ -24,25 +24,20 @@ def mpirun(args, cwd, **env):
                LOG_DIR=str(cwd / "launcher_logs"), **FAST_FAIL, **env)
 
 
-def params(out):
-    s = json.loads((out / "summary.json").read_text())
-    return [*s["w"], s["b"]], s
-
-
 @pytest.fixture(scope="module")
 def single_b16(tmp_path_factory):
     """The reference: one process with the global batch of the 2-rank runs."""
     cwd = tmp_path_factory.mktemp("single")
     r = train_cli([*TINY, "--batch_size", "16", "--outlier_fraction", "0.2", "--out", "o"], cwd)
     assert r.returncode == 0, r.stderr
-    return params(cwd / "o")[0]
+    return final_params(cwd / "o")[0]
 
 
 def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):
     r = msrun([*TINY, "--batch_size", "8", "--outlier_fraction", "0.2", "--out", "o"], tmp_path,
               port)
     assert r.returncode == 0, r.stderr[-2000:]
-    got, s = params(tmp_path / "o")
+    got, s = final_params(tmp_path / "o")
     assert max(abs(a - b) for a, b in zip(got, single_b16)) <= 1e-5
     assert s["world_size"] == 2 and s["global_batch_size"] == 16 and s["launch"] == "msrun"
     logs = sorted(p.name for p in (tmp_path / "o" / "logs").iterdir())
@@ -60,7 +55,7 @@ def test_mpirun_two_ranks_reproduce_one_process(tmp_path, single_b16, backend):
     r = mpirun([*TINY, "--batch_size", "8", "--outlier_fraction", "0.2", "--out", "o",
                 "--grad_backend", backend], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    got, s = params(tmp_path / "o")
+    got, s = final_params(tmp_path / "o")
     assert max(abs(a - b) for a, b in zip(got, single_b16)) <= 1e-5
     assert s["world_size"] == 2 and s["launch"] == "mpi"
     launcher_logs = {p.name for p in (tmp_path / "launcher_logs").iterdir()}
