@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Output: one folder for all ranks; rank 0 writes the run files. A resume first checks
     #    that the checkpoint is sound and belongs to this config, before touching anything.
-    from train.checkpoint import check_fingerprint, fingerprint
+    from train.checkpoint import resume_from
     from train.loop import PREEMPTED_EXIT, Preempted, train
     from train.output import RunOutput, run_record
 
@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = None
     if cfg.resume:
         try:
-            ckpt = CheckpointDir(out_dir).latest(warn=out.warn)
-            check_fingerprint(ckpt.state["fingerprint"], fingerprint(cfg, cluster.world_size))
-            total = cfg.epochs * cfg.steps_per_epoch
-            if ckpt.step > total:
-                raise CheckpointError(f"cannot resume: the checkpoint is at step {ckpt.step}, "
-                                      f"past the {total} steps of --epochs {cfg.epochs}")
+            ckpt = resume_from(out_dir, cfg, cluster.world_size, warn=out.warn)
         except CheckpointError as e:
             out.error(str(e))
             return 2

@@ -156,3 +156,16 @@ class CheckpointDir:
                 warn(f"checkpoint {m.name} is unusable ({e}); trying an older one")
         raise CheckpointError(f"all {len(manifests)} checkpoints in {self.dir} are corrupt; "
                               "nothing safe to resume from")
+
+
+def resume_from(run_dir: Path, cfg: Config, world_size: int,
+                warn: Callable[[str], None]) -> Checkpoint:
+    """The checkpoint `--resume` continues from: the newest good one, refused (CheckpointError)
+    if it belongs to another config or lies past the configured number of steps."""
+    ckpt = CheckpointDir(run_dir).latest(warn)
+    check_fingerprint(ckpt.state["fingerprint"], fingerprint(cfg, world_size))
+    total = cfg.epochs * cfg.steps_per_epoch
+    if ckpt.step > total:
+        raise CheckpointError(f"cannot resume: the checkpoint is at step {ckpt.step}, past the "
+                              f"{total} steps of --epochs {cfg.epochs}")
+    return ckpt
