@@ -80,20 +80,25 @@ def _params(model: Any) -> list[float]:
     return [*w, b]
 
 
-def run_pipeline(batch: int, steps: int) -> tuple[float, list[float]]:
-    """GeneratorDataset -> jit step, as train.loop runs it; first step (compile) not timed."""
+def _chunks(batch: int, steps: int) -> tuple[Any, list[Any], int]:
+    """The package's pipeline as train.loop builds it: the chunk iterator, the in-chunk step
+    indices, and K."""
     from mindspore import Tensor
 
     from pipeline import DataSpec, make_train_dataset
     from pipeline.dataset import steps_per_item
 
-    model, _, step = _ms_setup()
     k = steps_per_item(batch)
     data = make_train_dataset(DataSpec(), SEED, batch, 1, steps, 1, num_shards=1, shard_id=0,
                               chunk=k)
-    index = [Tensor(np.int32(j)) for j in range(k)]
+    return data.create_tuple_iterator(num_epochs=1), [Tensor(np.int32(j)) for j in range(k)], k
+
+
+def run_pipeline(batch: int, steps: int) -> tuple[float, list[float]]:
+    """GeneratorDataset -> jit step, as train.loop runs it; first step (compile) not timed."""
+    model, _, step = _ms_setup()
+    it, index, k = _chunks(batch, steps)
     n, t0 = 0, None
-    it = data.create_tuple_iterator(num_epochs=1)
     for xc, yc in it:
         for j in range(min(k, steps - n)):
             step(xc, yc, index[j]).asnumpy()  # as the loop: one read per step (finite check)
@@ -109,19 +114,10 @@ def run_prepared(batch: int, steps: int) -> tuple[float, list[float]]:
     """The same step on the same chunks, all taken from the dataset before the clock starts:
     the step alone. (Tensors made with `Tensor(ndarray)` instead were measured slower to feed
     than the dataset's own at batch 256, which would flatter the pipeline.)"""
-    from mindspore import Tensor
-
-    from pipeline import DataSpec, make_train_dataset
-    from pipeline.dataset import steps_per_item
-
     model, _, step = _ms_setup()
-    k = steps_per_item(batch)
-    data = make_train_dataset(DataSpec(), SEED, batch, 1, steps, 1, num_shards=1, shard_id=0,
-                              chunk=k)
-    it = data.create_tuple_iterator(num_epochs=1)
+    it, index, k = _chunks(batch, steps)
     chunks = list(it)
     it.stop()
-    index = [Tensor(np.int32(j)) for j in range(k)]
     work = [(xc, yc, index[j]) for c, (xc, yc) in enumerate(chunks)
             for j in range(min(k, steps - c * k))]
     step(*work[0]).asnumpy()
