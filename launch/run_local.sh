@@ -4,10 +4,13 @@
 #   DEVICE_ID=3 launch/run_local.sh --device Ascend
 # Every argument goes to the trainer (python -m train --help). Exit code = the run's.
 set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=launch/_common.sh
+. "$here/_common.sh"
 
 export DEVICE_ID=${DEVICE_ID:-0}   # which NPU/GPU on this host (ignored on CPU)
+need_int DEVICE_ID 0 1023
 # Leftovers of a cluster job in this shell would make the trainer think it is a rank.
 # shellcheck disable=SC2046
 unset $(python -m train.cluster launch-vars)
-
 exec python -m train "$@"

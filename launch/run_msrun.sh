@@ -2,56 +2,88 @@
 # Data-parallel job under MindSpore's msrun: NPROC workers on this node, on NNODES nodes.
 #   One 8-NPU node:  launch/run_msrun.sh --device Ascend --epochs 10
 #   CPU workers:     NPROC=2 launch/run_msrun.sh
-#   Two nodes:       on each, NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's IP> launch/run_msrun.sh ...
-# Every argument goes to the trainer (python -m train --help). Exit code = the job's (75 when
-# SIGTERM stopped it with a checkpoint).
+#   Two nodes:       on each, NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0> launch/run_msrun.sh ...
+# Every argument goes to the trainer (python -m train --help). Exit code: msrun's (0 done,
+# non-zero failed: the trainer's `error:` lines are printed), 75 when SIGTERM, SIGINT or SIGUSR1
+# stopped the job with a checkpoint (continue with --resume), 2 for a refused configuration.
 set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=launch/_common.sh
+. "$here/_common.sh"
 
 NPROC=${NPROC:-8}                       # workers on this node (8 per Ascend node)
 NNODES=${NNODES:-1}                     # nodes in the job
 NODE_RANK=${NODE_RANK:-0}               # this node's index; ranks are NODE_RANK*NPROC + i
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}   # node 0's address (the scheduler runs there)
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}   # node 0's host name or address (the scheduler runs there)
 MASTER_PORT=${MASTER_PORT:-8118}        # scheduler port on node 0
 LOG_DIR=${LOG_DIR:-logs/msrun}          # worker_<rank>.log and scheduler.log
-CLUSTER_TIMEOUT=${CLUSTER_TIMEOUT:-120} # seconds for all workers to join the cluster
+CLUSTER_TIMEOUT=${CLUSTER_TIMEOUT:-600} # seconds for all workers to join (msrun's default)
 NODE_TIMEOUT=${NODE_TIMEOUT:-30}        # seconds without a heartbeat before a rank counts as lost
-TAIL_WORKER_LOG=${TAIL_WORKER_LOG:-0}   # local worker whose log is echoed here (-1: none)
+TAIL_WORKER_LOG=${TAIL_WORKER_LOG:-first}  # rank whose log is echoed here: first (this node's
+                                        # first worker), a rank, or -1 (every local worker)
+BIND_CORE=${BIND_CORE:-auto}            # msrun --bind_core: true, false, auto (true on Ascend)
+need_int NPROC 1 4096
+need_int NNODES 1 65536
+need_int NODE_RANK 0 $((NNODES - 1))
+need_int MASTER_PORT 1024 65535
+need_int CLUSTER_TIMEOUT 1
+need_int NODE_TIMEOUT 1
+need_choice BIND_CORE auto true false
+if [[ "$TAIL_WORKER_LOG" == first ]]; then TAIL_WORKER_LOG=$((NODE_RANK * NPROC)); fi
+if [[ "$TAIL_WORKER_LOG" != "-1" ]]; then need_int TAIL_WORKER_LOG 0; fi
+if ! MASTER_ADDR=$(python -m train.cluster resolve "$MASTER_ADDR"); then exit 2; fi
 export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (scheduler and workers)
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# Refuse what cannot work before msrun starts anything: the flags and world size as every
-# worker will see them (once, not once per worker), and a busy scheduler port.
-MS_ROLE=MS_WORKER MS_WORKER_NUM=$((NPROC * NNODES)) python -m train "$@" --dry_run >/dev/null
+# Refuse what cannot work before msrun starts anything: the flags, data, run folder and world
+# size as every worker will see them (once, not once per worker), and a busy scheduler port.
+plan=$(MS_ROLE=MS_WORKER MS_WORKER_NUM=$((NPROC * NNODES)) preflight "$@") || exit $?
+if [[ "$BIND_CORE" == auto ]]; then
+  BIND_CORE=false
+  [[ "$plan" == *"# device: Ascend"* ]] && BIND_CORE=true
+fi
 if [[ "$NODE_RANK" == 0 ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
+# msrun rewrites these; one left from an earlier job must not be read as this job's outcome.
+mkdir -p "$LOG_DIR"
+rm -f "$LOG_DIR"/worker_*.log "$LOG_DIR"/scheduler.log
 
-# A scheduler's SIGTERM (preemption) must reach the workers, which checkpoint and exit 75;
-# msrun itself does not forward it, and runs in a session of its own (setsid) so that a
-# signal to this script's process group does not kill it before the workers are done.
-pid= interrupted=
-trap '[[ -n "$pid" ]] && python -m train.cluster term-workers "$pid" || true' TERM
-# Ctrl-C: msrun kills its workers itself (no checkpoint) - and then exits 0, hence the flag.
-trap 'interrupted=1; [[ -n "$pid" ]] && kill -INT "$pid" 2>/dev/null || true' INT
-setsid msrun --worker_num $((NPROC * NNODES)) --local_worker_num "$NPROC" \
-  --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" --node_rank "$NODE_RANK" \
-  --log_dir "$LOG_DIR" --join True --cluster_time_out "$CLUSTER_TIMEOUT" \
-  --tail_worker_log "$TAIL_WORKER_LOG" \
-  "$here/trainer.py" "$@" &
+# Signals: msrun neither forwards SIGTERM/SIGUSR1 nor survives them, and answers SIGINT by
+# killing its workers without a checkpoint. So msrun runs supervised (its own session, those
+# signals ignored, killed if this script dies) and the script forwards every stop signal to the
+# workers, which checkpoint and exit 75; it also kills msrun's leftovers once the workers are
+# done, since msrun then still waits for its scheduler's heartbeat timeout.
+pid=''
+forward() { [[ -n "$pid" ]] && python -m train.cluster term-workers "$pid" "$1"; true; }
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+trap 'forward USR1' USR1
+python -m train.cluster exec-supervised msrun --worker_num $((NPROC * NNODES)) \
+  --local_worker_num "$NPROC" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+  --node_rank "$NODE_RANK" --log_dir "$LOG_DIR" --join True \
+  --cluster_time_out "$CLUSTER_TIMEOUT" --tail_worker_log "$TAIL_WORKER_LOG" \
+  --bind_core "$BIND_CORE" "$here/trainer.py" "$@" &
 pid=$!
-rc=0
+outcome() { grep -hs -e "^error: " -e "^stopped: " "$LOG_DIR"/worker_*.log || true; }
 while kill -0 "$pid" 2>/dev/null; do
-  wait "$pid" && rc=0 || rc=$?            # returns early when the trap runs; msrun goes on
-done
-wait "$pid" && rc=0 || rc=$?              # msrun's own exit status (bash keeps it)
-if [[ -n "$interrupted" ]]; then
-  echo "error: interrupted (Ctrl-C); workers stopped without a checkpoint of this step" >&2
-  exit 130
-fi
-if [[ $rc -ne 0 ]]; then
-  if grep -qs "SIGTERM: stopped at step" "$LOG_DIR"/worker_*.log; then
-    exit 75                               # preempted with a checkpoint: resume with --resume
+  if [[ -n "$(outcome)" ]]; then  # a worker failed or stopped: give msrun a moment, then end it
+    for _ in 1 2 3 4 5 6; do
+      kill -0 "$pid" 2>/dev/null || break
+      { sleep 0.5 & wait $!; } 2>/dev/null || true
+    done
+    break
   fi
-  grep -h "^error: " "$LOG_DIR"/worker_*.log >&2 || true  # msrun names PIDs, this the rank
+  { sleep 0.5 & wait $!; } 2>/dev/null || true  # returns early for a trap; msrun goes on
+done
+kill -KILL -- "-$pid" 2>/dev/null || true   # msrun's session: scheduler, tail -f, msrun itself
+rc=0
+{ wait "$pid"; } 2>/dev/null || rc=$?  # (quiet: bash would report the kill above)
+lines=$(outcome)
+if [[ "$lines" == *"stopped: "* && "$lines" != *"error: "* ]]; then
+  exit 75                                   # stopped with a checkpoint: continue with --resume
 fi
-exit "$rc"
+if [[ -n "$lines" ]]; then
+  grep "^error: " <<< "$lines" >&2 || true  # msrun names PIDs; the trainer names the rank
+  rc=1                                      # (msrun's own code, or the kill that ended it)
+fi
+exit "$rc"  # a stop signal after the last step changes nothing: the run finished

@@ -1,34 +1,42 @@
-"""Optimizer steps of synthetic rows, served by a sharded GeneratorDataset.
+"""Optimizer steps of rows, served by a sharded GeneratorDataset.
 
-Layout of the stream: the run is a sequence of micro-batches g = 0, 1, 2, ... of B rows (B the
-per-rank batch); micro-batch g of an epoch holds that epoch's rows [g*B, (g+1)*B). With N shards
-and A accumulation steps, optimizer step t of shard r is made of the micro-batches
-(t*A + a)*N + r for a < A. So at step t the N shards together hold micro-batches
-[t*A*N, (t+1)*A*N), i.e. rows [t*A*N*B, (t+1)*A*N*B): exactly the rows one process sees with
-batch N*B (or batch B with A*N accumulation). The stream depends on the global batch only,
-never on how it is split.
+Layout of the stream: an epoch is a sequence of micro-batches g = 0, 1, 2, ... of B rows (B the
+per-rank batch); micro-batch g of an epoch holds that epoch's stream positions [g*B, (g+1)*B).
+With N shards and A accumulation steps, optimizer step t of shard r is made of the
+micro-batches (t*A + a)*N + r for a < A. So at step t the N shards together hold micro-batches
+[t*A*N, (t+1)*A*N), i.e. positions [t*A*N*B, (t+1)*A*N*B): exactly the rows one process sees
+with batch N*B (or batch B with A*N accumulation). The stream depends on the global batch only,
+never on how it is split. What a position holds is the row source's business (`RowStream`):
+a synthetic row, or a row of a file in that epoch's order (pipeline/files.py).
 
 Each source item is a chunk of K consecutive optimizer steps of one shard, K*A micro-batches
 stacked as (K*A, B, F) (a 3-D layout: indexing 4-D inputs in the jit step was measured ~5x
-slower at batch 65,536),
-generated vectorised: no per-sample items (measured ~40x slower, docs/FINDINGS.md) and no
-`.batch()` stage. Item c*N + r is chunk c of shard r, and GeneratorDataset's sharded sampler
-hands shard r exactly the items r, r+N, r+2N, ... Chunks exist because every new input
-tensor costs a MindSpore jit call ~0.2-0.3 ms on CPU, more than a whole batch-256 step: the
-train step takes the chunk and a step index, so that cost is paid once per K steps. K is
-chosen so that a chunk holds about 16k rows (K = 1 once a step has more than 8,192
-rows). The last chunk is
-padded with zeros; the loop never runs the padded steps.
+slower at batch 65,536). Items are generated vectorised: no per-sample items (measured ~40x
+slower, docs/FINDINGS.md) and no `.batch()` stage. Item c*N + r is chunk c of shard r, and
+GeneratorDataset's sharded sampler hands shard r exactly the items r, r+N, r+2N, ... Chunks
+exist because every new input tensor costs a MindSpore jit call ~0.2-0.3 ms on CPU, more than a
+whole batch-256 step: the train step takes the chunk and a step index, so that cost is paid
+once per K steps. K is chosen so that a chunk holds about 16k rows (K = 1 once a step has more
+than 8,192 rows). The last chunk is padded with zeros; the loop never runs the padded steps.
 """
 
 from __future__ import annotations
 
-import mindspore.dataset as ds
+from typing import Any, Protocol
+
 import numpy as np
 
-from pipeline.synthetic import EVAL_STREAM, TRAIN_STREAM, DataSpec, SyntheticRegression
-
 CHUNK_ROWS = 16384  # rows per source item to aim for (see the module docstring)
+
+
+class RowStream(Protocol):
+    """Where rows come from: position `start` .. `start + count` of an epoch's stream."""
+
+    features: int
+
+    def rows(self, epoch: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """x (count, features) and y (count, 1), float32."""
+        ...
 
 
 def steps_per_item(rows_per_step: int) -> int:
@@ -37,15 +45,15 @@ def steps_per_item(rows_per_step: int) -> int:
 
 
 class StepSource:
-    """Random-access source: item c*N + r is chunk c of shard r: x (K*A, B, F), y (K*A, B, 1)
-    holding optimizer steps c*K .. c*K + K - 1 of that shard, A micro-batches each."""
+    """Random-access source: item c*N + r is chunk c of shard r: x (K*A, B, F) and
+    y (K*A, B, 1), holding optimizer steps c*K .. c*K + K - 1 of that shard."""
 
-    def __init__(self, spec: DataSpec, seed: int, batch_size: int, accum_steps: int,
-                 num_shards: int, steps_per_epoch: int, num_steps: int,
-                 first_step: int = 0, chunk: int = 1) -> None:
-        self.gen = SyntheticRegression(spec, seed)
+    def __init__(self, stream: RowStream, batch_size: int, accum_steps: int, num_shards: int,
+                 steps_per_epoch: int, num_steps: int, first_step: int = 0,
+                 chunk: int = 1) -> None:
+        self.stream = stream
         self.b, self.a, self.n, self.k = batch_size, accum_steps, num_shards, chunk
-        self.f = spec.features
+        self.f = stream.features
         self.steps_per_epoch = steps_per_epoch
         self.num_steps = num_steps
         self.first_step = first_step
@@ -59,32 +67,31 @@ class StepSource:
         c, r = divmod(int(item), self.n)
         k, a, b = self.k, self.a, self.b
         steps = min(k, self.num_steps - c * k)
-        epoch, t = divmod(self.first_step + c * k, self.steps_per_epoch)
+        first = self.first_step + c * k
+        epoch, t = divmod(first, self.steps_per_epoch)
         if self.n == 1 and steps == k and t + k <= self.steps_per_epoch:
             # One shard and one epoch: the chunk's rows are adjacent, one call makes them all.
-            xs, ys = self.gen.rows(epoch, t * a * b, k * a * b, TRAIN_STREAM)
+            xs, ys = self.stream.rows(epoch, t * a * b, k * a * b)
             return xs.reshape(k * a, b, -1), ys.reshape(k * a, b, 1)
         x = np.zeros((k, a, b, self.f), np.float32)
         y = np.zeros((k, a, b, 1), np.float32)
         for j in range(steps):
-            x[j], y[j] = self._step(c * k + j, r)
+            x[j], y[j] = self._step(first + j, r)
         return x.reshape(k * a, b, -1), y.reshape(k * a, b, 1)
 
-    def _step(self, t: int, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """Optimizer step t (counted from first_step) of shard r: (A, B, F) and (A, B, 1)."""
-        epoch, t = divmod(self.first_step + t, self.steps_per_epoch)
+    def _step(self, step: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Optimizer step `step` (0-based, of the run) of shard r: (A, B, F) and (A, B, 1)."""
+        epoch, t = divmod(step, self.steps_per_epoch)
         b, a, n = self.b, self.a, self.n
         if n == 1:  # the step's micro-batches are adjacent: one call
-            x, y = self.gen.rows(epoch, t * a * b, a * b, TRAIN_STREAM)
+            x, y = self.stream.rows(epoch, t * a * b, a * b)
             return x.reshape(a, b, -1), y.reshape(a, b, 1)
-        parts = [self.gen.rows(epoch, ((t * a + i) * n + r) * b, b, TRAIN_STREAM)
-                 for i in range(a)]
+        parts = [self.stream.rows(epoch, ((t * a + i) * n + r) * b, b) for i in range(a)]
         return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
 def make_train_dataset(
-    spec: DataSpec,
-    seed: int,
+    stream: RowStream,
     batch_size: int,
     accum_steps: int,
     steps_per_epoch: int,
@@ -93,27 +100,43 @@ def make_train_dataset(
     shard_id: int,
     start_step: int = 0,
     chunk: int = 1,
-) -> ds.Dataset:
+) -> Any:
     """Shard `shard_id` of `num_shards`: one element per `chunk` optimizer steps,
     x (chunk*A, B, F) and y (chunk*A, B, 1); the last element is zero-padded.
 
     `start_step` skips whole optimizer steps (used to resume): the stream stays the same.
     """
+    import mindspore.dataset as ds
+
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id must be in [0, {num_shards}), got {shard_id}")
-    source = StepSource(spec, seed, batch_size, accum_steps, num_shards, steps_per_epoch,
+    source = StepSource(stream, batch_size, accum_steps, num_shards, steps_per_epoch,
                         num_steps=steps_per_epoch * epochs - start_step, first_step=start_step,
                         chunk=chunk)
     return ds.GeneratorDataset(
         source,
         column_names=["x", "y"],
-        shuffle=False,  # order is the stream's; the rows themselves are random
+        shuffle=False,  # order is the stream's; the rows themselves are random or permuted
         num_shards=num_shards,
         shard_id=shard_id,
         python_multiprocessing=False,  # threads: the work is numpy, which releases the GIL
     )
 
 
-def eval_arrays(spec: DataSpec, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out set: `size` clean rows (no outliers) from the evaluation stream."""
-    return SyntheticRegression(spec, seed).rows(0, 0, size, EVAL_STREAM, clean=True)
+def eval_chunks(x: np.ndarray, y: np.ndarray, rank: int, world: int,
+                chunk_rows: int = 65536) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """This rank's share of a held-out set: chunks r, r+N, ... of `chunk_rows` rows (the last
+    zero-padded), each with a mask of the real rows. Every chunk has one shape: one compile."""
+    n = len(x)
+    size = max(1, min(chunk_rows, n))
+    out = []
+    for c in range(rank, -(-n // size), world):
+        xs, ys = x[c * size:(c + 1) * size], y[c * size:(c + 1) * size]
+        mask = np.zeros((size, 1), np.float32)
+        mask[:len(xs)] = 1
+        if len(xs) < size:
+            pad = size - len(xs)
+            xs = np.concatenate([xs, np.zeros((pad, xs.shape[1]), np.float32)])
+            ys = np.concatenate([ys, np.zeros((pad, 1), np.float32)])
+        out.append((np.ascontiguousarray(xs), np.ascontiguousarray(ys), mask))
+    return out

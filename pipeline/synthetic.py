@@ -98,3 +98,20 @@ class SyntheticRegression:
             sign = np.where(u(f + 3) < 0.5, -1.0, 1.0)
             y = y + hit * sign * s.outlier_scale * (0.5 + u(f + 4))
         return x.astype(np.float32), y.astype(np.float32)[:, None]
+
+
+class SyntheticStream:
+    """The synthetic source as the pipeline reads it (`pipeline.dataset.RowStream`): position
+    i of epoch e is training row i of (seed, TRAIN_STREAM, e)."""
+
+    def __init__(self, spec: DataSpec, seed: int) -> None:
+        self.gen = SyntheticRegression(spec, seed)
+        self.features = spec.features
+
+    def rows(self, epoch: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """x (count, features), y (count, 1) float32."""
+        return self.gen.rows(epoch, start, count, TRAIN_STREAM)
+
+    def eval_set(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The held-out set: `size` clean rows (no outliers) from the evaluation stream."""
+        return self.gen.rows(0, 0, size, EVAL_STREAM, clean=True)

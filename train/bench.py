@@ -38,10 +38,9 @@ PARAM_TOL = 1e-4
 
 def _batches(batch: int, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The stream's first `steps` batches, as the pipeline would deliver them."""
-    from pipeline import DataSpec
-    from pipeline.synthetic import SyntheticRegression
+    from pipeline import DataSpec, SyntheticStream
 
-    gen = SyntheticRegression(DataSpec(), SEED)
+    gen = SyntheticStream(DataSpec(), SEED)
     return [gen.rows(0, t * batch, batch) for t in range(steps)]
 
 
@@ -61,16 +60,15 @@ def _timed(run: Callable[[], tuple[float, list[float]]], repeats: int) -> dict[s
 
 
 def _ms_setup() -> tuple[Any, Any, Any]:
-    """Fresh model + optimizer + the package's step, constant lr (what the rows compare)."""
-    from mindspore import nn
-
+    """Fresh model + the package's step (constant lr) + its step record (read like the loop)."""
     from train.loss import HuberLoss
     from train.model import make_model
-    from train.step import make_train_step
+    from train.step import GuardedSGD, LrWindow, StepRecord, make_train_step
 
     model = make_model(1, SEED)
-    opt = nn.SGD(model.trainable_params(), learning_rate=LR, momentum=MOMENTUM)
-    return model, opt, make_train_step(model, HuberLoss(DELTA), opt)
+    opt = GuardedSGD(model.trainable_params())
+    record, lr = StepRecord(READ_EVERY, 2, list(opt.parameters)), LrWindow(LR, "constant", 1)
+    return model, record, make_train_step(model, HuberLoss(DELTA), opt, record, lr, MOMENTUM)
 
 
 def _params(model: Any) -> list[float]:
@@ -80,51 +78,62 @@ def _params(model: Any) -> list[float]:
     return [*w, b]
 
 
-def _chunks(batch: int, steps: int) -> tuple[Any, list[Any], int]:
+def _chunks(batch: int, steps: int, stream: Any = None) -> tuple[Any, list[Any], int]:
     """The package's pipeline as train.loop builds it: the chunk iterator, the in-chunk step
     indices, and K."""
     from mindspore import Tensor
 
-    from pipeline import DataSpec, make_train_dataset
+    from pipeline import DataSpec, SyntheticStream, make_train_dataset
     from pipeline.dataset import steps_per_item
 
     k = steps_per_item(batch)
-    data = make_train_dataset(DataSpec(), SEED, batch, 1, steps, 1, num_shards=1, shard_id=0,
-                              chunk=k)
+    stream = stream or SyntheticStream(DataSpec(), SEED)
+    data = make_train_dataset(stream, batch, 1, steps, 1, num_shards=1, shard_id=0, chunk=k)
     return data.create_tuple_iterator(num_epochs=1), [Tensor(np.int32(j)) for j in range(k)], k
 
 
-def run_pipeline(batch: int, steps: int) -> tuple[float, list[float]]:
+READ_EVERY = 50  # the loop reads the device's metrics once per log window (--log_every 50)
+
+
+def run_pipeline(batch: int, steps: int, stream: Any = None) -> tuple[float, list[float]]:
     """GeneratorDataset -> jit step, as train.loop runs it; first step (compile) not timed."""
-    model, _, step = _ms_setup()
-    it, index, k = _chunks(batch, steps)
+    model, metrics, step = _ms_setup()
+    it, index, k = _chunks(batch, steps, stream)
     n, t0 = 0, None
     for xc, yc in it:
         for j in range(min(k, steps - n)):
-            step(xc, yc, index[j]).asnumpy()  # as the loop: one read per step (finite check)
+            step(xc, yc, index[j])
             n += 1
+            if n % READ_EVERY == 0:
+                metrics.read()  # as the loop: one read per log window
             if t0 is None:
+                metrics.read()  # the first step compiles: wait for it before timing
                 t0 = time.perf_counter()
+    params = _params(model)  # a read: waits for the last step
     rate = (steps - 1) * batch / (time.perf_counter() - t0)
     it.stop()  # its worker threads would otherwise compete with the next row
-    return rate, _params(model)
+    return rate, params
 
 
-def run_prepared(batch: int, steps: int) -> tuple[float, list[float]]:
+def run_prepared(batch: int, steps: int, stream: Any = None) -> tuple[float, list[float]]:
     """The same step on the same chunks, all taken from the dataset before the clock starts:
     the step alone. (Tensors made with `Tensor(ndarray)` instead were measured slower to feed
     than the dataset's own at batch 256, which would flatter the pipeline.)"""
-    model, _, step = _ms_setup()
-    it, index, k = _chunks(batch, steps)
+    model, metrics, step = _ms_setup()
+    it, index, k = _chunks(batch, steps, stream)
     chunks = list(it)
     it.stop()
     work = [(xc, yc, index[j]) for c, (xc, yc) in enumerate(chunks)
             for j in range(min(k, steps - c * k))]
-    step(*work[0]).asnumpy()
+    step(*work[0])
+    metrics.read()
     t0 = time.perf_counter()
-    for args in work[1:]:
-        step(*args).asnumpy()
-    return (steps - 1) * batch / (time.perf_counter() - t0), _params(model)
+    for n, args in enumerate(work[1:], 2):
+        step(*args)
+        if n % READ_EVERY == 0:
+            metrics.read()
+    params = _params(model)
+    return (steps - 1) * batch / (time.perf_counter() - t0), params
 
 
 def run_seed_loop(steps: int) -> tuple[float, list[float]]:
@@ -233,7 +242,8 @@ def run_torch(batch: int, steps: int) -> tuple[float, list[float]]:
         loss = torch.nn.functional.huber_loss(model(x), y, delta=DELTA)
         loss.backward()
         opt.step()
-        loss.item()  # the same host sync the MindSpore loop does
+        if i % READ_EVERY == 0:
+            loss.item()  # the host read the MindSpore loop does once per log window
         if i == 0:
             t0 = time.perf_counter()
     return (steps - 1) * batch / (time.perf_counter() - t0), [

@@ -1,24 +1,41 @@
-"""Checkpoints that survive kills, corrupt files and full disks.
+"""Checkpoints that survive kills, full disks and hostile files.
 
-Layout in `<out>/ckpt/`: `ckpt-<step>.safetensors` (tensors, written by MindSpore's own
-`save_checkpoint`) and `ckpt-<step>.json` (the manifest: training position, config
-fingerprint, SHA-256 of the tensor file). A checkpoint exists only once its manifest exists.
+Layout in `<out>/ckpt/`: `ckpt-<step>.safetensors` (the tensors) and `ckpt-<step>.json` (the
+manifest: format version, step, SHA-256 and size of the tensor file, the run state a resume
+needs, the config fingerprint). A checkpoint exists only once its manifest exists.
 
-Writes are atomic: each file is written under a temporary name, flushed to disk, then renamed;
-the manifest is renamed last. A crash at any moment leaves either the previous checkpoints or
-the previous ones plus a complete new one; stray temporary files are ignored and swept.
-On resume the newest checkpoint whose hash matches is loaded; a corrupt or truncated newer one
-is reported and skipped; garbage is never loaded.
+Writing: each file goes to a temporary name, is fsynced, then renamed; the manifest last. A
+crash at any moment leaves the previous checkpoints, or those plus a complete new one.
 
-Why safetensors: a plain, documented layout (a JSON header plus raw tensors) that other tools
-can read without MindSpore or unpickling, and that MindSpore 2.x saves and loads natively.
+Reading treats every file as data from outside. A manifest is used only if it is a regular file
+named `ckpt-<digits>.json` whose JSON has the expected fields and types, whose `step` equals the
+name's and is >= 0, whose `file` is exactly its own tensor file's name (no paths), and whose
+tensor file is a regular file (no symlink, FIFO or device; opened with O_NOFOLLOW|O_NONBLOCK, so
+reading never blocks) of the recorded size and hash, holding exactly the tensors of this model
+(names, shapes, dtypes), all finite, with SGD's step counter equal to `step`. Anything else is
+reported and skipped for the next older one; none good is `CheckpointError` (exit 2). Reading
+changes nothing on disk. Checkpoints are ordered by the step parsed from the name, as a number.
+
+Format versions: `FORMAT_VERSION` is written into every manifest. A reader accepts every version
+up to its own and fills state that older versions lacked with the value that version implied
+(`_STATE_DEFAULTS`, `FINGERPRINT_DEFAULTS`); version 0 is the unversioned format of the first
+release. A newer version than the reader's is reported as such and skipped.
+
+Why safetensors, through its own library rather than `mindspore.save_checkpoint`: a plain,
+documented layout (a JSON header plus raw tensors) that any tool can read without MindSpore or
+unpickling, that MindSpore loads natively (`load_checkpoint(..., format="safetensors")`), and
+whose bytes we write ourselves, so that a full disk is an `OSError` with its errno instead of
+MindSpore's "Error while serializing".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,30 +43,53 @@ from typing import Any, Callable
 
 import numpy as np
 
-from train.config import Config
-
-FORMAT = "safetensors"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+_NAME = re.compile(r"ckpt-(\d+)\.json")
+_MANIFEST_MAX = 1 << 20  # bytes; a manifest is a few kB
 # Config items that change the math of the run. Not world_size: the data stream and the update
-# depend only on the global batch (N ranks reproduce one process bitwise), so a run may resume
-# on another number of ranks with the same global batch. Not epochs: "train longer" resumes.
-MATH_KEYS = ("seed", "steps_per_epoch", "lr", "lr_schedule", "momentum", "loss", "delta",
-             "clip_norm", "features", "true_w", "true_b", "noise_std", "outlier_fraction",
-             "outlier_scale")
+# depend only on the global batch (N ranks reproduce one process), so a run may resume on another
+# number of ranks with the same global batch. Not epochs: "train longer" resumes. Not
+# deterministic, jit_level, sink_size: how the same math is executed.
+MATH_KEYS = ("seed", "lr", "lr_schedule", "momentum", "loss", "delta", "clip_norm", "hidden",
+             "amp_level", "amp_dtype", "loss_scale")
+SYNTHETIC_KEYS = ("steps_per_epoch", "features", "true_w", "true_b", "noise_std",
+                  "outlier_fraction", "outlier_scale")
+DATA_KEYS = ("target", "eval_fraction", "eval_data", "standardize", "drop_nonfinite")
+# What a fingerprint of an older format version implied for keys it did not have yet.
+FINGERPRINT_DEFAULTS: dict[str, Any] = {"hidden": "", "amp_level": "O0", "amp_dtype": "float16",
+                                        "loss_scale": "none", "data": None}
+# Run state: type checks, and the defaults for keys older versions did not write.
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "window_loss": (float, int), "window_n": (int,), "timed_steps": (int,),
+    "train_s": (float, int), "wall_s": (float, int), "segments": (int,),
+    "loss": (float, int, type(None)), "eval_loss": (float, int, type(None)),
+    "eval_mse": (float, int, type(None)), "skipped": (list,), "overflow_skips": (int,),
+    "fingerprint": (dict,), "data_stats": (dict, type(None))}
+_STATE_DEFAULTS: dict[str, Any] = {"overflow_skips": 0, "data_stats": None}
 
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint, or one that belongs to a different run."""
 
 
-def fingerprint(cfg: Config, world_size: int) -> dict[str, Any]:
+class _Unusable(ValueError):
+    """One checkpoint is malformed; the message says how."""
+
+
+def fingerprint(cfg: Any, world_size: int, data_id: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
     """The items a resumed run must share with the checkpoint."""
-    fp = {k: getattr(cfg, k) for k in MATH_KEYS}
+    keys = MATH_KEYS + (SYNTHETIC_KEYS if cfg.synthetic else DATA_KEYS)
+    fp = {k: getattr(cfg, k) for k in keys}
     fp["global_batch_size"] = cfg.global_batch_size(world_size)
+    fp["data"] = data_id
     return fp
 
 
 def check_fingerprint(saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse to resume with a config that changes the math, naming every differing item."""
+    saved = {**{k: v for k, v in FINGERPRINT_DEFAULTS.items() if k in current}, **saved}
     diff = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}"
             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
     if diff:
@@ -59,20 +99,13 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any]) -> None:
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: tensors by name and the manifest's training state."""
+    """A verified checkpoint: tensors by name and the manifest's run state."""
 
     step: int
     tensors: dict[str, np.ndarray]
     state: dict[str, Any]
     path: Path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    version: int = FORMAT_VERSION
 
 
 def _fsync(path: Path) -> None:
@@ -83,6 +116,90 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; never follows a symlink and never
+    blocks on a FIFO or device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise _Unusable(f"{path.name}: cannot open it ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unusable(f"{path.name} is not a regular file")
+        if st.st_size > max_bytes:
+            raise _Unusable(f"{path.name} is {st.st_size} bytes, more than this model's "
+                            f"checkpoint can be ({max_bytes})")
+        chunks, left = [], st.st_size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _parse_constant(name: str) -> None:
+    """NaN/Infinity (the unversioned format wrote a NaN loss before the first log) become
+    None: allowed where a value may be missing, refused everywhere else."""
+    return None
+
+
+def _check_state(raw: Any, version: int) -> dict[str, Any]:
+    """The manifest's run state with types checked and older versions' gaps filled."""
+    if not isinstance(raw, dict):
+        raise _Unusable("its state is not a mapping")
+    state = {**{k: v for k, v in _STATE_DEFAULTS.items()}, **raw}
+    for key, types in _STATE_TYPES.items():
+        value = state.get(key, _Missing)
+        if value is _Missing:
+            raise _Unusable(f"its state lacks {key!r}")
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise _Unusable(f"its state has a malformed {key!r}: {value!r}")
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            raise _Unusable(f"its state has a non-finite {key!r}")
+        if types[0] in (int, float) and isinstance(value, (int, float)) and value < 0 \
+                and key != "window_loss" and key not in ("loss", "eval_loss", "eval_mse"):
+            raise _Unusable(f"its state has a negative {key!r}: {value!r}")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+               for s in state["skipped"]):
+        raise _Unusable("its state has a malformed 'skipped' list")
+    if state["segments"] < 1:
+        raise _Unusable("its state has segments < 1")
+    return state
+
+
+class _Missing:
+    pass
+
+
+def _check_tensors(tensors: dict[str, np.ndarray], layout: dict[str, tuple[tuple, str]],
+                   step: int) -> None:
+    """Exactly this model's tensors, all finite, and SGD's counter at `step`."""
+    missing = sorted(layout.keys() - tensors.keys())
+    extra = sorted(tensors.keys() - layout.keys() - _LEGACY_TENSORS)
+    if missing or extra:
+        raise _Unusable(f"its tensors do not match this model (missing {missing}, "
+                        f"unexpected {extra})")
+    for name, (shape, dtype) in layout.items():
+        t = tensors[name]
+        if t.shape != tuple(shape) or t.dtype != np.dtype(dtype):
+            raise _Unusable(f"tensor {name!r} is {t.dtype}{list(t.shape)}, this model's is "
+                            f"{dtype}{list(shape)}")
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
+            raise _Unusable(f"tensor {name!r} holds non-finite values")
+    if int(tensors["global_step"][0]) != step:
+        raise _Unusable(f"its optimizer step counter is {int(tensors['global_step'][0])}, "
+                        f"not its step {step}")
+
+
+# Tensors the unversioned format also saved that are now set from the config at every step.
+_LEGACY_TENSORS = {"momentum"}
+
+
 class CheckpointDir:
     """The `ckpt/` folder of a run."""
 
@@ -90,33 +207,44 @@ class CheckpointDir:
                  on_write: Callable[[], None] | None = None) -> None:
         self.dir = run_dir / "ckpt"
         self.keep = keep
-        self._on_write = on_write  # test hook: runs between the tensor file and the manifest
+        self._on_write = on_write  # TRAIN_FAULT ckpt_pause: between tensor file and manifest
 
-    def manifests(self) -> list[Path]:
-        """Manifests, newest step first."""
+    def manifests(self, warn: Callable[[str], None] | None = None) -> list[tuple[int, Path]]:
+        """(step, manifest path) by step as a number, newest first; other names ignored."""
         if not self.dir.is_dir():
             return []
-        return sorted(self.dir.glob("ckpt-*.json"), reverse=True)
+        found = []
+        for p in self.dir.iterdir():
+            m = _NAME.fullmatch(p.name)
+            if m:
+                found.append((int(m[1]), p))
+            elif warn and p.suffix == ".json" and not p.name.startswith("."):
+                warn(f"ignoring {p.name} in {self.dir} (not a checkpoint manifest name)")
+        return sorted(found, key=lambda sp: sp[0], reverse=True)
 
     def save(self, step: int, tensors: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
         """Write checkpoint `step` atomically, then keep only the newest `keep`."""
-        import mindspore as ms
+        from safetensors.numpy import save as st_save
+
+        from train.output import json_text
 
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"ckpt-{step:08d}"
-        data, tmp_data = self.dir / f"{name}.{FORMAT}", self.dir / f".{name}.tmp.{FORMAT}"
+        data, tmp_data = self.dir / f"{name}{SUFFIX}", self.dir / f".{name}.tmp{SUFFIX}"
         manifest, tmp_manifest = self.dir / f"{name}.json", self.dir / f".{name}.tmp.json"
         try:
-            ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in tensors.items()],
-                               str(tmp_data), format=FORMAT)
-            _fsync(tmp_data)
-            digest = _sha256(tmp_data)
+            raw = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+            with open(tmp_data, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp_data, data)
             if self._on_write is not None:
                 self._on_write()
-            body = {"step": step, "file": data.name, "format": FORMAT, "sha256": digest,
+            body = {"format_version": FORMAT_VERSION, "step": step, "file": data.name,
+                    "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw),
                     "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "state": state}
-            tmp_manifest.write_text(json.dumps(body, indent=2) + "\n")
+            tmp_manifest.write_text(json_text(body, indent=2) + "\n")
             _fsync(tmp_manifest)
             os.replace(tmp_manifest, manifest)
             _fsync(self.dir)
@@ -128,44 +256,86 @@ class CheckpointDir:
         return manifest
 
     def _prune(self) -> None:
-        for old in self.manifests()[self.keep:]:
+        for _, old in self.manifests()[self.keep:]:
             old.unlink(missing_ok=True)
-            (self.dir / old.name.replace(".json", f".{FORMAT}")).unlink(missing_ok=True)
-        kept = {m.stem for m in self.manifests()}
+            old.with_suffix(SUFFIX).unlink(missing_ok=True)
+        kept = {p.stem for _, p in self.manifests()}
         for p in self.dir.iterdir():  # leftovers of killed writes, and orphaned tensor files
-            if p.name.startswith(".") or (p.suffix == f".{FORMAT}" and p.stem not in kept):
+            if (p.name.startswith(".") and ".tmp" in p.name) or (
+                    p.suffix == SUFFIX and _NAME.fullmatch(p.stem + ".json") and
+                    p.stem not in kept):
                 p.unlink(missing_ok=True)
 
-    def latest(self, warn: Callable[[str], None]) -> Checkpoint:
-        """The newest checkpoint that verifies; warns about each bad newer one."""
-        import mindspore as ms
+    def load(self, step: int, manifest: Path, layout: dict[str, tuple[tuple, str]]
+             ) -> Checkpoint:
+        """Read and verify one checkpoint; `_Unusable` says what is wrong with it."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load as st_load
 
-        manifests = self.manifests()
+        try:
+            body = json.loads(_read_regular(manifest, _MANIFEST_MAX),
+                              parse_constant=_parse_constant)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise _Unusable(f"not valid JSON ({str(e)[:80]})") from None
+        if not isinstance(body, dict):
+            raise _Unusable("not a JSON object")
+        version = body.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise _Unusable(f"malformed format_version {version!r}")
+        if version > FORMAT_VERSION:
+            raise _Unusable(f"format_version {version} was written by a newer release (this "
+                            f"one reads up to {FORMAT_VERSION})")
+        if body.get("step") != step or isinstance(body.get("step"), bool):
+            raise _Unusable(f"its step {body.get('step')!r} is not the {step} of its name")
+        if body.get("file") != manifest.stem + SUFFIX:
+            raise _Unusable(f"its file {body.get('file')!r} is not {manifest.stem + SUFFIX}")
+        digest = body.get("sha256")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise _Unusable("malformed sha256")
+        state = _check_state(body.get("state"), version)
+        # Bound the read by what this model's tensors can take (plus a generous header).
+        limit = 2 * sum(4 * int(np.prod(s)) for s, _ in layout.values()) + (1 << 20)
+        raw = _read_regular(self.dir / body["file"], limit)
+        if "bytes" in body and body["bytes"] != len(raw):
+            raise _Unusable(f"its tensor file is {len(raw)} bytes, not {body['bytes']} "
+                            "(truncated?)")
+        if hashlib.sha256(raw).hexdigest() != digest:
+            raise _Unusable("SHA-256 mismatch (truncated or corrupt)")
+        try:
+            tensors = st_load(raw)
+        except (SafetensorError, ValueError, TypeError) as e:
+            raise _Unusable(f"unreadable tensor file ({e})") from None
+        _check_tensors(tensors, layout, step)
+        return Checkpoint(step, tensors, state, manifest, version)
+
+    def latest(self, layout: dict[str, tuple[tuple, str]], warn: Callable[[str], None],
+               only_step: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint that verifies (warning about each bad newer one); None if the
+        folder has none at all; CheckpointError if it has some but none is usable."""
+        manifests = self.manifests(warn)
+        if only_step is not None:
+            manifests = [(s, p) for s, p in manifests if s == only_step]
         if not manifests:
-            raise CheckpointError(f"no checkpoint to resume from in {self.dir}")
-        for m in manifests:
+            return None
+        for step, path in manifests:
             try:
-                body = json.loads(m.read_text())
-                data = self.dir / body["file"]
-                if _sha256(data) != body["sha256"]:
-                    raise ValueError("SHA-256 mismatch (truncated or corrupt)")
-                loaded = ms.load_checkpoint(str(data), format=body["format"])
-                tensors = {k: v.asnumpy() for k, v in loaded.items()}
-                return Checkpoint(int(body["step"]), tensors, body["state"], data)
-            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-                warn(f"checkpoint {m.name} is unusable ({e}); trying an older one")
-        raise CheckpointError(f"all {len(manifests)} checkpoints in {self.dir} are corrupt; "
+                return self.load(step, path, layout)
+            except _Unusable as e:
+                warn(f"checkpoint {path.name} is unusable ({e}); trying an older one")
+        raise CheckpointError(f"all {len(manifests)} checkpoints in {self.dir} are unusable; "
                               "nothing safe to resume from")
 
 
-def resume_from(run_dir: Path, cfg: Config, world_size: int,
-                warn: Callable[[str], None]) -> Checkpoint:
-    """The checkpoint `--resume` continues from: the newest good one, refused (CheckpointError)
-    if it belongs to another config or lies past the configured number of steps."""
-    ckpt = CheckpointDir(run_dir).latest(warn)
-    check_fingerprint(ckpt.state["fingerprint"], fingerprint(cfg, world_size))
-    total = cfg.epochs * cfg.steps_per_epoch
-    if ckpt.step > total:
+def resume_from(run_dir: Path, layout: dict[str, tuple[tuple, str]], current_fp: dict[str, Any],
+                total_steps: int, warn: Callable[[str], None]) -> Checkpoint | None:
+    """The checkpoint `--resume` continues from: the newest good one, or None (a run folder
+    without checkpoints starts from step 0). CheckpointError if it belongs to another config
+    or lies past the configured number of steps."""
+    ckpt = CheckpointDir(run_dir).latest(layout, warn)
+    if ckpt is None:
+        return None
+    check_fingerprint(ckpt.state["fingerprint"], current_fp)
+    if ckpt.step > total_steps:
         raise CheckpointError(f"cannot resume: the checkpoint is at step {ckpt.step}, past the "
-                              f"{total} steps of --epochs {cfg.epochs}")
+                              f"{total_steps} steps configured (raise --epochs)")
     return ckpt

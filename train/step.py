@@ -1,99 +1,243 @@
-"""The train step, built by a factory: value_and_grad -> accumulate -> all-reduce -> clip -> SGD.
+"""The train step, built by a factory: value_and_grad -> accumulate -> all-reduce -> unscale ->
+finite check -> clip -> SGD (or skip) -> adjust the loss scale -> record the step on the device.
 
-The returned function is compiled once with `@ms.jit` (graph mode) and is pure in the sense that
-matters here: it logs nothing and returns its metrics; its only effect is the optimizer update.
-One call is one optimizer step over `accum_steps` stacked micro-batches, so the all-reduce runs
-once per accumulation window, never per micro-batch.
+The returned function is compiled once with `@ms.jit`; it logs nothing. It returns this step's
+metrics ([loss, squared gradient norm], a tensor the loop never has to read) and writes them
+into `StepRecord`, a ring of per-step rows that stays on the device until the loop reads it
+once per log window: on Ascend/GPU a read blocks the host until the device catches up, so
+reading every step would throw away asynchronous dispatch. The loop sums the window on the host
+from the ring, in float64 as before, so logged losses are what a per-step read gave.
+
+Non-finite steps cannot wait for the host: their update is never applied, decided inside the
+graph. The guard is arithmetic, not a branch (a graph `if` doubled the step time on CPU): with
+`ok` false the gradients become 0, the lr 0 and the momentum 1, so SGD's update
+`v = m·v + g; p = p - lr·v` leaves p and v bitwise unchanged while its step counter still
+advances (the lr schedule follows the step count). With `ok` true the kernel sees exactly the
+values it would without the guard, so results are bitwise those of an unguarded step.
+`GuardedSGD` calls MindSpore's SGD kernel (`ops.SGD`, the one `nn.SGD` runs) with the lr and
+momentum as inputs: writing them into parameters first, as `nn.SGD` would need, was measured to
+cost ~20% of a batch-65,536 step on 2 CPU cores.
+
+`ok` must be the same on every rank, or their parameters would part: it is decided on the
+all-reduced gradients, and a rank's own non-finite loss (possible with finite, clamped Huber
+gradients) is folded into its gradients first (`g + 0·loss` is NaN exactly when the loss is
+not finite), so that the all-reduce carries it to every rank.
+
+Loss scaling (`ms.amp.StaticLossScaler`/`DynamicLossScaler`): the loss is multiplied by the scale
+before the gradient, the gradients divided by it after the all-reduce. Scales are powers of two,
+so both are exact and a scaled run equals an unscaled one bitwise, except at overflows, whose
+update is skipped like any non-finite step (the dynamic scaler then halves its scale). The ring
+records the scale each step used, so that the loop can tell an overflow (scale above 1: expected,
+not counted against --skip_nonfinite) from a non-finite step at scale 1.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 StepFn = Callable[[Tensor, Tensor, Tensor], Tensor]
-EvalFn = Callable[[Tensor, Tensor], Tensor]
+EvalFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def global_norm(grads: tuple[Tensor, ...]) -> Tensor:
-    """sqrt(sum of squares) over all gradient tensors."""
-    return ops.sqrt(ops.addn([ops.reduce_sum(ops.square(g)) for g in grads]))
+class GuardedSGD(nn.Cell):
+    """SGD with momentum whose update is skipped, bitwise, for a non-finite step. Its state
+    has `nn.SGD`'s names (`accum.*` momentum buffers, `stat.*` first-step flags,
+    `global_step`), so checkpoints read the same either way."""
+
+    def __init__(self, params: list[Parameter]) -> None:
+        super().__init__(auto_prefix=False)
+        self.parameters = ParameterTuple(params)
+        self.accum = self.parameters.clone(prefix="accum", init="zeros")
+        self.stat = self.parameters.clone(prefix="stat", init="ones")
+        self.global_step = Parameter(Tensor(np.zeros(1, np.int32)), name="global_step")
+        self.sgd = ops.SGD(0.0, 0.0, False)
+        self.one = Tensor(np.ones(1, np.int32))
+
+    def construct(self, grads: tuple[Tensor, ...], lr: Tensor, momentum: Tensor) -> Tensor:
+        """Apply one update (lr and momentum are scalar tensors) and count the step."""
+        done = True
+        for i in range(len(self.parameters)):
+            done = ops.depend(done, self.sgd(self.parameters[i], grads[i], lr, self.accum[i],
+                                             momentum, self.stat[i]))
+        ops.assign_add(self.global_step, self.one)
+        return done
+
+
+class StepRecord(nn.Cell):
+    """A ring of `width` rows on the device: row (global step % width) holds that step's
+    [loss, squared gradient norm(, loss scale)]. The loop reads it at least every `width`
+    steps, so no row is overwritten unread."""
+
+    def __init__(self, width: int, columns: int, params: list[Parameter]) -> None:
+        super().__init__()
+        self.width, self.columns = width, columns
+        self.ring = Parameter(Tensor(np.zeros((width, columns), np.float32)), name="record.ring")
+        ring = self.ring
+
+        @ms.jit
+        def snapshot() -> Tensor:
+            finite = ops.stack([ops.isfinite(p).all() for p in params]).all()
+            return ops.concat([ring.reshape(-1), finite.astype(ms.float32).reshape(1)])
+
+        self._snapshot = snapshot
+
+    def construct(self, step: Tensor, row: Tensor) -> Tensor:
+        """Inside the step: write this step's row (`step` = the 0-based global step, (1,))."""
+        return ops.scatter_update(self.ring, step % self.width, row.reshape((1, self.columns)))
+
+    def read(self) -> tuple[np.ndarray, bool]:
+        """One device-to-host read: the ring (width, columns) and whether every parameter is
+        finite."""
+        v = self._snapshot().asnumpy()
+        return v[:-1].reshape(self.width, self.columns).astype(np.float64), bool(v[-1])
+
+
+def lr_values(lr: float, schedule: str, total_steps: int, steps: np.ndarray) -> np.ndarray:
+    """The learning rate of 0-based optimizer steps `steps`: constant, or cosine decay from lr
+    to 0 over `total_steps`; float64 arithmetic rounded to float32 (element-wise, so a slice
+    equals the same entries of the whole table bitwise)."""
+    if schedule == "constant":
+        return np.full(len(steps), lr, np.float32)
+    t = np.asarray(steps, dtype=np.float64)
+    return (0.5 * lr * (1 + np.cos(np.pi * t / total_steps))).astype(np.float32)
+
+
+class LrWindow(nn.Cell):
+    """The learning rates of `width` consecutive steps on the device, refilled by the host when
+    the run moves past them. A table of one value per step of the run grows with the run (10 GB
+    for 2e8 steps), and an extra input tensor per call was measured to cost ~20% of a
+    batch-65,536 step on CPU; this costs neither. A constant lr is a constant of the graph. The
+    refill is a jit call, so on a device it is queued in order with the steps."""
+
+    def __init__(self, lr: float, schedule: str, total_steps: int, width: int = 4096) -> None:
+        super().__init__()
+        self.constant = schedule == "constant"
+        self.value = Tensor(np.float32(lr))
+        self.spec, self.width = (lr, schedule, total_steps), width
+        self.table = Parameter(Tensor(np.zeros(width, np.float32)), name="lr_window.table")
+        self.base = Parameter(Tensor(np.zeros(1, np.int32)), name="lr_window.base")
+        self._lo = self._hi = 0
+        table, base = self.table, self.base
+
+        @ms.jit
+        def refill(values: Tensor, first: Tensor) -> Tensor:
+            ops.assign(table, values)
+            ops.assign(base, first)
+            return first
+
+        self._refill = refill
+
+    def construct(self, global_step: Tensor) -> Tensor:
+        """Inside the step: the lr of the step about to be taken (0-based `global_step`)."""
+        if self.constant:
+            return self.value
+        return self.table[global_step - self.base].reshape(())
+
+    def cover(self, first: int, last: int) -> None:
+        """Make sure 0-based steps first..last are in the table (host side, before a call)."""
+        if self.constant or (self._lo <= first and last < self._hi):
+            return
+        lr, schedule, total = self.spec
+        hi = min(first + self.width, max(total, first + 1))
+        values = np.zeros(self.width, np.float32)
+        values[:hi - first] = lr_values(lr, schedule, total, np.arange(first, hi))
+        self._refill(Tensor(values), Tensor(np.array([first], np.int32)))
+        self._lo, self._hi = first, hi
+
+
+def make_loss_scaler(loss_scale: str) -> Any:
+    """None, `ms.amp.DynamicLossScaler` (2**16, halve on overflow, double after 1000 good
+    steps) or `ms.amp.StaticLossScaler`, from the config's --loss_scale."""
+    if loss_scale == "none":
+        return None
+    if loss_scale == "dynamic":
+        return ms.amp.DynamicLossScaler(scale_value=2.0 ** 16, scale_factor=2, scale_window=1000)
+    return ms.amp.StaticLossScaler(float(loss_scale))
 
 
 def make_train_step(
     model: nn.Cell,
     loss_fn: nn.Cell,
-    optimizer: nn.Optimizer,
+    optimizer: GuardedSGD,
+    record: StepRecord,
+    lr: LrWindow,
+    momentum: float,
     accum_steps: int = 1,
     clip_norm: float = 0.0,
     grad_reducer: nn.Cell | None = None,
-    skip_nonfinite: bool = False,
+    loss_scaler: Any = None,
     host_grad_mean: Callable[[np.ndarray], np.ndarray] | None = None,
+    jit_level: str = "O0",
+    low_precision: bool = False,
 ) -> StepFn:
-    """Build `step(xc, yc, i) -> [loss, grad_norm]`: one optimizer step on micro-batches
+    """Build `step(xc, yc, i) -> [loss, sumsq]`: one optimizer step on micro-batches
     i .. i+A-1 (`i` an int32 scalar tensor) of a chunk xc (K*A, B, F), yc (K*A, B, 1) (see
     pipeline/dataset.py: a new input tensor costs more than a small step, so the pipeline
-    delivers K steps at once).
+    delivers K steps at once), with the learning rate `lr` holds for the step counter.
 
     Gradients of the A micro-batches are averaged, which for a mean-reduced loss over equal
-    micro-batches is exactly the gradient of one batch of A*B rows. They then pass through the
-    one place where gradients are changed before the optimizer: the cross-rank mean
-    (`grad_reducer`; None for one rank) and global-norm clipping (`clip_norm`, 0 = off). Clipping
-    after the all-reduce keeps every rank's update identical. `loss` is this rank's mean over the
-    window; `grad_norm` is the global norm of the averaged gradient before clipping. Both come
-    back as one 2-element tensor: one device-to-host read per step instead of two.
-
-    With `skip_nonfinite` the update is applied only when `grad_norm` is finite (SGD's step
-    counter still advances, so the lr schedule stays on the step count). The norm is taken
-    after the all-reduce, so every rank takes the same decision. The guard is a graph branch
-    that was measured to double the step time on CPU (~290 -> ~600 us), hence opt-in.
+    micro-batches is exactly the gradient of one batch of A*B rows. Then the cross-rank mean
+    (`grad_reducer`; None for one rank), the finite check, global-norm clipping (`clip_norm`,
+    0 = off; after the all-reduce, so every rank clips identically) and the guarded update.
+    `loss` is this rank's mean over the window, `sumsq` the squared global norm of the averaged
+    gradient before clipping.
 
     With `host_grad_mean` (grad_backend=mpi) the step is two jit calls with the cross-rank mean
-    on the host between them: the gradients leave the graph as one flat float32 vector, are
-    averaged by MPI, and come back for clipping and the update. Same math, other collective.
+    on the host between them: the gradients leave the graph as one flat float32 vector (a host
+    read every step, by design), are averaged by MPI, and come back for the update.
     """
     weights = optimizer.parameters
+    m_value, one = Tensor(np.float32(momentum)), Tensor(np.float32(1.0))
+    jit = ms.jit(jit_level=jit_level) if jit_level != "O0" else ms.jit
 
     def forward_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         pred = model(x)
-        return loss_fn(pred, y), pred
+        if low_precision:  # the loss is always computed in float32
+            pred = pred.astype(ms.float32)
+        loss = loss_fn(pred, y)
+        return (loss_scaler.scale(loss) if loss_scaler is not None else loss), loss
 
     grad_fn = ms.value_and_grad(forward_fn, None, weights, has_aux=True)
-
     shapes = [p.shape for p in weights]
     sizes = [int(np.prod(s)) for s in shapes]
 
     def local_grads(xc: Tensor, yc: Tensor, i: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        (loss, _), grads = grad_fn(xc[i], yc[i])
-        # Unrolled at compile time: accum_steps is a Python constant.
-        for a in range(1, accum_steps):
-            (loss_i, _), grads_i = grad_fn(xc[i + a], yc[i + a])
+        (_, loss), grads = grad_fn(xc[i], yc[i])
+        for a in range(1, accum_steps):  # unrolled at compile time: a Python constant
+            (_, loss_i), grads_i = grad_fn(xc[i + a], yc[i + a])
             loss = loss + loss_i
             grads = tuple(g + gi for g, gi in zip(grads, grads_i))
         if accum_steps > 1:
             loss = loss / accum_steps
             grads = tuple(g / accum_steps for g in grads)
-        return loss, grads
+        # A non-finite local loss poisons the gradients, so that every rank sees it (above).
+        return loss, grads[:-1] + (grads[-1] + loss * 0.0,)
 
     def update(loss: Tensor, grads: tuple[Tensor, ...]) -> Tensor:
-        norm = global_norm(grads)
+        scale = one  # the loss scale this step used (graph syntax: set on both branches)
+        if loss_scaler is not None:
+            scale = loss_scaler.scale_value.reshape(())
+            grads = loss_scaler.unscale(grads)
+        sumsq = ops.addn([ops.reduce_sum(ops.square(g)) for g in grads])
+        ok = ops.isfinite(sumsq)
         if clip_norm > 0:  # global-norm clipping, reusing the norm just computed
-            scale = clip_norm / ops.maximum(norm, clip_norm)
-            grads = tuple(g * scale for g in grads)
-        if skip_nonfinite:
-            if ops.isfinite(norm):
-                optimizer(grads)
-            else:
-                ops.assign_add(optimizer.global_step, ops.ones_like(optimizer.global_step))
-        else:
-            optimizer(grads)
-        return ops.stack([loss, norm])
+            factor = clip_norm / ops.maximum(ops.sqrt(sumsq), clip_norm)
+            grads = tuple(g * factor for g in grads)
+        step = optimizer.global_step
+        row = ops.stack([loss, sumsq] if loss_scaler is None else [loss, sumsq, scale])
+        record(step, row)
+        optimizer(tuple(ops.where(ok, g, 0.0) for g in grads), ops.where(ok, lr(step), 0.0),
+                  ops.where(ok, m_value, one))
+        if loss_scaler is not None:
+            loss_scaler.adjust(ok)
+        return row
 
     if host_grad_mean is None:
-        @ms.jit
+        @jit
         def train_step(xc: Tensor, yc: Tensor, i: Tensor) -> Tensor:
             loss, grads = local_grads(xc, yc, i)
             if grad_reducer is not None:
@@ -102,12 +246,12 @@ def make_train_step(
 
         return train_step
 
-    @ms.jit
+    @jit
     def grads_flat(xc: Tensor, yc: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
         loss, grads = local_grads(xc, yc, i)
         return loss, ops.concat([g.reshape(-1) for g in grads])
 
-    @ms.jit
+    @jit
     def update_flat(loss: Tensor, flat: Tensor) -> Tensor:
         parts = ops.split(flat, sizes)
         return update(loss, tuple(p.reshape(s) for p, s in zip(parts, shapes)))
@@ -119,12 +263,16 @@ def make_train_step(
     return train_step_mpi
 
 
-def make_eval_step(model: nn.Cell, loss_fn: nn.Cell) -> EvalFn:
-    """Build `eval(x, y) -> [loss, mse]`: the training loss and the mean squared error."""
+def make_eval_step(model: nn.Cell, loss_fn: nn.Cell, low_precision: bool = False) -> EvalFn:
+    """Build `eval(x, y, mask) -> [loss sum, squared-error sum, rows]` over the rows where mask
+    is 1 (`loss_fn` with reduction none). Sums, so that ranks can add their shards."""
 
     @ms.jit
-    def eval_step(x: Tensor, y: Tensor) -> Tensor:
+    def eval_step(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
         pred = model(x)
-        return ops.stack([loss_fn(pred, y), ops.mean(ops.square(pred - y))])
+        if low_precision:
+            pred = pred.astype(ms.float32)
+        return ops.stack([(loss_fn(pred, y) * mask).sum(), (ops.square(pred - y) * mask).sum(),
+                          mask.sum()])
 
     return eval_step

@@ -1,0 +1,206 @@
+"""What one process will run, decided before any process group starts: the config (with a
+resumed run's own config as the base), injected faults, the launcher, the data source, the run
+folder and the checkpoint to continue from.
+
+Everything here runs without importing MindSpore, so that refusals are cheap and happen before
+`init()`. One process owns its folder and chooses its checkpoint before MindSpore is even
+imported; several ranks join the cluster first, then rank 0 does both and shares the outcome.
+Nothing in the folder changes until a good checkpoint has been chosen (or none exists).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from train import checkpoint as ck
+from train import cluster as cl
+from train import rundir
+from train.config import Config, ConfigError, load_yaml, parse_config
+from train.faults import Faults, from_env
+from train.model import state_layout
+from train.output import default_out_dir, warn
+
+
+class RunPlan:
+    """The decisions of `python -m train` up to the first step."""
+
+    def __init__(self, cfg: Config, faults: Faults, launch: str, world: int, source: Any,
+                 warnings: list[str]) -> None:
+        self.cfg, self.faults, self.launch, self.world = cfg, faults, launch, world
+        self.source, self.warnings = source, warnings
+        self.total = cfg.epochs * source.steps_per_epoch
+        self.fingerprint = ck.fingerprint(cfg, world, source.identity)
+        self.layout = state_layout(source.features, cfg.hidden_sizes())
+        if cfg.loss_scale != "none":
+            self.layout["loss_scale.value"] = ((), "float32")
+            if cfg.loss_scale == "dynamic":
+                self.layout["loss_scale.counter"] = ((), "int32")
+        self.out_dir = Path(cfg.out) if cfg.out else None
+        self.ckpt: ck.Checkpoint | None = None
+        self.owner: rundir.Owner | None = None
+
+    @classmethod
+    def from_argv(cls, argv: list[str] | None) -> RunPlan:
+        """Parse and check everything; ConfigError, ClusterError, FaultError on bad input."""
+        from pipeline.source import open_source
+
+        warnings: list[str] = []
+
+        def note(msg: str) -> None:
+            warnings.append(msg)
+            warn(msg)
+
+        cfg, _ = parse_config(argv, warn=note)
+        if cfg.resume:  # the run's own config is the base; flags (e.g. --epochs) override it
+            if rundir.kind(Path(cfg.out)) != "run":
+                rundir.check(Path(cfg.out), resume=True)  # "holds no run to continue"
+            base = load_yaml(str(Path(cfg.out) / rundir.CONFIG), warn=note)
+            cfg, _ = parse_config(argv, base=base, warn=note)
+        faults = from_env()
+        launch, world = cl.check_launch(cfg.world_size)
+        cl.probe_device(cfg.device)
+        _check_compat(cfg, launch, world)
+        source = open_source(cfg, world, note)
+        _check_memory(cfg, source)
+        return cls(cfg, faults, launch, world, source, warnings)
+
+    def _note(self, msg: str) -> None:
+        self.warnings.append(msg)
+        warn(msg)
+
+    def prepare(self, out_dir: Path | None = None) -> None:
+        """Own the run folder and choose the checkpoint (`--resume`); rank 0 or one process."""
+        if out_dir is None:
+            out_dir = self.out_dir or Path(default_out_dir(stamp()))
+        self.out_dir = out_dir
+        self.owner = rundir.claim(out_dir, self.cfg.resume, self._note)
+        if self.cfg.resume:
+            self.ckpt = ck.resume_from(out_dir, self.layout, self.fingerprint, self.total,
+                                       self._note)
+
+    def prepare_on_ranks(self, cluster: cl.Cluster) -> None:
+        """Several ranks: rank 0 prepares, every rank learns the folder and the checkpoint."""
+        out_dir = self.out_dir or Path(default_out_dir(cluster.broadcast_int(stamp())))
+        err: Exception | None = None
+        if cluster.is_main:
+            try:
+                self.prepare(out_dir)
+            except (ConfigError, ck.CheckpointError, OSError) as e:
+                err = e
+        self.out_dir = out_dir
+        if cluster.broadcast_int(1 if err else 0):  # every rank takes part, then stops
+            raise err or ConfigError(f"rank 0 refused the run in {out_dir} (its error says why)")
+        step = cluster.broadcast_int(self.ckpt.step + 1 if self.ckpt else 0) - 1
+        if not cluster.is_main and step >= 0:
+            self.ckpt = ck.CheckpointDir(out_dir).latest(self.layout, self._note, only_step=step)
+            if self.ckpt is None:
+                raise ck.CheckpointError(f"checkpoint step {step} chosen by rank 0 is not "
+                                         f"readable here (is {out_dir} on a shared file system?)")
+
+    def start_output(self, out: Any, cluster: cl.Cluster) -> None:
+        """The first writes into the folder, once its checkpoint is chosen: config.yaml, and a
+        resumed run's metrics cut back to where it continues."""
+        for msg in self.warnings:
+            out.log.warning(msg)
+        if cluster.is_main:
+            out.save_config(self.cfg)
+            if self.cfg.resume:
+                out.truncate_metrics(self.ckpt.step if self.ckpt else 0)
+        start = (f"resuming from checkpoint step {self.ckpt.step}" if self.ckpt else
+                 "resuming from step 0 (no checkpoint yet)" if self.cfg.resume else "")
+        if start:
+            out.info(start)
+
+    def dry_run(self) -> int:
+        """Print the resolved config and what the launcher would start; write nothing."""
+        import yaml
+
+        cfg = self.cfg
+        if self.out_dir is not None:
+            rundir.check(self.out_dir, cfg.resume)
+            if cfg.resume:
+                self.ckpt = ck.resume_from(self.out_dir, self.layout, self.fingerprint,
+                                           self.total, self._note)
+        print(yaml.safe_dump(cfg.saved_dict(), sort_keys=False), end="")
+        print(f"# launch: {self.launch}  world_size: {self.world}  global_batch_size: "
+              f"{cfg.global_batch_size(self.world)}  out: {cfg.out or 'runs/<time>-<pid>'}")
+        print(f"# device: {cfg.device}  step path: {_step_path(cfg)}")
+        print(f"# precision: amp_level {cfg.amp_level}"
+              + (f" ({cfg.amp_dtype})" if cfg.amp_level != "O0" else "")
+              + f", loss_scale {cfg.loss_scale}, deterministic {cfg.deterministic}, "
+                f"jit_level {cfg.jit_level}")
+        print(f"# {self.source.describe()}")
+        if cfg.resume:
+            print("# resume: " + (f"from checkpoint step {self.ckpt.step}" if self.ckpt
+                                  else "from step 0 (the folder has no checkpoint yet)"))
+        if self.faults:
+            print(f"# TRAIN_FAULT: {self.faults.text}")
+        return 0
+
+
+def stamp() -> int:
+    """`unix_time << 16 | pid`: run folder names that two jobs started in the same second (a
+    Slurm array) do not share."""
+    return int(time.time()) << 16 | os.getpid() & 0xFFFF
+
+
+def _step_path(cfg: Config) -> str:
+    from pipeline.dataset import steps_per_item
+
+    k = steps_per_item(cfg.batch_size * cfg.accum_steps)
+    host = f"host feeding, {k} step(s) per dataset item"
+    if not cfg.sink_size:
+        return host
+    if cfg.device == "CPU":
+        return (f"{host} (--sink_size {cfg.sink_size} is for Ascend/GPU: MindSpore's data sink "
+                "does not run on CPU)")
+    return f"data sink (ms.data_sink), {cfg.sink_size} steps per call"
+
+
+def _check_compat(cfg: Config, launch: str, world: int) -> None:
+    """Combinations that cannot work on this launcher or device."""
+    if cfg.grad_backend == "mpi" and world > 1 and launch != "mpi":
+        raise ConfigError(f"--grad_backend mpi needs an MPI launcher "
+                          f"(launch/run_mpirun.sh or slurm.sbatch), not {launch}")
+    if cfg.device == "CPU" and cfg.amp_level != "O0" and cfg.amp_dtype == "bfloat16":
+        raise ConfigError("--amp_dtype bfloat16 does not run on CPU (MindSpore's CPU MatMul has "
+                          "no bfloat16 kernel); use --amp_dtype float16 or --amp_level O0")
+
+
+def _mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# Dataset items in flight at once: MindSpore's prefetch queue (16 by default) plus the ones
+# being made and used.
+_ITEMS_IN_FLIGHT = 20
+
+
+def _check_memory(cfg: Config, source: Any) -> None:
+    """Refuse sizes that cannot fit in this host's free memory, with the size they need, instead
+    of an out-of-memory kill (or the dataset engine's message) later."""
+    from pipeline.dataset import steps_per_item
+
+    f = source.features
+    rows = cfg.batch_size * cfg.accum_steps * steps_per_item(cfg.batch_size * cfg.accum_steps)
+    # x, y and lr per item; making rows takes ~3 float64 temporaries per column.
+    item = rows * (f + 2) * 4 + rows * (f + 5) * 8 * 3
+    sizes = [f, *cfg.hidden_sizes(), 1]
+    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    need = (_ITEMS_IN_FLIGHT * item + 3 * min(cfg.eval_size, 65536) * (f + 2) * 4
+            + min(cfg.eval_size, source.max_eval_rows()) * (f + 1) * 4 + 16 * params)
+    free = _mem_available()
+    if free is not None and need > free:
+        raise ConfigError(f"batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x "
+                          f"{f} feature(s), eval_size {cfg.eval_size} and the model need about "
+                          f"{need / 2**30:.1f} GiB of host memory per rank; "
+                          f"{free / 2**30:.1f} GiB are available")

@@ -1,0 +1,138 @@
+"""A run folder has one owner at a time.
+
+The owner (rank 0 of a run) holds an exclusive `flock(2)` on `<out>/.lock` for as long as it
+lives; a second process that asks for the same folder - a fresh run or a `--resume` - is refused
+(exit 2) with the owner's pid and host, which the lock file records. The kernel drops the lock
+when the owner dies, however it dies (SIGKILL included), so a dead run never keeps its folder.
+
+On a shared file system: Linux's NFS client turns `flock` into an NFS byte-range lock, which the
+server holds for the client. If the owner's node is lost, NFSv4 releases the lock when the
+client's lease expires (90 s by default); NFSv3 relies on the lock manager (lockd/statd). Mounts
+with `nolock` (and some FUSE file systems) keep locks local to one host: there, two hosts can
+both take a folder, and this module cannot tell. A file system that refuses locks altogether
+gets a warning and the run goes on unprotected.
+
+Folder kinds: `absent`, `empty` (nothing, or only the lock file), `run` (holds config.yaml: a run
+was set up there, with or without checkpoints) and `other`. A fresh run needs absent or empty;
+`--resume` needs a run, so that a typo never silently starts a new one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+from train.config import ConfigError
+
+LOCK = ".lock"
+CONFIG = "config.yaml"
+
+
+def kind(path: Path) -> str:
+    """What `path` holds: absent, empty, run or other."""
+    if not path.exists():
+        return "absent"
+    if not path.is_dir():
+        raise ConfigError(f"--out {path} exists and is not a folder")
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError as e:
+        raise ConfigError(f"--out {path}: cannot read it ({e.strerror or e})") from None
+    if CONFIG in names:
+        return "run"
+    return "empty" if names <= {LOCK} else "other"
+
+
+def _owner_text(fd: int) -> str:
+    """`pid P on host H since T` from a lock file, or a generic phrase if unreadable."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"pid {int(info['pid'])} on host {info['host']} (since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _check_kind(path: Path, resume: bool) -> None:
+    k = kind(path)
+    if resume and k != "run":
+        raise ConfigError(f"--resume: {path} holds no run to continue (no {CONFIG}); check the "
+                          "path, or start a new run without --resume")
+    if not resume and k not in ("absent", "empty"):
+        hint = "continue it with --resume, " if k == "run" else ""
+        raise ConfigError(f"--out {path} is not empty (an earlier run?); {hint}choose a new "
+                          "folder or remove it")
+
+
+def _locked_error(path: Path, fd: int) -> ConfigError:
+    return ConfigError(f"--out {path} is in use by {_owner_text(fd)}; wait for that run to end "
+                       "or stop it (its lock is released when it exits)")
+
+
+def _probe_lock(path: Path) -> None:
+    """Refuse if a live process holds the folder's lock (opens an existing lock file only)."""
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR)
+    except OSError:
+        return  # no lock file yet (or not ours to open): claim() will tell
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _locked_error(path, fd) from None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)  # closing drops the lock taken for the probe
+
+
+def check(path: Path, resume: bool) -> None:
+    """What `claim` would refuse, without creating or locking anything (for --dry_run)."""
+    _probe_lock(path)
+    _check_kind(path, resume)
+
+
+class Owner:
+    """This process's hold on a run folder; released by the kernel when the process exits."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        """Give the folder up (tests; a process that exits needs no call)."""
+        os.close(self.fd)
+
+
+def claim(path: Path, resume: bool, warn: Callable[[str], None] = print) -> Owner:
+    """Create (fresh run) and lock the run folder; ConfigError (exit 2) if it is not ours."""
+    check(path, resume)  # before creating anything: a refused run leaves no trace
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ConfigError(f"--out {path}: cannot write there ({e.strerror or e})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        err = _locked_error(path, fd)
+        os.close(fd)
+        raise err from None
+    except OSError as e:  # ENOLCK, EOPNOTSUPP: a file system without locks
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        warn(f"--out {path}: the file system does not support locks ({e.strerror}); nothing "
+             "stops a second run from using this folder")
+    try:
+        _check_kind(path, resume)  # again, now that nobody else can be setting it up
+    except ConfigError:
+        os.close(fd)
+        raise
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    return Owner(path, fd)
