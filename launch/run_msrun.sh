@@ -19,8 +19,8 @@ MASTER_PORT=${MASTER_PORT:-8118}        # scheduler port on node 0
 LOG_DIR=${LOG_DIR:-logs/msrun}          # worker_<rank>.log and scheduler.log
 CLUSTER_TIMEOUT=${CLUSTER_TIMEOUT:-600} # seconds for all workers to join (msrun's default)
 NODE_TIMEOUT=${NODE_TIMEOUT:-30}        # seconds without a heartbeat before a rank counts as lost
-TAIL_WORKER_LOG=${TAIL_WORKER_LOG:-first}  # rank whose log is echoed here: first (this node's
-                                        # first worker), a rank, or -1 (every local worker)
+TAIL_WORKER_LOG=${TAIL_WORKER_LOG:-first}  # worker log echoed here: first (this node's first
+                                        # worker), a rank, -1 (every local worker) or none
 BIND_CORE=${BIND_CORE:-auto}            # msrun --bind_core: true, false, auto (true on Ascend)
 need_int NPROC 1 4096
 need_int NNODES 1 65536
@@ -29,8 +29,12 @@ need_int MASTER_PORT 1024 65535
 need_int CLUSTER_TIMEOUT 1
 need_int NODE_TIMEOUT 1
 need_choice BIND_CORE auto true false
-if [[ "$TAIL_WORKER_LOG" == first ]]; then TAIL_WORKER_LOG=$((NODE_RANK * NPROC)); fi
-if [[ "$TAIL_WORKER_LOG" != "-1" ]]; then need_int TAIL_WORKER_LOG 0; fi
+case "$TAIL_WORKER_LOG" in
+  first) tail_ranks=$((NODE_RANK * NPROC)) ;;
+  -1) tail_ranks=$(seq $((NODE_RANK * NPROC)) $((NODE_RANK * NPROC + NPROC - 1))) ;;
+  none) tail_ranks='' ;;
+  *) need_int TAIL_WORKER_LOG 0; tail_ranks=$TAIL_WORKER_LOG ;;
+esac
 if ! MASTER_ADDR=$(python -m train.cluster resolve "$MASTER_ADDR"); then exit 2; fi
 export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (scheduler and workers)
 
@@ -58,12 +62,19 @@ forward() { [[ -n "$pid" ]] && python -m train.cluster term-workers "$pid" "$1";
 trap 'forward TERM' TERM
 trap 'forward INT' INT
 trap 'forward USR1' USR1
+# msrun's own `tail -f` would outlive a killed msrun: the script tails instead (tail --pid
+# ends with the script), and msrun is given a rank to tail that no worker has.
 python -m train.cluster exec-supervised msrun --worker_num $((NPROC * NNODES)) \
   --local_worker_num "$NPROC" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
   --node_rank "$NODE_RANK" --log_dir "$LOG_DIR" --join True \
-  --cluster_time_out "$CLUSTER_TIMEOUT" --tail_worker_log "$TAIL_WORKER_LOG" \
-  --bind_core "$BIND_CORE" "$here/trainer.py" "$@" &
+  --cluster_time_out "$CLUSTER_TIMEOUT" --tail_worker_log -2 \
+  --bind_core "$BIND_CORE" "$here/trainer.py" "$@" 2> >(grep -v "tail_worker_log" >&2) &
 pid=$!
+tails=()
+for r in $tail_ranks; do
+  tail --pid=$$ -n +1 -F "$LOG_DIR/worker_$r.log" 2>/dev/null &
+  tails+=($!)
+done
 outcome() { grep -hs -e "^error: " -e "^stopped: " "$LOG_DIR"/worker_*.log || true; }
 while kill -0 "$pid" 2>/dev/null; do
   if [[ -n "$(outcome)" ]]; then  # a worker failed or stopped: give msrun a moment, then end it
@@ -78,6 +89,8 @@ done
 kill -KILL -- "-$pid" 2>/dev/null || true   # msrun's session: scheduler, tail -f, msrun itself
 rc=0
 { wait "$pid"; } 2>/dev/null || rc=$?  # (quiet: bash would report the kill above)
+sleep 0.3  # let the tails print the last lines
+kill "${tails[@]}" 2>/dev/null || true
 lines=$(outcome)
 if [[ "$lines" == *"stopped: "* && "$lines" != *"error: "* ]]; then
   exit 75                                   # stopped with a checkpoint: continue with --resume

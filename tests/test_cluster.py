@@ -49,17 +49,33 @@ def test_world_size_mismatch_is_refused_before_anything_starts():
         cl.setup("CPU", 3, env={"OMPI_COMM_WORLD_SIZE": "4"})
 
 
-def test_scheduler_address_choices(monkeypatch):
-    host, port = cl._scheduler_address({}, single_host=True)
-    assert host == "127.0.0.1" and cl.port_is_free(port)
+def test_master_address_choices(monkeypatch):
+    assert cl.master_address({}, "me", {}) == "127.0.0.1"  # every rank on this host
+    assert cl.master_address({"MASTER_ADDR": "localhost"}, "me", {}) == "127.0.0.1"  # a name
+    with pytest.raises(cl.ClusterError, match="MASTER_ADDR 'no.such.host.invalid' does not "
+                                              "resolve to an IPv4 address"):
+        cl.master_address({"MASTER_ADDR": "no.such.host.invalid"}, "me", {})
+    with pytest.raises(cl.ClusterError, match="resolves to 127.0.0.1 on me, which the other "
+                                              "hosts \\(b\\) cannot reach"):
+        cl.master_address({"MASTER_ADDR": "localhost"}, "me", {"b": ["10.9.9.2"]})
+    # Several hosts: the local address on the route to another host, never loopback.
+    monkeypatch.setattr(cl, "local_ipv4s", lambda iface=None: ["10.9.9.1", "192.168.5.5"])
+    monkeypatch.setattr(cl, "_route_source", lambda peer: "10.9.9.1")
+    assert cl.master_address({}, "a", {"b": ["10.9.9.2"]}) == "10.9.9.1"
+    monkeypatch.setattr(cl, "_route_source", lambda peer: None)
+    with pytest.raises(cl.ClusterError, match="no interface of a routes to the others"):
+        cl.master_address({}, "a", {"b": ["10.9.9.2"]})
+    monkeypatch.setattr(cl, "local_ipv4s", lambda iface=None: [] if iface else ["10.9.9.1"])
+    with pytest.raises(cl.ClusterError, match="MASTER_IFACE 'eth7' has no IPv4 address"):
+        cl.master_address({"MASTER_IFACE": "eth7"}, "a", {"b": ["10.9.9.2"]})
+
+
+def test_scheduler_port_choices():
+    assert cl.port_is_free(cl._scheduler_port({}))
     free = cl.free_port()
-    assert cl._scheduler_address({"MASTER_ADDR": "node0", "MASTER_PORT": str(free)}, True) == (
-        "node0", free)
+    assert cl._scheduler_port({"MASTER_PORT": str(free)}) == free
     with pytest.raises(cl.ClusterError, match="MASTER_PORT must be a port number"):
-        cl._scheduler_address({"MASTER_PORT": "80"}, True)
-    monkeypatch.setattr(cl.socket, "gethostbyname", lambda _: "127.0.1.1")
-    with pytest.raises(cl.ClusterError, match="set MASTER_ADDR"):
-        cl._scheduler_address({}, single_host=False)
+        cl._scheduler_port({"MASTER_PORT": "80"})
 
 
 def test_busy_port_is_refused(tmp_path):
@@ -68,7 +84,7 @@ def test_busy_port_is_refused(tmp_path):
         s.listen()
         busy = s.getsockname()[1]
         with pytest.raises(cl.ClusterError, match=f"MASTER_PORT {busy} is already in use"):
-            cl._scheduler_address({"MASTER_PORT": str(busy)}, True)
+            cl._scheduler_port({"MASTER_PORT": str(busy)})
         r = run([sys.executable, "-m", "train.cluster", "port-free", str(busy)], tmp_path)
         assert r.returncode == 2 and f"MASTER_PORT {busy} is already in use" in r.stderr
     r = run([sys.executable, "-m", "train.cluster", "port-free", str(busy)], tmp_path)
@@ -88,6 +104,20 @@ def test_check_identical_catches_ranks_that_differ(monkeypatch):
         c.check_identical(mine)
 
 
-def test_bad_cluster_timeout_is_refused():
-    with pytest.raises(cl.ClusterError, match="CLUSTER_TIMEOUT must be a whole number"):
-        cl.check_launch(0, {"CLUSTER_TIMEOUT": "soon"})
+@pytest.mark.parametrize("env,match", [
+    ({"CLUSTER_TIMEOUT": "soon"}, "CLUSTER_TIMEOUT must be a whole number of seconds >= 1"),
+    ({"MS_NODE_TIMEOUT": "0"}, "MS_NODE_TIMEOUT must be a whole number of seconds >= 1"),
+    ({"OMPI_COMM_WORLD_SIZE": "2", "MASTER_PORT": "99999"}, "MASTER_PORT must be a port number"),
+    ({"OMPI_COMM_WORLD_SIZE": "2", "MASTER_ADDR": "x.invalid"}, "MASTER_ADDR 'x.invalid' does"),
+    ({"OMPI_COMM_WORLD_SIZE": "2", "MASTER_IFACE": "nope9"}, "MASTER_IFACE 'nope9' is not an"),
+])
+def test_bad_launch_variables_are_refused(env, match):
+    with pytest.raises(cl.ClusterError, match=match):
+        cl.check_launch(0, env)
+
+
+def test_device_probe():
+    cl.probe_device("CPU", {})
+    with pytest.raises(cl.ClusterError, match="--device Ascend: no /dev/davinci"):
+        cl.probe_device("Ascend", {})
+    cl.probe_device("Ascend", {"TRAIN_NO_DEVICE_PROBE": "1"})

@@ -19,10 +19,42 @@ def test_yaml_then_flags(tmp_path):
     assert (cfg.lr, cfg.batch_size, cfg.loss) == (0.5, 16, "mse")
 
 
-def test_saved_config_reads_back(tmp_path):
-    cfg = Config(lr=0.2, features=3, quiet=True)
+def test_saved_config_reads_back_as_is(tmp_path):
+    cfg = Config(lr=0.2, features=3, quiet=True, delta=1.5, out="runs/x", resume=True)
     save_config(cfg, tmp_path / "c.yaml")
-    assert parse_config(["--config", str(tmp_path / "c.yaml")])[0] == cfg
+    saved = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    # Per-invocation actions are not part of a run's config: feeding it back starts a new run.
+    assert not {"out", "resume", "dry_run"} & saved.keys()
+    assert not {"target", "eval_fraction", "eval_data", "drop_nonfinite"} & saved.keys()
+    back, _ = parse_config(["--config", str(tmp_path / "c.yaml")])
+    assert back == Config(lr=0.2, features=3, quiet=True, delta=1.5)
+
+
+def test_yaml_numbers_are_read_as_the_flags_read_them(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 1e-2\nclip_norm: 5E+0\nnoise_std: .5\n")
+    cfg, _ = parse_config(["--config", str(f)])
+    assert (cfg.lr, cfg.clip_norm, cfg.noise_std) == (0.01, 5.0, 0.5)
+    assert parse_config(["--lr", "1e-2"])[0].lr == cfg.lr
+
+
+def test_removed_test_switches_are_dropped_with_a_warning(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.5\nfail_at_step: 3\ntest_ckpt_pause: 1.0\n")
+    warnings = []
+    assert load_yaml(str(f), warn=warnings.append) == {"lr": 0.5}
+    assert len(warnings) == 1 and "fail_at_step, test_ckpt_pause" in warnings[0]
+    assert "TRAIN_FAULT" in warnings[0]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([], (True, False)),
+    (["--deterministic", "false", "--quiet"], (False, True)),
+    (["--deterministic", "0", "--quiet", "true"], (False, True)),
+])
+def test_bool_flags_take_an_optional_value(argv, expected):
+    cfg, _ = parse_config(argv)
+    assert (cfg.deterministic, cfg.quiet) == expected
 
 
 @pytest.mark.parametrize("text,match", [
@@ -32,6 +64,7 @@ def test_saved_config_reads_back(tmp_path):
     ("quiet: 1\n", "quiet: expected true or false"),
     ("- 1\n", "expected a mapping"),
     ("lr: [\n", "not valid YAML"),
+    ("lr: 0.1\nbatch_size: 8\nlr: 0.2\n", "duplicate key 'lr' at line 3"),
 ])
 def test_bad_yaml(tmp_path, text, match):
     f = tmp_path / "c.yaml"
@@ -54,10 +87,36 @@ def test_bad_yaml(tmp_path, text, match):
     (["--lr", "x"], "--lr: expected a number, got 'x'"),
     (["--epochs", "1.5"], "--epochs: expected an integer, got '1.5'"),
     (["--bogus"], "unknown option --bogus"),
+    (["--deterministic", "maybe"], "--deterministic: expected true or false, got 'maybe'"),
+    (["--hidden", "64,x"], "hidden must be comma-separated layer widths"),
+    (["--hidden", "64,0"], "hidden must be comma-separated layer widths"),
+    (["--loss_scale", "fast"], "loss_scale must be none, dynamic or a number >= 1"),
+    (["--sink_size", "4", "--log_every", "10"], "log_every must be a multiple of --sink_size 4"),
+    (["--amp_level", "O4"], "amp_level must be one of O0, O1, O2, O3"),
+    (["--true_w", "1e38"], r"must stay below 1e\+15"),
+    (["--outlier_scale", "1e30"], r"must stay below 1e\+15"),
+    (["--target", "y"], "--target describes a data file; it needs --data PATH"),
+    (["--standardize", "maybe"], "--standardize: expected true or false"),
 ])
 def test_bad_flags(argv, match):
     with pytest.raises(ConfigError, match=match):
         parse_config(argv)
+
+
+def test_loss_scale_may_be_a_yaml_number(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("loss_scale: 1024\n")
+    assert parse_config(["--config", str(f)])[0].loss_scale_value() == 1024.0
+    f.write_text("loss_scale: 0.5\n")
+    with pytest.raises(ConfigError, match="loss_scale must be none, dynamic or a number >= 1"):
+        parse_config(["--config", str(f)])
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_bytes(b"lr: 0.1\n\xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_yaml(str(f))
 
 
 def test_every_field_is_documented():

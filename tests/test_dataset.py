@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline import DataSpec, eval_arrays, make_train_dataset
+from pipeline import DataSpec, SyntheticStream, eval_chunks, make_train_dataset
 from pipeline.synthetic import SyntheticRegression
 
 SPEC = DataSpec(features=2, outlier_fraction=0.1)
@@ -12,7 +12,7 @@ SPEC = DataSpec(features=2, outlier_fraction=0.1)
 def steps(num_shards, shard_id, batch, accum=1, steps_per_epoch=3, epochs=2, start_step=0,
           chunk=1):
     """All optimizer steps of one shard: a list of (x (A, B, F), y (A, B, 1)) numpy pairs."""
-    data = make_train_dataset(SPEC, 11, batch, accum, steps_per_epoch, epochs,
+    data = make_train_dataset(SyntheticStream(SPEC, 11), batch, accum, steps_per_epoch, epochs,
                               num_shards=num_shards, shard_id=shard_id, start_step=start_step,
                               chunk=chunk)
     out = [(x[j * accum:(j + 1) * accum], y[j * accum:(j + 1) * accum])
@@ -95,11 +95,22 @@ def test_steps_per_item_aims_at_16k_rows():
 
 def test_bad_shard_id_is_refused():
     with pytest.raises(ValueError, match="shard_id"):
-        make_train_dataset(SPEC, 0, 4, 1, 2, 1, num_shards=2, shard_id=2)
+        make_train_dataset(SyntheticStream(SPEC, 0), 4, 1, 2, 1, num_shards=2, shard_id=2)
 
 
 def test_eval_set_is_clean_and_separate():
-    x, y = eval_arrays(SPEC, 11, 1000)
+    x, y = SyntheticStream(SPEC, 11).eval_set(1000)
     train_x, _ = SyntheticRegression(SPEC, 11).rows(0, 0, 1000)
     assert not np.array_equal(x, train_x)
     assert np.all(np.abs(y[:, 0] - 2 * x.sum(axis=1) - 3) < 6)  # noise only, no outliers
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_eval_chunks_split_the_held_out_rows_between_ranks(world):
+    """Each rank evaluates its own chunks; together they are every row exactly once, and every
+    chunk has one shape (one compile)."""
+    x, y = SyntheticStream(SPEC, 11).eval_set(1000)
+    parts = [eval_chunks(x, y, r, world, chunk_rows=300) for r in range(world)]
+    got = np.concatenate([c[0][c[2][:, 0] == 1] for p in parts for c in p])
+    assert sorted(map(bytes, got)) == sorted(map(bytes, x))
+    assert {c[0].shape for p in parts for c in p} == {(300, 2)}

@@ -1,33 +1,28 @@
-"""train/loop.py: the lr schedule, and restoring optimizer state (the loop itself runs end to end
-in test_main.py and test_checkpoint.py through the command line)."""
+"""train/loop.py: the training state it saves and restores (the loop itself runs end to end
+through the command line in test_main.py, test_checkpoint.py and test_adversarial.py)."""
 
 import numpy as np
 import pytest
-from mindspore import nn
 
-from train.checkpoint import Checkpoint, CheckpointError
-from train.config import Config
-from train.loop import _restore, _state_tensors, learning_rate
-from train.model import make_model
-
-
-def test_cosine_schedule_decays_from_lr_towards_zero():
-    lr = learning_rate(Config(lr=0.1), 100).asnumpy()
-    assert lr.shape == (100,) and lr[0] == pytest.approx(0.1) and lr[-1] < 1e-4
-    assert np.all(np.diff(lr) < 0)
-    assert learning_rate(Config(lr=0.1, lr_schedule="constant"), 100) == 0.1
+from train.checkpoint import Checkpoint
+from train.loop import restore, state_tensors
+from train.model import make_model, state_layout
+from train.step import GuardedSGD, make_loss_scaler
 
 
-def test_state_is_everything_but_the_lr_table_and_restores_exactly(tmp_path):
-    model = make_model(2, 0)
-    opt = nn.SGD(model.trainable_params(), learning_rate=learning_rate(Config(), 10),
-                 momentum=0.9)
-    names = set(_state_tensors(opt))
-    assert {"weight", "bias", "global_step", "accum.weight", "accum.bias"} <= names
-    assert not any(n.startswith("learning_rate") for n in names)
-    saved = {n: np.full(p.shape, 7, p.asnumpy().dtype) for n, p in _state_tensors(opt).items()}
-    _restore(opt, Checkpoint(5, saved, {}, tmp_path / "x"))
-    assert all(np.all(p.asnumpy() == 7) for p in _state_tensors(opt).values())
-    del saved["accum.bias"]
-    with pytest.raises(CheckpointError, match="lacks \\['accum.bias'\\]"):
-        _restore(opt, Checkpoint(5, saved, {}, tmp_path / "x"))
+@pytest.mark.parametrize("hidden", [[], [4, 3]])
+@pytest.mark.parametrize("loss_scale", ["none", "dynamic", "256"])
+def test_the_state_is_what_checkpoints_expect_and_restores_exactly(tmp_path, hidden, loss_scale):
+    """state_layout (MindSpore-free, used to validate checkpoints before loading) describes
+    exactly the tensors the live optimizer and loss scaler hold."""
+    opt = GuardedSGD(make_model(3, 0, hidden).trainable_params())
+    tensors = state_tensors(opt, make_loss_scaler(loss_scale))
+    layout = state_layout(3, hidden)
+    if loss_scale != "none":
+        layout["loss_scale.value"] = ((), "float32")
+    if loss_scale == "dynamic":
+        layout["loss_scale.counter"] = ((), "int32")
+    assert {n: (tuple(p.shape), str(p.asnumpy().dtype)) for n, p in tensors.items()} == layout
+    saved = {n: np.full(p.shape, 7, p.asnumpy().dtype) for n, p in tensors.items()}
+    restore(tensors, Checkpoint(5, saved, {}, tmp_path / "x"))
+    assert all(np.all(p.asnumpy() == 7) for p in tensors.values())

@@ -15,6 +15,7 @@ def test_default_run_converges_and_writes_its_files(tmp_path):
     r = train_cli([], tmp_path)  # no arguments at all: the quick start's command
     assert r.returncode == 0, r.stderr
     assert "learned w = [" in r.stdout and "(true 2.0)" in r.stdout
+    assert r.stderr == ""  # nothing to warn about in the quick start
     (run,) = (tmp_path / "runs").iterdir()
     s = json.loads((run / "summary.json").read_text())
     assert SUMMARY_KEYS <= s.keys()
@@ -49,6 +50,11 @@ BAD = [
     (["--config", "unknown.yaml"], "unknown key 'learning_rate'"),
     (["--config", "typed.yaml"], "epochs: expected an integer"),
     (["--world_size", "4"], "--world_size 4 does not match the 1 rank"),
+    (["--device", "Ascend"], "--device Ascend: no /dev/davinci* device on this host"),
+    (["--device", "GPU"], "--device GPU: no /dev/nvidia* device on this host"),
+    (["--amp_level", "O2", "--amp_dtype", "bfloat16"], "--amp_dtype bfloat16 does not run on CPU"),
+    (["--batch_size", "100000000", "--features", "50"], "GiB of host memory per rank"),
+    (["--eval_size", "2000000000"], "GiB of host memory per rank"),
 ]
 
 
@@ -72,18 +78,27 @@ def test_an_earlier_run_is_not_overwritten(tmp_path):
     (out / "summary.json").write_text("{}")
     r = train_cli([*TINY, "--out", "out"], tmp_path)
     assert r.returncode == 2 and "is not empty" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
     assert (out / "summary.json").read_text() == "{}"
 
 
-def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
+def test_a_diverging_run_stops_naming_the_step(tmp_path):
     r = train_cli([*TINY, "--loss", "mse", "--lr", "5", "--momentum", "0",
                    "--lr_schedule", "constant", "--out", "o"], tmp_path)
     assert r.returncode == 1
-    assert "non-finite loss" in r.stderr and "at step" in r.stderr and "rank 0" in r.stderr
+    assert "non-finite loss or gradient at step" in r.stderr and "rank 0" in r.stderr
     step = int(r.stderr.split("at step ")[1].split()[0])
     assert 1 < step <= 20
     assert not (tmp_path / "o" / "summary.json").exists()
     assert "Traceback" in (tmp_path / "o" / "logs" / "rank_0.log").read_text()  # kept for debugging
+
+
+def test_the_device_probe_can_be_skipped_to_check_an_ascend_command_line(tmp_path):
+    r = train_cli(["--device", "Ascend", "--dry_run"], tmp_path, TRAIN_NO_DEVICE_PROBE="1",
+                  MS_ROLE="MS_WORKER", MS_WORKER_NUM="8")
+    assert r.returncode == 0, r.stderr
+    assert "# launch: msrun  world_size: 8  global_batch_size: 2048" in r.stdout
+    assert "# device: Ascend" in r.stdout
 
 
 def test_help_documents_every_option(tmp_path):

@@ -53,13 +53,18 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     r = train_cli(["--dry_run", "--batch_size", "32", "--accum_steps", "2", "--out", "x"],
                   tmp_path)
     assert r.returncode == 0, r.stderr
-    *config, plan = r.stdout.strip().splitlines()
+    lines = r.stdout.strip().splitlines()
+    config = [ln for ln in lines if not ln.startswith("#")]
+    plan = [ln for ln in lines if ln.startswith("#")]
     assert yaml.safe_load("\n".join(config))["batch_size"] == 32
-    assert plan == "# launch: single  world_size: 1  global_batch_size: 64  out: x"
+    assert plan[:2] == ["# launch: single  world_size: 1  global_batch_size: 64  out: x",
+                        "# device: CPU  step path: host feeding, 64 step(s) per dataset item"]
     assert list(tmp_path.iterdir()) == []
-    r = train_cli(["--dry_run"], tmp_path, MS_ROLE="MS_WORKER", MS_WORKER_NUM="8")
-    assert r.stdout.strip().splitlines()[-1].startswith("# launch: msrun  world_size: 8  "
-                                                         "global_batch_size: 2048")
+    r = train_cli(["--dry_run", "--sink_size", "4", "--log_every", "40"], tmp_path,
+                  MS_ROLE="MS_WORKER", MS_WORKER_NUM="8")
+    assert "# launch: msrun  world_size: 8  global_batch_size: 2048" in r.stdout
+    assert "(--sink_size 4 is for Ascend/GPU: MindSpore's data sink does not run on CPU)" \
+        in r.stdout
     assert list(tmp_path.iterdir()) == []
 
 

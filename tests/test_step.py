@@ -1,5 +1,7 @@
-"""train/step.py: accumulation equals the big batch; clipping bounds the update."""
+"""train/step.py: accumulation equals the big batch, clipping bounds the update, a non-finite
+step changes nothing, loss scaling is exact, the lr window holds the schedule's exact values."""
 
+import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor, nn
@@ -8,21 +10,44 @@ from pipeline import DataSpec
 from pipeline.synthetic import SyntheticRegression
 from train.loss import make_loss
 from train.model import make_model
-from train.step import make_train_step
+from train.step import (GuardedSGD, LrWindow, StepRecord, lr_values, make_loss_scaler,
+                        make_train_step)
 
 
-def train(batch, accum, steps=5, clip_norm=0.0, loss="huber", features=2):
-    """Run `steps` optimizer steps on the stream's first rows; return the final parameters."""
+def build(features=2, accum=1, clip_norm=0.0, loss="huber", schedule="constant", total=100,
+          loss_scale="none", width=64):
+    """A model, its guarded SGD and the package's step; returns (step, optimizer, record,
+    scaler)."""
     model = make_model(features, seed=0)
-    opt = nn.SGD(model.trainable_params(), learning_rate=0.01, momentum=0.9)
-    step = make_train_step(model, make_loss(loss, 1.0), opt, accum, clip_norm)
-    gen = SyntheticRegression(DataSpec(features=features, outlier_fraction=0.2), seed=4)
+    opt = GuardedSGD(model.trainable_params())
+    scaler = make_loss_scaler(loss_scale)
+    record = StepRecord(width, 2 if scaler is None else 3, list(opt.parameters))
+    lr = LrWindow(0.01, schedule, total)
+    lr.cover(0, total - 1)
+    step = make_train_step(model, make_loss(loss, 1.0), opt, record, lr, 0.9, accum, clip_norm,
+                           loss_scaler=scaler)
+    return step, opt, record, scaler
+
+
+def state(opt):
+    """Every tensor of the optimizer's state, flattened (params, momentum, flags, counter)."""
+    return np.concatenate([p.asnumpy().ravel().astype(np.float64) for p in
+                           (*opt.parameters, *opt.accum, *opt.stat, opt.global_step)])
+
+
+def rows(batch, accum, t, features=2, outliers=0.2):
+    gen = SyntheticRegression(DataSpec(features=features, outlier_fraction=outliers), seed=4)
+    x, y = gen.rows(0, t * batch * accum, batch * accum)
+    return Tensor(x.reshape(accum, batch, features)), Tensor(y.reshape(accum, batch, 1))
+
+
+def train(batch, accum, steps=5, **kw):
+    """Run `steps` optimizer steps on the stream's first rows; return the final parameters."""
+    step, opt, record, _ = build(accum=accum, **kw)
     norms = []
     for t in range(steps):
-        x, y = gen.rows(0, t * batch * accum, batch * accum)
-        _, norm = step(Tensor(x.reshape(accum, batch, features)),
-                       Tensor(y.reshape(accum, batch, 1)), Tensor(np.int32(0))).asnumpy()
-        norms.append(float(norm))
+        sumsq = step(*rows(batch, accum, t), Tensor(np.int32(0))).asnumpy()[1]
+        norms.append(float(np.sqrt(sumsq)))
     return np.concatenate([p.asnumpy().ravel() for p in opt.parameters]), norms
 
 
@@ -54,13 +79,90 @@ def test_a_chunk_of_steps_indexed_in_the_graph_equals_one_step_per_call():
     x, y = x.reshape(6 * 2, 8, 2), y.reshape(6 * 2, 8, 1)  # 6 steps of 2 micro-batches of 8
     results = []
     for chunked in (False, True):
-        model = make_model(2, seed=0)
-        opt = nn.SGD(model.trainable_params(), learning_rate=0.01, momentum=0.9)
-        step = make_train_step(model, make_loss("huber", 1.0), opt, accum_steps=2)
+        step, opt, _, _ = build(accum=2)
         for t in range(6):
             if chunked:
                 step(Tensor(x), Tensor(y), Tensor(np.int32(2 * t)))
             else:
                 step(Tensor(x[2 * t:2 * t + 2]), Tensor(y[2 * t:2 * t + 2]), Tensor(np.int32(0)))
-        results.append(np.concatenate([p.asnumpy().ravel() for p in opt.parameters]))
+        results.append(state(opt))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_guarded_sgd_is_bitwise_nn_sgd():
+    """The guard changes nothing for finite steps: the same as MindSpore's nn.SGD with its own
+    per-step lr table, over a cosine schedule."""
+    total = 30
+    step, opt, _, _ = build(schedule="cosine", total=total)
+    model = make_model(2, seed=0)
+    ref = nn.SGD(model.trainable_params(), momentum=0.9,
+                 learning_rate=Tensor(lr_values(0.01, "cosine", total, np.arange(total))))
+    grad_fn = ms.value_and_grad(lambda x, y: make_loss("huber", 1.0)(model(x), y), None,
+                                ref.parameters)
+    for t in range(total):
+        x, y = rows(16, 1, t)
+        step(x, y, Tensor(np.int32(0)))
+        _, grads = grad_fn(x[0], y[0])
+        ref(grads)
+    assert [p.asnumpy().tobytes() for p in opt.parameters] == \
+        [p.asnumpy().tobytes() for p in ref.parameters]
+
+
+@pytest.mark.parametrize("poison", ["nan_inputs", "inf_loss_finite_gradient"])
+def test_a_non_finite_step_changes_nothing_but_the_step_counter(poison):
+    step, opt, record, _ = build()
+    i0 = Tensor(np.int32(0))
+    for t in range(3):
+        step(*rows(16, 1, t), i0)
+    before = state(opt)
+    x, y = rows(16, 1, 3)
+    if poison == "nan_inputs":
+        x = x * float("nan")
+    else:  # every error ~3e38: each row's Huber loss is finite, their mean is not; the
+        y = y * 0 - 3e38  # clamped gradient stays finite
+    sumsq = step(x, y, i0).asnumpy()[1]
+    assert not np.isfinite(sumsq)
+    after = state(opt)
+    np.testing.assert_array_equal(after[:-1], before[:-1])  # weights, momentum, flags: bitwise
+    assert after[-1] == before[-1] + 1  # the counter moves: the lr schedule follows the steps
+    ring, finite = record.read()
+    assert finite and not np.isfinite(ring[3, 1]) and np.isfinite(ring[2, 1])
+
+
+def test_loss_scaling_is_exact_and_skips_overflows():
+    """A power-of-two scale changes no bit of the result; an overflow skips the update, halves
+    the dynamic scale, and the run goes on exactly as a run that skipped that step."""
+    plain, _ = train(batch=16, accum=2, steps=6)
+    for scale in ("1024", "dynamic"):
+        scaled, _ = train(batch=16, accum=2, steps=6, loss_scale=scale)
+        np.testing.assert_array_equal(scaled, plain)
+    runs = []
+    for scale in ("dynamic", "none"):
+        step, opt, record, scaler = build(loss_scale=scale)
+        for t in range(6):
+            x, y = rows(16, 1, t)
+            if t == 2:
+                x = x * float("inf")
+            step(x, y, Tensor(np.int32(0)))
+        runs.append(state(opt))
+        if scaler is not None:
+            ring, _ = record.read()
+            assert ring[2, 2] == 2.0 ** 16 and ring[3, 2] == 2.0 ** 15  # halved after step 3
+            assert float(scaler.scale_value.asnumpy()) == 2.0 ** 15
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_the_lr_window_holds_the_schedules_exact_values():
+    total = 10_000
+    table = lr_values(0.1, "cosine", total, np.arange(total))
+    parts = np.concatenate([lr_values(0.1, "cosine", total, np.arange(a, min(a + 777, total)))
+                            for a in range(0, total, 777)])
+    assert table.tobytes() == parts.tobytes()  # a slice is the table's entries, bitwise
+    w = LrWindow(0.1, "cosine", total, width=100)
+    w.cover(250, 260)
+    got = w.table.asnumpy()
+    assert int(w.base.asnumpy()[0]) == 250 and got[:100].tobytes() == table[250:350].tobytes()
+    w.cover(300, 349)  # inside: no refill
+    assert int(w.base.asnumpy()[0]) == 250
+    w.cover(349, 351)  # crosses the end: refill from 349
+    assert int(w.base.asnumpy()[0]) == 349

@@ -12,27 +12,29 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from train import cluster as cl
-from train.checkpoint import CheckpointError
-from train.config import Config, ConfigError
-from train.faults import FaultError
-from train.output import IO_EXIT, OutputError
+# Only train.stop at import time: its signal handling must be in place before any module
+# starts a thread (NumPy's BLAS, MindSpore), so that every thread inherits it.
 from train.stop import PREEMPTED_EXIT, StopRequest
 
 if TYPE_CHECKING:
+    from train import cluster as cl
+    from train.config import Config
     from train.output import RunOutput
     from train.plan import RunPlan
-
-BAD_INPUT = (ConfigError, cl.ClusterError, CheckpointError, FaultError)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the trainer; also what the launch scripts run on every rank."""
     stop = StopRequest().install()  # first: a signal during start-up is caught too
-    if os.environ.get("MS_ROLE"):
-        cl.die_with_launcher()  # msrun's workers and scheduler must not outlive msrun
+    from train import cluster as cl
+    from train.checkpoint import CheckpointError
+    from train.config import ConfigError
+    from train.faults import FaultError
+    from train.output import IO_EXIT, OutputError
     from train.plan import RunPlan
 
+    if os.environ.get("MS_ROLE"):
+        cl.die_with_launcher()  # msrun's workers and scheduler must not outlive msrun
     # 1. Everything that can be refused is refused before any process group starts.
     try:
         plan = RunPlan.from_argv(argv)
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = cl.setup(plan.cfg.device, plan.cfg.world_size, plan.cfg.deterministic)
         if plan.launch != "single":
             plan.prepare_on_ranks(cluster)  # rank 0 owns the folder and shares its decisions
-    except BAD_INPUT as e:
+    except (ConfigError, cl.ClusterError, CheckpointError, FaultError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OutputError as e:
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
     """2. Output and training; a failure names this rank and takes the whole job down."""
     from train.loop import Trainer
-    from train.output import RunOutput, run_record
+    from train.output import IO_EXIT, OutputError, RunOutput, run_record
     from train.stop import Preempted
 
     cfg = plan.cfg

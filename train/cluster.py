@@ -285,7 +285,14 @@ def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str
         out = open(Path(log_dir) / "scheduler.log", "ab")  # noqa: SIM115 - child owns it
     code = f"import train.cluster as c; c.run_scheduler({device!r})"
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out,
-                            stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig)
+                            stderr=subprocess.STDOUT, preexec_fn=_child_setup)
+
+
+def _child_setup() -> None:
+    """In the scheduler child: die with rank 0, and take signals normally again (the trainer
+    blocks SIGTERM/SIGUSR1 in its threads, train/stop.py)."""
+    _set_pdeathsig()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGUSR1})
 
 
 def _reap(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -188,6 +188,8 @@ def _coerce(name: str, value: Any) -> Any:
     want = _type(name)
     if value is None and FIELDS[name].default is None:
         return None  # an optional field left to its automatic value
+    if name == "loss_scale" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = repr(value)  # `loss_scale: 1024` in YAML means the number
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):

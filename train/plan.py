@@ -105,6 +105,8 @@ class RunPlan:
         resumed run's metrics cut back to where it continues."""
         for msg in self.warnings:
             out.log.warning(msg)
+        if self.faults:  # a TRAIN_FAULT left set in a shell must not go unnoticed
+            out.warn(f"TRAIN_FAULT={self.faults.text!r} is set: injecting test faults")
         if cluster.is_main:
             out.save_config(self.cfg)
             if self.cfg.resume:
@@ -196,8 +198,9 @@ def _check_memory(cfg: Config, source: Any) -> None:
     item = rows * (f + 2) * 4 + rows * (f + 5) * 8 * 3
     sizes = [f, *cfg.hidden_sizes(), 1]
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    need = (_ITEMS_IN_FLIGHT * item + 3 * min(cfg.eval_size, 65536) * (f + 2) * 4
-            + min(cfg.eval_size, source.max_eval_rows()) * (f + 1) * 4 + 16 * params)
+    evals = min(cfg.eval_size, source.max_eval_rows())
+    # The held-out rows stay as float32 x, y and a mask; making them takes the temporaries.
+    need = (_ITEMS_IN_FLIGHT * item + evals * ((f + 2) * 4 + (f + 5) * 8 * 3) + 16 * params)
     free = _mem_available()
     if free is not None and need > free:
         raise ConfigError(f"batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x "

@@ -4,23 +4,33 @@ next safe point, keep everything resumable, exit 75".
 - Schedulers send SIGTERM before a kill (Slurm: `KillWait` later, SIGKILL); Slurm's
   `--signal=USR1@S` warns S seconds before the time limit; a user presses Ctrl-C. All three
   ask for the same thing, so they are handled the same way.
-- The handlers are installed first thing in `main()`, so a signal during start-up is caught too.
-  A handler only records the request (it must not write files); the loop acts on it at a step
-  boundary (several ranks: at the next agreement point, about a second apart): rank 0 writes a
-  checkpoint, every rank exits with `PREEMPTED_EXIT`. A signal before the first step needs no
-  checkpoint: the run folder already holds its config, and `--resume` starts it from step 0.
-- Further signals while stopping are absorbed (noted in the log): a second SIGTERM or Ctrl-C must
-  not turn a clean stop into a torn one. SIGKILL remains the way to end a process at once, and a
+- The request is recorded the moment the signal arrives, even while the main thread is inside
+  MindSpore (cluster start-up, a graph): SIGTERM and SIGUSR1 are blocked in every thread and
+  taken by one thread of ours with `sigwaitinfo`. Nothing else happens in that thread: the loop
+  acts on the request at a step boundary (several ranks: at the next agreement point, about a
+  second apart): rank 0 writes a checkpoint, every rank exits with `PREEMPTED_EXIT`. A signal
+  before the first step needs no checkpoint: the run folder already holds its config, and
+  `--resume` starts it from step 0.
+- MindSpore installs its own SIGINT handler whenever it runs a graph, and that handler turns
+  Ctrl-C into a SIGTERM the process sends itself. The waiting thread sees the sender
+  (`si_pid`), so such a SIGTERM is reported as the SIGINT it was.
+- Further signals while stopping are absorbed (counted): a second SIGTERM or Ctrl-C must not
+  turn a clean stop into a torn one. SIGKILL remains the way to end a process at once, and a
   SIGKILL at any moment leaves the folder resumable from its newest complete checkpoint.
+
+`install()` must run before any thread exists (first thing in `main()`, before NumPy or
+MindSpore start theirs), so that every later thread inherits the blocked signals.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from typing import Any
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL, "try again later": the folder is safe to --resume
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+WAITED = {signal.SIGTERM, signal.SIGUSR1}
 
 
 class Preempted(RuntimeError):
@@ -33,24 +43,42 @@ class StopRequest:
     def __init__(self) -> None:
         self.signal_name: str | None = None
         self.count = 0
+        self._waiter: threading.Thread | None = None
 
     def install(self) -> StopRequest:
         """Take over SIGTERM, SIGINT and SIGUSR1 for this process."""
-        for sig in SIGNALS:
+        signal.signal(signal.SIGINT, self._handle)
+        for sig in WAITED:  # a fallback: no thread should leave them unblocked
             signal.signal(sig, self._handle)
+        if self._waiter is None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+            self._waiter = threading.Thread(target=self._wait, name="stop-signals", daemon=True)
+            self._waiter.start()
         return self
 
+    def _wait(self) -> None:
+        while True:
+            info = signal.sigwaitinfo(WAITED)
+            name = signal.Signals(info.si_signo).name
+            if info.si_signo == signal.SIGTERM and info.si_pid == os.getpid():
+                name = "SIGINT"  # MindSpore's SIGINT handler re-sends Ctrl-C as SIGTERM
+            self.request(name)
+
     def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
+        self.request(signal.Signals(signum).name)
 
     def request(self, name: str) -> None:
-        """Ask for a stop from inside the program (as a signal would)."""
+        """Ask for a stop (as a signal does)."""
         self.count += 1
-        self.signal_name = self.signal_name or name
+        if self.signal_name is None:
+            self.signal_name = name
 
     @property
     def requested(self) -> bool:
         """True once any stop signal has arrived."""
         return self.signal_name is not None
+
+
+def unblock_in_child() -> None:
+    """For `preexec_fn` of a child process: it must not inherit the blocked signals."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WAITED)

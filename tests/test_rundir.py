@@ -1,0 +1,68 @@
+"""train/rundir.py: a run folder has one owner; a dead owner never keeps it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import TINY, clean_env, start, train_cli, wait_for
+
+from train import rundir
+from train.config import ConfigError
+
+
+def test_one_owner_at_a_time_and_the_kernel_releases_it(tmp_path):
+    out = tmp_path / "run"
+    owner = rundir.claim(out, resume=False)
+    with pytest.raises(ConfigError, match=rf"in use by pid {os.getpid()} on host "
+                                          rf"{socket.gethostname()}"):
+        rundir.claim(out, resume=False)
+    owner.release()
+    rundir.claim(out, resume=False).release()  # empty again (only the lock file): a fresh run
+    # An owner killed with SIGKILL leaves no lock behind.
+    code = f"from train import rundir; rundir.claim(__import__('pathlib').Path({str(out)!r}), " \
+           "False); print('owned', flush=True); __import__('time').sleep(600)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=clean_env(), text=True,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == "owned"
+    with pytest.raises(ConfigError, match=f"in use by pid {proc.pid}"):
+        rundir.check(out, resume=False)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rundir.claim(out, resume=False).release()
+
+
+def test_what_a_fresh_run_and_a_resume_accept(tmp_path):
+    with pytest.raises(ConfigError, match="holds no run to continue"):
+        rundir.claim(tmp_path / "typo", resume=True)
+    assert not (tmp_path / "typo").exists()  # a refused resume leaves nothing behind
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not empty"):
+        rundir.claim(tmp_path / "other", resume=False)
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("lr: 0.1\n")
+    with pytest.raises(ConfigError, match="continue it with --resume"):
+        rundir.claim(tmp_path / "run", resume=False)
+    rundir.claim(tmp_path / "run", resume=True).release()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        rundir.claim(tmp_path / "file", resume=False)
+
+
+@pytest.mark.parametrize("second", ["fresh", "resume"])
+def test_a_second_process_is_refused_while_the_first_trains(tmp_path, second):
+    first = start([*TINY, "--steps_per_epoch", "400", "--out", "run", "--quiet"], tmp_path,
+                  TRAIN_FAULT="step_pause=0.02")
+    wait_for(lambda: (tmp_path / "run" / "config.yaml").exists(), first, what="the first run")
+    args = [*TINY, "--out", "run"] + (["--resume"] if second == "resume" else [])
+    r = train_cli(args, tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: --out run is in use by pid {first.pid} on host {socket.gethostname()} (since ")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 75
