@@ -35,6 +35,22 @@ class SyntheticSource:
         """The clean held-out set (its own stream, no outliers)."""
         return self.stream.eval_set(size)
 
+    def sample_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first n training rows (epoch 0), in the data's units."""
+        return self.stream.rows(0, 0, n)
+
+    def curve_x(self) -> np.ndarray:
+        """Where to draw the learned function (one feature): the range x is drawn from."""
+        return np.linspace(-10.0, 10.0, 101)
+
+    def to_model(self, x: np.ndarray) -> np.ndarray:
+        """Features in the units the model trains in (here: as they are)."""
+        return x.astype(np.float32)
+
+    def from_model(self, y: np.ndarray) -> np.ndarray:
+        """Model outputs in the target's units (here: as they are)."""
+        return y
+
     def max_eval_rows(self) -> int:
         """Held-out rows available (the synthetic stream has as many as asked for)."""
         return 1 << 62

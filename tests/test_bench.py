@@ -26,6 +26,12 @@ def test_pipeline_prepared_and_numpy_agree(batch):
     assert abs(pipe[1] - start[1]) > 1e-3  # it trained
 
 
+def test_model_train_row_is_the_same_sgd():
+    _, got = bench.run_model_train(256, 20)
+    _, ref = bench.run_numpy(256, 20)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
 def test_seed_article_loop_is_the_same_sgd():
     _, got = bench.run_seed_loop(50)
     _, ref = bench.run_numpy(1, 50)

@@ -3,6 +3,7 @@
 import json
 import sys
 
+import pytest
 from conftest import run
 from PIL import Image
 
@@ -34,9 +35,11 @@ def test_huber_beats_mse_on_contaminated_data(tmp_path):
     assert (tmp_path / "cmp0" / "huber" / "fit.png").exists()
 
 
-def test_compare_chooses_the_losses_itself(tmp_path):
-    r = run([sys.executable, "-m", "train.compare", "--loss", "mse"], tmp_path)
-    assert r.returncode == 2 and "--loss is chosen by compare itself" in r.stderr
+@pytest.mark.parametrize("flag", ["--loss", "--dry_run", "--resume"])
+def test_compare_decides_the_runs_itself(tmp_path, flag):
+    r = run([sys.executable, "-m", "train.compare", flag] + (["mse"] if flag == "--loss" else []),
+            tmp_path)
+    assert r.returncode == 2 and f"error: {flag} is not a compare option" in r.stderr
     assert list(tmp_path.iterdir()) == []
 
 

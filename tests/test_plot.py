@@ -2,6 +2,7 @@
 
 import sys
 
+import pytest
 from conftest import TINY, run, train_cli
 from PIL import Image
 
@@ -37,3 +38,19 @@ def test_plot_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {tmp_path} is not a run folder (no config.yaml and " \
                                "metrics.jsonl)"
+
+
+@pytest.mark.parametrize("damage", ["summary", "config", "flag"])
+def test_plot_refuses_malformed_runs_in_one_line(tmp_path, damage):
+    assert train_cli([*TINY, "--out", "run"], tmp_path).returncode == 0
+    args = ["run"]
+    if damage == "summary":
+        (tmp_path / "run" / "summary.json").write_text('{"w": [1.0')
+    elif damage == "config":
+        (tmp_path / "run" / "config.yaml").write_text("lr: [\n")
+    else:
+        args = ["--dry_run", "run"]
+    r = run([sys.executable, "-m", "train.plot", *args], tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr

@@ -7,6 +7,7 @@ reference run of the same data, so no optimisation can change the result unnotic
   prepared   the same step fed tensors made beforehand (pipeline efficiency = pipeline/prepared)
   torch      the same model, Huber loss and SGD in PyTorch eager on CPU (when torch is installed)
   numpy      the same SGD written by hand in NumPy: the practical ceiling on this machine
+  Model.train  MindSpore's high-level Model.train on the same model, loss and data (no sink)
   dp2        2 ranks on CPU under msrun and under the mpirun bootstrap, against one process at
              the same global batch (the real trainer, through the real launch scripts)
   launch     seconds from starting the launch command to the end of the first optimizer step
@@ -134,6 +135,44 @@ def run_prepared(batch: int, steps: int, stream: Any = None) -> tuple[float, lis
             metrics.read()
     params = _params(model)
     return (steps - 1) * batch / (time.perf_counter() - t0), params
+
+
+def run_model_train(batch: int, steps: int) -> tuple[float, list[float]]:
+    """MindSpore's high-level `Model.train`: the same Dense, Huber loss and SGD with momentum,
+    fed by a GeneratorDataset of whole batches, no data sink (CPU refuses it). The seed
+    article's argument is to leave `Model.train` for a functional step: this row says how much
+    that buys. Timed from the end of the first step (compilation excluded)."""
+    import mindspore.dataset as ds
+    from mindspore import nn
+    from mindspore.train import Callback, Model
+
+    from train.loss import HuberLoss
+    from train.model import make_model
+
+    rows = _batches(batch, steps)
+
+    class Source:
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            return rows[i]
+
+    class FirstStep(Callback):
+        t0: float | None = None
+
+        def on_train_step_end(self, run_context: Any) -> None:
+            if self.t0 is None:
+                self.t0 = time.perf_counter()
+
+    net = make_model(1, SEED)
+    opt = nn.SGD(net.trainable_params(), learning_rate=LR, momentum=MOMENTUM)
+    data = ds.GeneratorDataset(Source(), ["x", "y"], shuffle=False, python_multiprocessing=False)
+    timer = FirstStep()
+    Model(net, loss_fn=HuberLoss(DELTA), optimizer=opt).train(
+        1, data, callbacks=[timer], dataset_sink_mode=False)
+    params = _params(net)
+    return (steps - 1) * batch / (time.perf_counter() - timer.t0), params
 
 
 def run_seed_loop(steps: int) -> tuple[float, list[float]]:
@@ -327,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
                          *((("torch eager", run_torch),) if torch_available() else ())):
             row = _timed(lambda: fn(batch, steps), repeats)  # noqa: B023
             add({**_check(row, ref["params"], name), "batch": batch})
+    # Model.train is slow at small batches: fewer steps, checked against NumPy on the same rows.
+    for batch, steps in ((256, 150 if q else 400), (65536, 30 if q else 60)):
+        row = _timed(lambda: run_model_train(batch, steps), repeats)  # noqa: B023
+        add({**_check(row, run_numpy(batch, steps)[1], "Model.train (no sink)"), "batch": batch})
 
     root = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
     job_steps, job_repeats = (300, 1) if q else (1000, 3)
@@ -354,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         / rate("prepared tensors (no pipeline)", 256),
         "vs_torch_eager": rate("pipeline (GeneratorDataset)", 256) / torch_rate
         if torch_rate else None,
+        "vs_model_train": rate("pipeline (GeneratorDataset)", 256)
+        / rate("Model.train (no sink)", 256),
         "samples_per_s_b65536": rate("pipeline (GeneratorDataset)", 65536),
         "dp2_scaling": rate("job: 2 ranks msrun, 256 each", 512) / single,
         "dp2_scaling_mpirun": rate("job: 2 ranks mpirun, 256 each", 512) / single,

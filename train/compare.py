@@ -6,6 +6,10 @@ Trains the same rows twice - once with the Huber loss, once with MSE - on data w
 truth, MSE on clean held-out rows), writes `compare.json` (keys `huber` and `mse`, each with
 `w`, `b`, `eval_loss` = MSE on the clean held-out set) and `compare.png` (both fitted lines
 over the data) into `--out`, next to the two run folders.
+
+With `--data FILE` the same two runs train on your rows: the table gives w and b in the data's
+units and the held-out MSE (no truth to compare with). With `--hidden` (an MLP) there is no
+w and b: the table gives the held-out MSE only.
 """
 
 from __future__ import annotations
@@ -16,32 +20,43 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from train.config import ConfigError, build_parser, parse_config, save_config
-from train.output import check_out_dir
-from train.plot import _pyplot, draw_data, plot_run
+from train.plot import _pyplot, curve_label, draw_data, plot_run
+from train.rundir import kind
 
 DEFAULTS = {"outlier_fraction": 0.2, "outlier_scale": 100.0}
 LOSSES = ("huber", "mse")
+NOT_HERE = ("--loss", "--dry_run", "--resume")  # compare decides these itself
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train with each loss in a subprocess, then compare; exit 2 on bad input."""
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Any, Any, Path]:
+    """compare's own --out, the training config, matplotlib (or None), the output folder."""
     p = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__.split("\n")[0],
                                 epilog="Other flags are training flags (python -m train --help).")
     p.add_argument("--out", default="", help="output folder (default: runs/compare-<time>)")
     args, rest = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    bad = [f for f in NOT_HERE if f in rest]
+    if bad:
+        raise ConfigError(f"{bad[0]} is not a compare option: compare trains with huber, then "
+                          "mse, into new folders")
+    # Compare's defaults sit under the user's YAML and flags, not over them (synthetic only).
+    base = DEFAULTS if "--data" not in rest else {}
+    cfg, _ = parse_config(rest, parser=build_parser("python -m train.compare"), base=base)
+    plt = _pyplot() if cfg.synthetic and cfg.features == 1 else None  # refuse before training
+    out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    if kind(out) not in ("absent", "empty"):
+        raise ConfigError(f"--out {out} is not empty; choose a new folder")
+    return args, cfg, plt, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train with each loss in a subprocess, then compare; exit 2 on bad input."""
     try:
-        if "--loss" in rest:
-            raise ConfigError("--loss is chosen by compare itself (huber, then mse)")
-        # Compare's defaults sit under the user's YAML and flags, not over them.
-        cfg, _ = parse_config(rest, parser=build_parser("python -m train.compare"),
-                              base=DEFAULTS)
-        plt = _pyplot() if cfg.features == 1 else None  # no matplotlib: refuse before training
-        out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
-        check_out_dir(str(out))
+        _, cfg, plt, out = _parse(argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -59,41 +74,58 @@ def main(argv: list[str] | None = None) -> int:
                   f"see {run_dir}/logs", file=sys.stderr)
             return 1
         s = json.loads((run_dir / "summary.json").read_text())
-        results[loss] = {"w": s["w"], "b": s["b"], "eval_loss": s["eval_mse"]}
-        if cfg.features == 1:
+        results[loss] = {"w": s["w"], "b": s["b"], "eval_loss": s["eval_mse"],
+                         "curve": s.get("curve")}
+        if s.get("curve"):
             plot_run(run_dir)  # loss.png and fit.png of each run
-
-    def err(r: dict) -> tuple[float, float]:
-        return max(abs(w - cfg.true_w) for w in r["w"]), abs(r["b"] - cfg.true_b)
-
-    print(f"\n{cfg.outlier_fraction:.0%} of rows with outliers of scale {cfg.outlier_scale:g}; "
-          f"true w = {cfg.true_w:g}, b = {cfg.true_b:g}")
-    print(f"{'loss':<6} {'w':>18} {'b':>9} {'|w - true|':>11} {'|b - true|':>11} "
-          f"{'clean MSE':>10}")
-    for loss, r in results.items():
-        we, be = err(r)
-        w = ", ".join(f"{v:.4f}" for v in r["w"])
-        print(f"{loss:<6} {w:>18} {r['b']:>9.4f} {we:>11.4f} {be:>11.4f} {r['eval_loss']:>10.4f}")
-    (out / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
+    _table(cfg, results)
+    (out / "compare.json").write_text(json.dumps(
+        {k: {n: v for n, v in r.items() if n != "curve"} for k, r in results.items()},
+        indent=2) + "\n")
     if plt is not None:
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
-        draw_data(ax, cfg, {k: (v["w"][0], v["b"]) for k, v in results.items()})
-        ax.set_title(f"{cfg.outlier_fraction:.0%} of rows with outliers "
-                     f"(scale {cfg.outlier_scale:g})")
-        xs = np.linspace(-10, 10, 50)
-        for loss, r in results.items():  # at the data's scale the lines overlap: zoom in
-            ax2.plot(xs, (r["w"][0] - cfg.true_w) * xs + (r["b"] - cfg.true_b), label=loss)
-        ax2.axhline(0, color="k", ls="--", lw=1, label="truth")
-        ax2.set_xlabel("x")
-        ax2.set_ylabel("fitted line - true line")
-        ax2.set_title("error of the fitted line")
-        ax2.legend()
-        ax2.grid(alpha=0.3)
-        fig.savefig(out / "compare.png", bbox_inches="tight")
-        plt.close(fig)
+        _figure(plt, cfg, results, out / "compare.png")
     print(f"\nwrote {out / 'compare.json'}" + (f" and {out / 'compare.png'}"
-                                                if cfg.features == 1 else ""))
+                                                if plt is not None else ""))
     return 0
+
+
+def _table(cfg: Any, results: dict[str, dict]) -> None:
+    if cfg.synthetic:
+        print(f"\n{cfg.outlier_fraction:.0%} of rows with outliers of scale "
+              f"{cfg.outlier_scale:g}; true w = {cfg.true_w:g}, b = {cfg.true_b:g}")
+    else:
+        print(f"\n{cfg.data}: held-out MSE in the target's units")
+    linear = all(r["w"] is not None for r in results.values())
+    print(f"{'loss':<6} " + (f"{'w':>18} {'b':>9} " if linear else "")
+          + (f"{'|w - true|':>11} {'|b - true|':>11} " if linear and cfg.synthetic else "")
+          + f"{'held-out MSE' if not cfg.synthetic else 'clean MSE':>12}")
+    for loss, r in results.items():
+        cells = ""
+        if linear:
+            w = ", ".join(f"{v:.4f}" for v in r["w"])
+            cells += f"{w:>18} {r['b']:>9.4f} "
+            if cfg.synthetic:
+                we = max(abs(v - cfg.true_w) for v in r["w"])
+                cells += f"{we:>11.4f} {abs(r['b'] - cfg.true_b):>11.4f} "
+        print(f"{loss:<6} {cells}{r['eval_loss']:>12.4f}")
+
+
+def _figure(plt: Any, cfg: Any, results: dict[str, dict], path: Path) -> None:
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    draw_data(ax, cfg, {f"{k} {curve_label(v)}": (v["curve"]["x"], v["curve"]["y"])
+                        for k, v in results.items() if v.get("curve")})
+    ax.set_title(f"{cfg.outlier_fraction:.0%} of rows with outliers (scale {cfg.outlier_scale:g})")
+    for loss, r in results.items():  # at the data's scale the curves overlap: zoom in
+        xs = np.asarray(r["curve"]["x"])
+        ax2.plot(xs, np.asarray(r["curve"]["y"]) - (cfg.true_w * xs + cfg.true_b), label=loss)
+    ax2.axhline(0, color="k", ls="--", lw=1, label="truth")
+    ax2.set_xlabel("x")
+    ax2.set_ylabel("fitted - true")
+    ax2.set_title("error of the fitted function")
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
 
 
 if __name__ == "__main__":

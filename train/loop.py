@@ -366,6 +366,15 @@ class Trainer:
                 "train_s": self.state["train_s"] + (now - self.t_first if self.t_first else 0.0),
                 "wall_s": self.state["wall_s"] + (now - self.t_start)}
 
+    def _curve(self) -> dict[str, list[float]] | None:
+        """The learned function on a grid, in the data's units (one feature only): what
+        train.plot draws for the linear model and for an MLP alike."""
+        if self.source.features != 1:
+            return None
+        xs = self.source.curve_x()
+        y = self.net(Tensor(self.source.to_model(xs[:, None]))).asnumpy()
+        return {"x": xs.tolist(), "y": self.source.from_model(y)[:, 0].astype(float).tolist()}
+
     def _summary(self) -> dict[str, Any]:
         cfg, cl = self.cfg, self.cluster
         cl.check_identical([p.asnumpy() for p in self.optimizer.parameters])
@@ -373,6 +382,7 @@ class Trainer:
         params = self.source.params_in_units(linear_params(self.net))
         return {
             "w": params[0] if params else None, "b": params[1] if params else None,
+            "curve": self._curve(),
             **self.source.summary_extra(linear_params(self.net)),
             "final_loss": None if self.state["loss"] is None
             else self.state["loss"] * self.source.loss_unit,

@@ -1,9 +1,12 @@
-"""`python -m train.plot RUN_DIR`: pictures of a run, written into the run folder.
+"""`python -m train.plot RUN_DIR [...]`: pictures of a run, written into the run folder.
 
 - `loss.png`: training loss (per logged interval) and held-out loss (per epoch) against step;
-- `fit.png` (one feature only): a sample of the training rows with the true and learned line.
+- `fit.png` (one feature only, finished runs): a sample of the training rows with the learned
+  curve (`summary.json`'s `curve`: the linear model's line or the MLP's function) and, for the
+  synthetic source, the true line.
 
-metrics.jsonl stays the source of truth; these are drawn from it and from the config.
+metrics.jsonl stays the source of truth; these are drawn from it, summary.json and the config.
+A folder that is not a run, or whose files are malformed, is one line and exit 2.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from train.config import Config, ConfigError, load_yaml
+from train.config import Config, ConfigError, load_yaml, parse_config
 
 
 def _pyplot() -> Any:
@@ -29,69 +32,87 @@ def _pyplot() -> Any:
     return plt
 
 
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{path}: not readable JSON ({str(e)[:60]})") from None
+
+
 def read_run(run_dir: Path) -> tuple[Config, list[dict], dict | None]:
     """(config, metrics records, summary or None if the run did not finish)."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.jsonl").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml and metrics.jsonl)")
-    cfg = Config(**load_yaml(str(run_dir / "config.yaml")))
+    cfg, _ = parse_config([], base=load_yaml(str(run_dir / "config.yaml")))
     metrics = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
         try:
-            metrics.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:  # a torn last line of a killed run: not logged
             continue
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            metrics.append(record)
+    summary = _json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
+    if summary is not None and not isinstance(summary, dict):
+        raise ConfigError(f"{run_dir / 'summary.json'}: not a summary (a JSON object)")
     return cfg, metrics, summary
 
 
 def sample_rows(cfg: Config, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """The first n training rows of epoch 0, regenerated from the config (same seed, same rows)."""
-    from pipeline.synthetic import SyntheticRegression
-    from train.loop import data_spec
+    """n training rows in the data's own units (synthetic: regenerated from the config)."""
+    from pipeline.source import open_source
 
-    return SyntheticRegression(data_spec(cfg), cfg.seed).rows(0, 0, n)
+    return open_source(cfg, 1, warn=lambda _: None).sample_rows(n)
 
 
-def draw_data(ax: Any, cfg: Config, lines: dict[str, tuple[float, float]]) -> None:
-    """Scatter the data, then the true line and each named (w, b) line."""
+def draw_data(ax: Any, cfg: Config, curves: dict[str, tuple[list, list]]) -> None:
+    """Scatter the data, then the true line (synthetic) and each named (x, y) curve."""
     x, y = sample_rows(cfg)
     ax.scatter(x[:, 0], y[:, 0], s=4, alpha=0.3, color="grey", label="training rows")
-    xs = np.array([-10.0, 10.0])
-    ax.plot(xs, cfg.true_w * xs + cfg.true_b, "k--", lw=2,
-            label=f"true: y = {cfg.true_w:g}x + {cfg.true_b:g}")
-    for name, (w, b) in lines.items():
-        ax.plot(xs, w * xs + b, lw=1.8, label=f"{name}: y = {w:.3f}x + {b:.3f}")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    if cfg.synthetic:
+        xs = np.array([-10.0, 10.0])
+        ax.plot(xs, cfg.true_w * xs + cfg.true_b, "k--", lw=2,
+                label=f"true: y = {cfg.true_w:g}x + {cfg.true_b:g}")
+    for name, (cx, cy) in curves.items():
+        ax.plot(cx, cy, lw=1.8, label=name)
+    ax.set_xlabel("x" if cfg.synthetic else "feature")
+    ax.set_ylabel("y" if cfg.synthetic else cfg.target or "target")
     ax.legend(loc="upper left", fontsize=8)
+
+
+def curve_label(summary: dict) -> str:
+    """`learned: y = 2.001x + 2.999` for the linear model, `learned (MLP)` otherwise."""
+    if summary.get("w") and summary.get("b") is not None and len(summary["w"]) == 1:
+        return f"learned: y = {summary['w'][0]:.3f}x + {summary['b']:.3f}"
+    return "learned (MLP)"
 
 
 def plot_run(run_dir: Path) -> list[Path]:
     """Write loss.png (and fit.png for one feature) into run_dir; return the paths."""
     plt = _pyplot()
     cfg, metrics, summary = read_run(run_dir)
-    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
-    evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    train = [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     if train:
         ax.plot(*zip(*train), label="train loss (interval mean, all ranks)")
     if evals:
-        ax.plot(*zip(*evals), "o-", label="held-out loss (clean rows)")
+        ax.plot(*zip(*evals), "o-", label="held-out loss")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"{cfg.loss} loss")
     ax.set_title(f"{run_dir.name} ({cfg.loss} loss, global batch "
-                 f"{summary['global_batch_size'] if summary else '?'})")
+                 f"{summary.get('global_batch_size', '?') if summary else '?'})")
     ax.grid(alpha=0.3)
     ax.legend()
     written = [run_dir / "loss.png"]
     fig.savefig(written[0], bbox_inches="tight")
     plt.close(fig)
-    if cfg.features == 1 and summary is not None:
+    curve = summary.get("curve") if summary else None
+    if isinstance(curve, dict) and {"x", "y"} <= curve.keys():
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-        draw_data(ax, cfg, {"learned": (summary["w"][0], summary["b"])})
-        ax.set_title(f"{run_dir.name}: data and fitted line")
+        draw_data(ax, cfg, {curve_label(summary): (curve["x"], curve["y"])})
+        ax.set_title(f"{run_dir.name}: data and fitted function")
         written.append(run_dir / "fit.png")
         fig.savefig(written[1], bbox_inches="tight")
         plt.close(fig)
@@ -105,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip().splitlines()[0].replace("`", ""))
         return 0 if argv else 2
     try:
+        bad = [a for a in argv if a.startswith("--")]
+        if bad:
+            raise ConfigError(f"train.plot takes run folders only, not {bad[0]}")
         for d in argv:
             for p in plot_run(Path(d)):
                 print(p)

@@ -1,11 +1,13 @@
 """`python -m train.verify`: does an N-rank run end where one process ends?
 
-Runs the same short job three ways and compares the learned parameters:
+Runs the same short job three ways and compares every trained parameter (from each run's final
+checkpoint, so the linear model and an MLP alike):
   1. N ranks through a launch script, per-rank --batch_size B;
   2. one process with --batch_size N*B;
   3. one process with --batch_size B --accum_steps N*A.
 All three see the same rows in the same optimizer steps (pipeline/dataset.py), so the parameters
-must agree to --tol. Prints the largest difference and PASS or FAIL (exit 0 or 1).
+must agree to --tol. Prints the largest difference and PASS or FAIL (exit 0 or 1; 2 for bad
+input, one line).
 
   python -m train.verify --world_size 2 --launcher msrun --epochs 1 --steps_per_epoch 50
 """
@@ -13,17 +15,19 @@ must agree to --tol. Prints the largest difference and PASS or FAIL (exit 0 or 1
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from train.config import ConfigError, build_parser, parse_config, save_config
 
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 LAUNCHERS = {"msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
+NOT_HERE = ("--out", "--world_size", "--dry_run", "--resume")
 
 
 def _args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -44,14 +48,26 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd[:2])} ... exited with {rc}; see {log}")
 
 
+def final_parameters(run_dir: Path) -> dict[str, np.ndarray]:
+    """The trained parameters in a finished run's newest checkpoint (not optimizer state)."""
+    from safetensors.numpy import load
+
+    newest = max((run_dir / "ckpt").glob("ckpt-*.safetensors"),
+                 key=lambda p: int(p.stem.split("-")[1]))
+    tensors = load(newest.read_bytes())
+    return {k: v for k, v in tensors.items()
+            if not k.startswith(("accum.", "stat.", "loss_scale.")) and k != "global_step"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three jobs and compare; exit 0 on PASS, 1 on FAIL, 2 on bad input."""
     args, rest = _args(sys.argv[1:] if argv is None else argv)
     try:
         if args.world_size < 2:
             raise ConfigError(f"--world_size must be >= 2, got {args.world_size}")
-        if "--out" in rest or "--world_size" in rest:
-            raise ConfigError("--out and --world_size are verify's own options here")
+        bad = [f for f in NOT_HERE if f in rest]
+        if bad:
+            raise ConfigError(f"{bad[0]} is decided by train.verify itself")
         cfg, _ = parse_config(rest, parser=build_parser("python -m train.verify"))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -80,19 +96,27 @@ def main(argv: list[str] | None = None) -> int:
         for i, (name, (cmd, flags)) in enumerate(runs.items()):
             out = root / f"run{i}"
             print(f"running {name} ...", flush=True)
-            cmd = [*cmd, "--config", str(base), "--out", str(out), *flags]
-            _run(cmd, env, root / f"run{i}.log")
-            s = json.loads((out / "summary.json").read_text())
-            params[name] = [*s["w"], s["b"]]
+            _run([*cmd, "--config", str(base), "--out", str(out), *flags], env,
+                 root / f"run{i}.log")
+            params[name] = final_parameters(out)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return _report(params, args.tol, root)
+
+
+def _report(params: dict[str, dict[str, np.ndarray]], tol: float, root: Path) -> int:
     ref = next(iter(params.values()))
-    diff = max(abs(x - y) for p in params.values() for x, y in zip(p, ref))
+    diff = max(float(np.abs(p[k].astype(np.float64) - ref[k]).max())
+               for p in params.values() for k in ref)
     for name, p in params.items():
-        print(f"  {name:<32} w = {[round(v, 6) for v in p[:-1]]}  b = {p[-1]:.6f}")
-    verdict = "PASS" if diff <= args.tol else "FAIL"
-    print(f"largest parameter difference: {diff:.3g} (tolerance {args.tol:g}) -> {verdict}")
+        if set(p) == {"weight", "bias"}:  # the linear model: show it
+            w = [round(float(v), 6) for v in p["weight"].ravel()]
+            print(f"  {name:<32} w = {w}  b = {float(p['bias'][0]):.6f}")
+        else:
+            print(f"  {name:<32} {sum(v.size for v in p.values())} parameters")
+    verdict = "PASS" if diff <= tol else "FAIL"
+    print(f"largest parameter difference: {diff:.3g} (tolerance {tol:g}) -> {verdict}")
     print(f"runs and logs: {root}")
     return 0 if verdict == "PASS" else 1
 
