@@ -117,6 +117,16 @@ def newest_ckpt(out: Path) -> int:
     return max(steps, default=-1)
 
 
+def require(reason: str | None) -> None:
+    """Skip with `reason` when something the test needs is missing, except under CI=true,
+    where the project installs what it needs and a skip would hide a failure."""
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (under CI=true a skip is a failure)")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def port() -> int:
     from train.cluster import free_port

@@ -145,6 +145,15 @@ def master_address(env: Mapping[str, str], me: str, peers: dict[str, list[str]])
                        "routes to the others; set MASTER_ADDR or MASTER_IFACE")
 
 
+def network_id() -> int:
+    """This process's network namespace (its inode): processes in different namespaces do not
+    share 127.0.0.1, whatever their host names say."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return 0
+
+
 def _interfaces() -> list[str]:
     import psutil
 
@@ -396,12 +405,14 @@ def _mpi_bootstrap(comm: Any, env: Mapping[str, str], device: str,
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     me = socket.gethostname()
-    everyone = comm.allgather((me, local_ipv4s()))
-    hosts = [h for h, _ in everyone]
+    everyone = comm.allgather((me, network_id(), local_ipv4s()))
+    hosts = [h for h, _, _ in everyone]
     info, proc = None, None
     if rank == 0:
         try:
-            peers = {h: a for h, a in everyone if h != me}
+            # Another host is another name or another network namespace: containers (and the
+            # tests' simulated hosts) can share a name, and 127.0.0.1 is not theirs to share.
+            peers = {h: a for h, n, a in everyone if (h, n) != (me, network_id())}
             info = (master_address(env, me, peers), _scheduler_port(env))
             proc = _start_scheduler(*info, size, device, env.get("LOG_DIR"), timeout)
             # Registered before mindspore is imported, so it runs after mindspore's own exit

@@ -1,0 +1,112 @@
+"""launch/slurm.sbatch and launch/slurm_msrun.sbatch on a real Slurm (tests/slurm.py starts a
+throwaway one: munged, slurmctld, slurmd from Debian's packages, private config and ports).
+
+2 ranks on one node reproduce one process; `scancel --signal=TERM` gives a checkpoint and job
+exit code 75, and a resubmitted `--resume` job ends bitwise where an uninterrupted job ends; a
+failing rank ends the job in seconds, named in the job's output file; nothing outlives a job.
+"""
+
+import sys
+
+import pytest
+from conftest import REPO, clean_env, final_params, leftovers, newest_ckpt, require, train_cli, \
+    wait_for
+
+import slurm as local_slurm
+
+pytestmark = pytest.mark.cluster
+JOB = ["--epochs", "1", "--steps_per_epoch", "60", "--log_every", "10", "--batch_size", "8",
+       "--eval_size", "256", "--outlier_fraction", "0.2", "--quiet"]
+SBATCH = REPO / "launch" / "slurm.sbatch"
+SBATCH_MSRUN = REPO / "launch" / "slurm_msrun.sbatch"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    require(local_slurm.available())
+    with local_slurm.LocalSlurm(tmp_path_factory.mktemp("slurm")) as s:
+        yield s
+
+
+def submit(slurm, script, args, cwd, msrun=False, **env):
+    """Submit a job for 2 ranks on one node, exporting this test's environment."""
+    env = clean_env(REPO=str(REPO), LOG_DIR=str(cwd / "logs"), NODE_TIMEOUT="8",
+                    CLUSTER_TIMEOUT="60", **({"NPROC": "2"} if msrun else {}), **env)
+    options = ["--nodes=1", f"--ntasks-per-node={1 if msrun else 2}",
+               f"--output={cwd}/slurm-%j.out", "--export=ALL"]
+    return slurm.sbatch(script, args, cwd, env, options)
+
+
+def output(cwd, job):
+    return (cwd / f"slurm-{job}.out").read_text()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(slurm, tmp_path_factory):
+    """The 2-rank job, never interrupted, and one process with the same global batch."""
+    cwd = tmp_path_factory.mktemp("ref")
+    job = submit(slurm, SBATCH, [*JOB, "--out", "run"], cwd)
+    info = slurm.wait(job)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), output(cwd, job)
+    r = train_cli([*JOB, "--batch_size", "16", "--out", "single"], cwd)
+    assert r.returncode == 0, r.stderr
+    return final_params(cwd / "run")[0], final_params(cwd / "single")[0]
+
+
+def test_pmix_starts_one_mpi_world(slurm, tmp_path):
+    """What README tells users to check first: srun's PMI plugin and mpi4py agree."""
+    r = slurm.run(["srun", "--mpi=list"])
+    assert "pmix" in r.stdout + r.stderr
+    r = slurm.run(["srun", "--mpi=pmix", "-n", "2", sys.executable, "-c",
+                   "from mpi4py import MPI; print(MPI.COMM_WORLD.Get_size())"], cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.split() == ["2", "2"], r.stderr
+
+
+def test_two_ranks_reproduce_one_process(uninterrupted):
+    ranks, single = uninterrupted
+    assert max(abs(a - b) for a, b in zip(ranks, single)) <= 1e-5
+
+
+def test_scancel_term_checkpoints_exits_75_and_the_resumed_job_is_exact(slurm, tmp_path,
+                                                                       uninterrupted):
+    job = submit(slurm, SBATCH, [*JOB, "--ckpt_every", "5", "--out", "run"], tmp_path,
+                 TRAIN_FAULT="step_pause=0.05")
+    wait_for(lambda: newest_ckpt(tmp_path / "run") > 0, what="a checkpoint", timeout=120)
+    slurm.run(["scancel", "--signal=TERM", str(job)])
+    info = slurm.wait(job)
+    assert info["ExitCode"] == "75:0", output(tmp_path, job)
+    assert "stopped: SIGTERM: stopped at step" in output(tmp_path, job)
+    assert leftovers() == []
+    job = submit(slurm, SBATCH, [*JOB, "--ckpt_every", "5", "--out", "run", "--resume"],
+                 tmp_path)
+    info = slurm.wait(job)
+    assert info["ExitCode"] == "0:0", output(tmp_path, job)
+    got, s = final_params(tmp_path / "run")
+    assert got == uninterrupted[0] and s["segments"] == 2  # bitwise
+    assert leftovers() == []
+
+
+@pytest.mark.parametrize("script", ["srun", "msrun"])
+def test_a_failing_rank_ends_the_job_and_its_output_names_it(slurm, tmp_path, script):
+    job = submit(slurm, SBATCH if script == "srun" else SBATCH_MSRUN, [*JOB, "--out", "run"],
+                 tmp_path, msrun=script == "msrun", TRAIN_FAULT="fail@5:1")
+    info = slurm.wait(job)
+    assert info["JobState"] == "FAILED" and info["ExitCode"] != "0:0"
+    assert "error: rank 1 of 2 failed: test failure injected at step 5" in output(tmp_path, job)
+    minutes, seconds = info["RunTime"].split(":")[-2:]
+    assert int(minutes) * 60 + int(seconds) < 90  # seconds after start-up, not heartbeat minutes
+    assert leftovers() == []
+
+
+def test_msrun_per_node_scancel_term_checkpoints_and_exits_75(slurm, tmp_path):
+    job = submit(slurm, SBATCH_MSRUN, [*JOB, "--steps_per_epoch", "3000", "--ckpt_every", "10",
+                                       "--out", "run"], tmp_path, msrun=True,
+                 TRAIN_FAULT="step_pause=0.02")
+    wait_for(lambda: newest_ckpt(tmp_path / "run") > 0, what="a checkpoint", timeout=120)
+    slurm.run(["scancel", "--signal=TERM", str(job)])
+    info = slurm.wait(job)
+    assert info["ExitCode"] == "75:0", output(tmp_path, job)
+    step = newest_ckpt(tmp_path / "run")
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("worker_*.log"))
+    assert logs.count(f"stopped: SIGTERM: stopped at step {step} with a checkpoint") == 2
+    assert leftovers() == []  # msrun's workers (sessions of their own) went with the job
