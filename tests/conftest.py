@@ -24,6 +24,8 @@ LAUNCH = REPO / "launch"
 # Small, fast jobs: tests assert behaviour, they do not benchmark.
 TINY = ["--epochs", "1", "--steps_per_epoch", "20", "--log_every", "10", "--eval_size", "256"]
 MARK = "TRAIN_TEST_MARK"
+_CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ms-dp-test-cache-{os.getpid()}")
+os.environ.setdefault("TRAIN_CACHE_DIR", _CACHE)  # in-process uses too
 _current = {"mark": "outside-a-test"}
 
 
@@ -40,6 +42,7 @@ def clean_env(**extra: str) -> dict[str, str]:
             "TRAIN_FAULT", "CLUSTER_TIMEOUT", "NODE_TIMEOUT", "NPROC", "NNODES", "NODE_RANK")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env[MARK] = _current["mark"]
+    env.setdefault("TRAIN_CACHE_DIR", _CACHE)  # converted data files: never the user's cache
     env.update(extra)
     return env
 

@@ -214,3 +214,21 @@ def test_a_folder_in_use_by_a_running_job_is_refused_before_msrun_starts(tmp_pat
     assert not (tmp_path / "launcher_logs").exists()
     os.kill(first.pid, signal.SIGTERM)
     assert first.wait(timeout=60) == 75
+
+
+def test_ranks_stop_within_about_a_second_whatever_log_every_is(tmp_path, port):
+    """The stop agreement is not tied to --log_every: with log lines only at the very end the
+    ranks still agree on a stop right after SIGTERM (agreement points ~1 s apart)."""
+    args = [*TINY, "--steps_per_epoch", "3000", "--batch_size", "8", "--ckpt_every", "50",
+            "--log_every", "3000", "--out", "o"]
+    proc = start(args, tmp_path, cmd=["bash", str(LAUNCH / "run_msrun.sh")], NPROC="2",
+                 MASTER_PORT=str(port), LOG_DIR=str(tmp_path / "logs"),
+                 TRAIN_FAULT="step_pause=0.01", **FAST_FAIL)
+    wait_for(lambda: newest_ckpt(tmp_path / "o") >= 100, proc, what="two checkpoints")
+    at_signal = newest_ckpt(tmp_path / "o")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 75
+    stopped = newest_ckpt(tmp_path / "o")
+    # Paced at 10 ms per step, a second is ~100 steps: far from the log step (3000).
+    assert at_signal < stopped < at_signal + 50 + 400, (at_signal, stopped)
+    assert leftovers() == []

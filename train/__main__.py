@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the trainer; also what the launch scripts run on every rank."""
     stop = StopRequest().install()  # first: a signal during start-up is caught too
+    from pipeline.files import DataError
     from train import cluster as cl
     from train.checkpoint import CheckpointError
     from train.config import ConfigError
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = cl.setup(plan.cfg.device, plan.cfg.world_size, plan.cfg.deterministic)
         if plan.launch != "single":
             plan.prepare_on_ranks(cluster)  # rank 0 owns the folder and shares its decisions
-    except (ConfigError, cl.ClusterError, CheckpointError, FaultError) as e:
+    except (ConfigError, cl.ClusterError, CheckpointError, FaultError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OutputError as e:
@@ -95,6 +96,9 @@ def _final_line(cfg: Config, summary: dict, out: RunOutput) -> None:
         what = f"learned w = [{w}]{truth[0]}, b = {summary['b']:.4f}{truth[1]}"
     else:
         what = f"trained an MLP ({cfg.hidden})"
+    if summary["eval_loss"] is None:
+        out.info(f"{what}; no held-out rows; {out.dir}")
+        return
     out.info(f"{what}; eval {cfg.loss} loss {summary['eval_loss']:.4f}, eval MSE "
              f"{summary['eval_mse']:.4f}; {out.dir}")
 

@@ -306,18 +306,18 @@ class Trainer:
         for x, y, mask in self.eval_set:
             sums += self.eval_fn(x, y, mask).asnumpy()
         total = self.cluster.all_sum(sums)
-        count = max(float(total[2]), 1.0)
         unit = self.source.loss_unit
-        self.state["eval_loss"] = float(total[0]) / count * unit
-        self.state["eval_mse"] = float(total[1]) / count * unit
+        if total[2] > 0:
+            self.state["eval_loss"] = float(total[0]) / float(total[2]) * unit
+            self.state["eval_mse"] = float(total[1]) / float(total[2]) * unit
         self.out.metrics({"epoch": epoch, "step": step, "eval_loss": self.state["eval_loss"],
                           "eval_mse": self.state["eval_mse"]})
         params = self.source.params_in_units(linear_params(self.net))
         self.out.info(f"epoch {epoch}/{self.cfg.epochs}  step {step}  loss "
                       f"{_fmt(self.state['loss'], self.source.loss_unit)}  eval_loss "
-                      f"{self.state['eval_loss']:.4f}"
+                      f"{_fmt(self.state['eval_loss'], 1.0)}"
                       + (f"  {format_params(*params)}" if params else ""))
-        if not math.isfinite(self.state["eval_loss"]):
+        if self.state["eval_loss"] is not None and not math.isfinite(self.state["eval_loss"]):
             raise NonFiniteError(f"non-finite held-out loss at step {step} on rank "
                                  f"{self.cluster.rank}")
 

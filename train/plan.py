@@ -80,6 +80,14 @@ class RunPlan:
         if self.cfg.resume:
             self.ckpt = ck.resume_from(out_dir, self.layout, self.fingerprint, self.total,
                                        self._note)
+            self._check_stats()
+
+    def _check_stats(self) -> None:
+        """A resumed run standardizes with the statistics it started with."""
+        saved = self.ckpt.state.get("data_stats") if self.ckpt else None
+        if saved is not None and saved != self.source.stats:
+            raise ck.CheckpointError("cannot resume: the data's statistics differ from the "
+                                     "checkpoint's (a changed file, or another release)")
 
     def prepare_on_ranks(self, cluster: cl.Cluster) -> None:
         """Several ranks: rank 0 prepares, every rank learns the folder and the checkpoint."""
@@ -111,6 +119,7 @@ class RunPlan:
             out.save_config(self.cfg)
             if self.cfg.resume:
                 out.truncate_metrics(self.ckpt.step if self.ckpt else 0)
+        out.info(f"# {self.source.describe()}")
         start = (f"resuming from checkpoint step {self.ckpt.step}" if self.ckpt else
                  "resuming from step 0 (no checkpoint yet)" if self.cfg.resume else "")
         if start:

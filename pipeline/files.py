@@ -1,0 +1,690 @@
+"""Rows from a file of yours, with the synthetic source's guarantees: sharded, the same stream
+whatever the world size, exactly resumable, and never a silent wrong fit.
+
+**Formats.** `.npy` (2-D numeric; the last column is the target), `.npz` (arrays `x`, 2-D, and
+`y`, 1-D or (n, 1)), `.csv` (a header row, numeric cells; `--target` names the target column,
+default the last) and MindSpore's `.mindrecord` (fields `x` and `y`, read with MindSpore's
+reader). Training reads one canonical form: a float32 `.npy` of rows (features..., target),
+memory-mapped, so that a file larger than RAM trains. A float32 `.npy` is that form already and
+is mapped as it is; anything else is converted once, streaming, into the cache
+(`TRAIN_CACHE_DIR`, default ~/.cache/ms-dp-regression): a CSV is parsed once, not per epoch.
+
+**Validation, once per job.** Opening a file checks it in one streaming pass (non-numbers,
+unequal rows, NaN/inf, a missing target column, a constant column) and computes the training
+split's statistics; the result is cached under the file's identity (path, size, modification
+time, a hash of its head and tail) and the options, so the launch scripts' pre-flight check does
+the pass and the ranks find it done (with a cache folder they share; otherwise each host's ranks
+repeat it). Every problem is a `DataError`: one line, exit 2, before any process group starts.
+
+**Order.** The rows are cut into blocks of `b` consecutive rows (b = 1 up to 2**20 rows: a full
+row shuffle; above, the fewest rows that give at most 2**20 blocks, so reads stay sequential).
+A share `--eval_fraction` of the blocks, drawn from the seed, is held out. Epoch e visits the
+training blocks in an order drawn from (seed, e); global step t takes the next G = N·B·A rows
+of that order; shard r takes its micro-batches of them as pipeline/dataset.py lays out. The
+rows of a step are not reordered: the step's gradient is their mean. So N ranks with batch B
+see exactly the rows one process with batch N·B sees. The last partial global batch of an epoch
+(n_train mod G rows) is dropped and reported.
+
+**Units.** With `--standardize` (default for files) the model trains on features and target
+standardized with the training split's mean and standard deviation; results are reported in
+the data's own units: w, b converted back, losses multiplied by std(y)**2 (the Huber loss with
+delta/std(y) in standardized units is exactly std(y)**2 times the loss with delta in the
+target's units), and `--delta` is always in the target's units.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+FORMATS = (".npy", ".npz", ".csv", ".mindrecord")
+CACHE_ENV = "TRAIN_CACHE_DIR"
+CACHE_VERSION = 1
+CHUNK = 1 << 18  # rows per streaming step
+MAX_BLOCKS = 1 << 20
+HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file for its identity
+HUBER_TUNING = 1.345  # delta = 1.345 sigma: 95% efficiency under Gaussian noise (Huber, 1964)
+DELTA_SAMPLE = 200_000  # residuals used for the robust scale of the first fit
+
+
+class DataError(ValueError):
+    """A data file or option that cannot work; one line for the console (exit 2)."""
+
+
+# --- identity and cache ------------------------------------------------------------------------
+
+
+def identity(path: Path) -> dict[str, Any]:
+    """What makes a file the same file: path, size, modification time, head and tail hash."""
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(HEAD_TAIL))
+        if st.st_size > HEAD_TAIL:
+            f.seek(max(HEAD_TAIL, st.st_size - HEAD_TAIL))
+            h.update(f.read(HEAD_TAIL))
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "head_tail_sha256": h.hexdigest()}
+
+
+def cache_dir() -> Path:
+    """Where converted tables and statistics are kept."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ms-dp-regression")
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps([CACHE_VERSION, *parts], sort_keys=True).encode()
+                          ).hexdigest()[:20]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None  # absent or damaged: recompute
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically, so that ranks reading the cache never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+# --- reading the formats, in chunks of float64 rows (features..., target) ----------------------
+
+
+def check_file(path: Path, what: str = "--data") -> None:
+    """Exists, is a regular readable file with a known extension."""
+    if path.suffix.lower() not in FORMATS:
+        raise DataError(f"{what} {path}: unknown format {path.suffix or '(no extension)'}; "
+                        f"accepted: {', '.join(FORMATS)}")
+    if not path.exists():
+        raise DataError(f"{what} {path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{what} {path}: not a regular file")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise DataError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
+
+
+def _npy_header(f: Any, path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
+    try:
+        version = np.lib.format.read_magic(f)
+        return np.lib.format._read_array_header(f, version)  # noqa: SLF001 - the reader
+    except (ValueError, OSError, SyntaxError) as e:
+        raise DataError(f"{path}: not a valid .npy file ({str(e)[:80]})") from None
+
+
+def _numeric(dtype: np.dtype, path: Path, what: str) -> None:
+    if dtype.kind not in "fiub" or dtype.hasobject:
+        raise DataError(f"{path}: {what} must be numeric, not {dtype}")
+
+
+def _npy_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+    if target:
+        raise DataError(f"--target names a CSV column; in {path.name} (a .npy file) the target "
+                        "is the last column")
+    with open(path, "rb") as f:
+        shape, fortran, dtype = _npy_header(f, path)
+    if len(shape) != 2 or shape[1] < 2:
+        raise DataError(f"{path}: expected a 2-D array (rows, features + target), got shape "
+                        f"{shape}")
+    _numeric(dtype, path, "its values")
+    arr = np.load(path, mmap_mode="r")
+    names = [f"x{j}" for j in range(shape[1] - 1)] + ["y"]
+    return names, (np.asarray(arr[i:i + CHUNK], np.float64) for i in range(0, shape[0], CHUNK))
+
+
+def _npz_member(z: zipfile.ZipFile, name: str, path: Path) -> tuple[Any, tuple, np.dtype]:
+    if f"{name}.npy" not in z.namelist():
+        raise DataError(f"{path}: no array {name!r} (it holds {sorted(z.namelist())}); a .npz "
+                        "needs x (rows, features) and y (rows) or (rows, 1)")
+    f = z.open(f"{name}.npy")
+    shape, fortran, dtype = _npy_header(f, path)
+    _numeric(dtype, path, f"array {name}")
+    if fortran:
+        raise DataError(f"{path}: array {name} is Fortran-ordered; save it C-ordered")
+    return f, shape, dtype
+
+
+def _npz_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+    if target:
+        raise DataError(f"--target names a CSV column; in {path.name} the target is array y")
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{path}: not a valid .npz file ({e})") from None
+    fx, sx, dx = _npz_member(z, "x", path)
+    fy, sy, dy = _npz_member(z, "y", path)
+    if len(sx) != 2 or sy not in ((sx[0],), (sx[0], 1)):
+        raise DataError(f"{path}: x must be (rows, features) and y (rows,) or (rows, 1) with "
+                        f"the same rows; got x {sx}, y {sy}")
+
+    def gen() -> Iterator[np.ndarray]:
+        for i in range(0, sx[0], CHUNK):
+            k = min(CHUNK, sx[0] - i)
+            x = np.frombuffer(fx.read(k * sx[1] * dx.itemsize), dx).reshape(k, sx[1])
+            y = np.frombuffer(fy.read(k * dy.itemsize), dy).reshape(k, 1)
+            yield np.concatenate([x.astype(np.float64), y.astype(np.float64)], axis=1)
+
+    return [f"x{j}" for j in range(sx[1])] + ["y"], gen()
+
+
+def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
+    with open(path, newline="", errors="replace") as f:
+        header = next(csv.reader(f), None)
+    if not header or len(header) < 2:
+        raise DataError(f"{path}: a CSV needs a header row naming at least two columns")
+    names = [h.strip() for h in header]
+    if target and target not in names:
+        raise DataError(f"{path}: no column {target!r} for --target; columns: "
+                        f"{', '.join(names)}")
+    return names, names.index(target) if target else len(names) - 1
+
+
+def _csv_locate(lines: list[str], first_row: int, names: list[str]) -> str:
+    """The first cell that is not a number, or the first row of another length, by line."""
+    for i, row in enumerate(csv.reader(lines)):
+        if len(row) != len(names):
+            return (f"row {first_row + i} has {len(row)} cells, the header "
+                    f"{len(names)}")
+        for j, cell in enumerate(row):
+            try:
+                float(cell)
+            except ValueError:
+                return (f"row {first_row + i}, column {j + 1} ({names[j]!r}): {cell.strip()!r} "
+                        "is not a number")
+    return f"rows {first_row}-{first_row + len(lines) - 1} cannot be read"
+
+
+def _csv_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+    names, t = _csv_columns(path, target)
+    order = [j for j in range(len(names)) if j != t] + [t]
+
+    def gen() -> Iterator[np.ndarray]:
+        with open(path, newline="", errors="replace") as f:
+            f.readline()
+            row = 2  # file line of the first data row (the header is line 1)
+            while True:
+                lines = [ln for ln in (f.readline() for _ in range(CHUNK)) if ln]
+                body = [ln for ln in lines if ln.strip()]
+                if not body:
+                    return
+                try:
+                    a = np.loadtxt(io.StringIO("".join(body)), delimiter=",", ndmin=2,
+                                   dtype=np.float64)
+                except ValueError:
+                    raise DataError(f"{path}: {_csv_locate(body, row, names)}") from None
+                if a.shape[1] != len(names):
+                    raise DataError(f"{path}: {_csv_locate(body, row, names)}")
+                yield a[:, order]
+                row += len(lines)
+
+    return [names[j] for j in order], gen()
+
+
+def _mindrecord_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+    if target:
+        raise DataError(f"--target names a CSV column; in {path.name} the target is field y")
+    try:
+        from mindspore.mindrecord import FileReader
+
+        reader = FileReader(str(path))
+        first = next(reader.get_next(), None)
+    except Exception as e:  # noqa: BLE001 - MindSpore's reader raises its own kinds
+        why = next((ln.strip() for ln in str(e).splitlines() if ln.startswith("[ERROR]")),
+                   str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise DataError(f"{path}: not a readable MindRecord file ({why[:120]})") from None
+    if first is None or not {"x", "y"} <= first.keys():
+        raise DataError(f"{path}: a MindRecord file needs fields x and y")
+    features = int(np.asarray(first["x"]).size)
+
+    def gen() -> Iterator[np.ndarray]:
+        rows = []
+        for rec in FileReader(str(path)).get_next():
+            x, y = np.asarray(rec["x"], np.float64).ravel(), np.asarray(rec["y"]).ravel()
+            if x.size != features or y.size != 1:
+                raise DataError(f"{path}: record {len(rows)} has {x.size} features and "
+                                f"{y.size} targets, expected {features} and 1")
+            rows.append(np.append(x, y[0]))
+            if len(rows) == CHUNK:
+                yield np.array(rows)
+                rows = []
+        if rows:
+            yield np.array(rows)
+
+    return [f"x{j}" for j in range(features)] + ["y"], gen()
+
+
+READERS: dict[str, Callable[[Path, str], tuple[list[str], Iterator[np.ndarray]]]] = {
+    ".npy": _npy_chunks, ".npz": _npz_chunks, ".csv": _csv_chunks,
+    ".mindrecord": _mindrecord_chunks}
+
+
+def read_chunks(path: Path, target: str = "") -> tuple[list[str], Iterator[np.ndarray]]:
+    """Column names (features..., target) and the rows, streamed as float64 chunks."""
+    check_file(path)
+    return READERS[path.suffix.lower()](path, target)
+
+
+# --- the canonical table ---------------------------------------------------------------------
+
+
+class NpyWriter:
+    """A float32 (rows, columns) .npy written row chunk by row chunk, the row count filled in
+    at the end (the header is padded to a fixed size)."""
+
+    HEADER = 128
+
+    def __init__(self, path: Path, columns: int) -> None:
+        self.path, self.columns, self.rows = path, columns, 0
+        self.f = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.f.write(self._header(0))
+
+    def _header(self, rows: int) -> bytes:
+        d = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {self.columns}), }}"
+        body = d.ljust(self.HEADER - 10 - 1) + "\n"
+        return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode()
+
+    def write(self, rows: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self.f.seek(0)
+        self.f.write(self._header(self.rows))
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
+
+def _first_nonfinite(chunk: np.ndarray) -> int | None:
+    bad = ~np.isfinite(chunk).all(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def canonical(path: Path, target: str, drop_nonfinite: bool) -> tuple[Path, dict[str, Any]]:
+    """The float32 (rows, features + target) .npy training reads, and what is known of it:
+    the file itself when it is one (after a validating pass), else a converted copy in the
+    cache. Cached by identity and options: a second call (another rank) reads the record."""
+    check_file(path)
+    ident = identity(path)
+    key = _key("table", ident, target, drop_nonfinite)
+    meta_path = cache_dir() / f"{key}.json"
+    meta = _read_json(meta_path)
+    if meta is not None and (meta.get("table") == str(path.resolve())
+                             or Path(meta.get("table", "")).is_file()):
+        return Path(meta["table"]), meta
+    names, chunks = read_chunks(path, target)
+    direct = path.suffix.lower() == ".npy" and _is_float32_c(path)
+    out = cache_dir() / f"{key}.npy"
+    writer = None if direct else _writer(out, len(names))
+    rows = dropped = 0
+    try:
+        for chunk in chunks:
+            bad = _first_nonfinite(chunk)
+            if bad is not None:
+                if not drop_nonfinite:
+                    col = names[int(np.argmax(~np.isfinite(chunk[bad])))]
+                    raise DataError(f"{path}: row {rows + bad + 1} holds NaN or inf (column "
+                                    f"{col!r}); clean the file or pass --drop_nonfinite")
+                keep = np.isfinite(chunk).all(axis=1)
+                dropped += int((~keep).sum())
+                chunk = chunk[keep]
+                if direct:  # the file cannot be mapped as it is: convert after all
+                    return _convert_dropping(path, target, key)
+            rows += len(chunk)
+            if writer is not None:
+                writer.write(chunk)
+    except BaseException:
+        if writer is not None:
+            writer.f.close()
+            out.unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.close()
+        writer.path.replace(out)
+    meta = {"table": str(path.resolve()) if direct else str(out), "rows": rows,
+            "columns": names, "dropped_nonfinite": dropped, "source": ident}
+    _write_json(meta_path, meta)
+    return Path(meta["table"]), meta
+
+
+def _writer(out: Path, columns: int) -> NpyWriter:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return NpyWriter(out.with_name(f".{out.name}.{os.getpid()}.tmp"), columns)
+
+
+def _convert_dropping(path: Path, target: str, key: str) -> tuple[Path, dict[str, Any]]:
+    """A float32 .npy with non-finite rows and --drop_nonfinite: a cleaned copy."""
+    names, chunks = read_chunks(path, target)
+    out = cache_dir() / f"{key}.npy"
+    writer = _writer(out, len(names))
+    rows = dropped = 0
+    for chunk in chunks:
+        keep = np.isfinite(chunk).all(axis=1)
+        dropped += int((~keep).sum())
+        writer.write(chunk[keep])
+        rows += int(keep.sum())
+    writer.close()
+    writer.path.replace(out)
+    meta = {"table": str(out), "rows": rows, "columns": names, "dropped_nonfinite": dropped,
+            "source": identity(path)}
+    _write_json(cache_dir() / f"{key}.json", meta)
+    return out, meta
+
+
+def _is_float32_c(path: Path) -> bool:
+    with open(path, "rb") as f:
+        shape, fortran, dtype = _npy_header(f, path)
+    return dtype == np.dtype("<f4") and not fortran and len(shape) == 2
+
+
+# --- the split and the order -------------------------------------------------------------------
+
+
+def block_size(rows: int) -> int:
+    """Rows per block: 1 (a full row shuffle) up to 2**20 rows, then at most 2**20 blocks."""
+    return max(1, -(-rows // MAX_BLOCKS))
+
+
+def _rng(seed: int, *words: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 0xDA7A, *words])
+
+
+class Split:
+    """Which blocks of a table are held out, and the order of the training blocks per epoch."""
+
+    def __init__(self, rows: int, seed: int, eval_fraction: float) -> None:
+        self.rows, self.seed = rows, seed
+        self.bs = block_size(rows)
+        n_blocks = -(-rows // self.bs)
+        held = round(eval_fraction * n_blocks) if eval_fraction > 0 else 0
+        if eval_fraction > 0 and held == 0:
+            held = 1
+        if held >= n_blocks:
+            raise DataError(f"{rows} rows leave nothing to train on with --eval_fraction "
+                            f"{eval_fraction}; lower it or give --eval_data")
+        order = _rng(seed, 0xE7A1).permutation(n_blocks)
+        self.eval_blocks = np.sort(order[:held])
+        self.train_blocks = np.sort(order[held:])
+        self._train_mask = np.ones(n_blocks, bool)
+        self._train_mask[self.eval_blocks] = False
+        sizes = np.minimum(self.bs, rows - self.train_blocks * self.bs)
+        self.train_rows = int(sizes.sum())
+        self._epoch: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def is_train(self, rows: np.ndarray) -> np.ndarray:
+        """A mask over row indices: True for training rows."""
+        return self._train_mask[rows // self.bs]
+
+    def eval_rows(self, limit: int) -> np.ndarray:
+        """The first `limit` held-out row indices, in file order."""
+        return self._expand(self.eval_blocks, 0, limit)
+
+    def _order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Epoch order: the training blocks permuted by (seed, epoch), and where each starts in
+        the epoch's stream."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            blocks = self.train_blocks[_rng(self.seed, epoch).permutation(len(self.train_blocks))]
+            sizes = np.minimum(self.bs, self.rows - blocks * self.bs)
+            self._epoch = (epoch, blocks, np.concatenate([[0], np.cumsum(sizes)]))
+        return self._epoch[1], self._epoch[2]
+
+    def positions(self, epoch: int, start: int, count: int) -> np.ndarray:
+        """Row indices of stream positions start..start+count of an epoch."""
+        blocks, starts = self._order(epoch)
+        if self.bs == 1:
+            return blocks[start:start + count]
+        return self._expand(blocks, start, count, starts)
+
+    def _expand(self, blocks: np.ndarray, start: int, count: int,
+                starts: np.ndarray | None = None) -> np.ndarray:
+        """Row indices of positions start..start+count of the blocks' concatenation."""
+        if starts is None:
+            sizes = np.minimum(self.bs, self.rows - blocks * self.bs)
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+        count = max(0, min(count, int(starts[-1]) - start))
+        return self.rows_at(blocks, np.arange(start, start + count), starts)
+
+    def rows_at(self, blocks: np.ndarray, pos: np.ndarray,
+                starts: np.ndarray | None = None) -> np.ndarray:
+        """Row indices of positions `pos` of the blocks' concatenation."""
+        if starts is None:
+            sizes = np.minimum(self.bs, self.rows - blocks * self.bs)
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+        b = np.searchsorted(starts, pos, side="right") - 1
+        return blocks[b] * self.bs + (pos - starts[b])
+
+
+# --- statistics of the training split --------------------------------------------------------
+
+
+def _combine(n: int, mean: np.ndarray, m2: np.ndarray, chunk: np.ndarray
+             ) -> tuple[int, np.ndarray, np.ndarray]:
+    """Chan's parallel update of (count, mean, sum of squared deviations) with a chunk."""
+    k = len(chunk)
+    if k == 0:
+        return n, mean, m2
+    cm = chunk.mean(axis=0)
+    cm2 = ((chunk - cm) ** 2).sum(axis=0)
+    total = n + k
+    d = cm - mean
+    return total, mean + d * k / total, m2 + cm2 + d * d * n * k / total
+
+
+def statistics(table: np.ndarray, split: Split, need_delta: bool) -> dict[str, Any]:
+    """One streaming pass over the training rows: mean, std, min and max of every column,
+    and (for an automatic delta) the least-squares fit whose residuals set it."""
+    cols = table.shape[1]
+    n, mean, m2 = 0, np.zeros(cols), np.zeros(cols)
+    lo, hi = np.full(cols, np.inf), np.full(cols, -np.inf)
+    xtx, xty = np.zeros((cols, cols)), np.zeros(cols)
+    for i in range(0, split.rows, CHUNK):
+        idx = np.arange(i, min(i + CHUNK, split.rows))
+        chunk = np.asarray(table[i:i + CHUNK], np.float64)[split.is_train(idx)]
+        n, mean, m2 = _combine(n, mean, m2, chunk)
+        if len(chunk):
+            lo, hi = np.minimum(lo, chunk.min(axis=0)), np.maximum(hi, chunk.max(axis=0))
+        if need_delta:
+            x1 = np.concatenate([chunk[:, :-1], np.ones((len(chunk), 1))], axis=1)
+            xtx += x1.T @ x1
+            xty += x1.T @ chunk[:, -1]
+    std = np.sqrt(m2 / max(n, 1))
+    stats = {"rows": n, "mean": mean.tolist(), "std": std.tolist(), "min": lo.tolist(),
+             "max": hi.tolist()}
+    if need_delta:
+        stats["delta"] = _robust_delta(table, split, np.linalg.lstsq(xtx, xty, rcond=None)[0])
+    return stats
+
+
+def _robust_delta(table: np.ndarray, split: Split, coef: np.ndarray) -> float:
+    """1.345 times the residuals' robust scale (1.4826 x median absolute deviation) of the
+    least-squares fit, on an evenly spread sample of training rows."""
+    pos = np.linspace(0, split.train_rows - 1, min(DELTA_SAMPLE, split.train_rows)).astype(int)
+    rows = np.asarray(table[np.sort(split.rows_at(split.train_blocks, pos))], np.float64)
+    resid = rows[:, -1] - rows[:, :-1] @ coef[:-1] - coef[-1]
+    mad = float(np.median(np.abs(resid - np.median(resid))))
+    scale = 1.4826 * mad
+    if not scale > 0:  # a perfect fit: any small delta will do
+        scale = 1e-6 * max(float(np.std(rows[:, -1])), 1e-12)
+    return HUBER_TUNING * scale
+
+
+# --- the source the trainer reads ------------------------------------------------------------
+
+
+class FileStream:
+    """`pipeline.dataset.RowStream` over a mapped table: position i of epoch e is row
+    `split.positions(e, i, 1)`, standardized if asked."""
+
+    def __init__(self, table: np.ndarray, split: Split, shift: np.ndarray | None,
+                 scale: np.ndarray | None) -> None:
+        self.table, self.split, self.shift, self.scale = table, split, shift, scale
+        self.features = table.shape[1] - 1
+
+    def standardize(self, a: np.ndarray) -> np.ndarray:
+        """Rows (features..., target) in the units the model trains in (float32)."""
+        a = np.asarray(a, np.float32)
+        return a if self.shift is None else (a - self.shift) * self.scale
+
+    def rows(self, epoch: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """x (count, features) and y (count, 1) of stream positions start..start+count."""
+        a = self.standardize(self.table[self.split.positions(epoch, start, count)])
+        return np.ascontiguousarray(a[:, :-1]), np.ascontiguousarray(a[:, -1:])
+
+
+class FileSource:
+    """A data file as the trainer sees it (pipeline/source.py has the synthetic one)."""
+
+    def __init__(self, cfg: Any, world: int, meta: dict[str, Any], table: np.ndarray,
+                 split: Split, stats: dict[str, Any], eval_table: np.ndarray | None,
+                 eval_id: dict[str, Any] | None, auto_delta: bool) -> None:
+        self.cfg, self.meta, self.split, self.auto_delta = cfg, meta, split, auto_delta
+        self.eval_table = eval_table
+        self.features = table.shape[1] - 1
+        self.global_batch = cfg.global_batch_size(world)
+        self.steps_per_epoch = split.train_rows // self.global_batch
+        self.dropped_last = split.train_rows - self.steps_per_epoch * self.global_batch
+        self.mean, self.std = np.array(stats["mean"]), np.array(stats["std"])
+        self.lo, self.hi = stats["min"], stats["max"]
+        std = bool(cfg.standardize)
+        shift = self.mean.astype(np.float32) if std else None
+        scale = (1.0 / self.std).astype(np.float32) if std else None
+        self.stream = FileStream(table, split, shift, scale)
+        self.loss_unit = float(self.std[-1]) ** 2 if std else 1.0
+        self.stats = {"mean": stats["mean"], "std": stats["std"]} if std else None
+        self.identity = {"file": meta["source"], "eval_data": eval_id}
+
+    @classmethod
+    def open(cls, cfg: Any, world: int, warn: Callable[[str], None]) -> FileSource:
+        """Validate the file(s) (cached), split, compute statistics (cached); resolves
+        cfg.standardize and an automatic cfg.delta in place. DataError on bad data."""
+        path = Path(cfg.data)
+        table_path, meta = canonical(path, cfg.target, cfg.drop_nonfinite)
+        table = np.load(table_path, mmap_mode="r")
+        eval_table, eval_id = None, None
+        if cfg.eval_data:
+            eval_path, eval_meta = canonical(Path(cfg.eval_data), cfg.target, cfg.drop_nonfinite)
+            eval_table, eval_id = np.load(eval_path, mmap_mode="r"), eval_meta["source"]
+            if eval_table.shape[1] != table.shape[1]:
+                raise DataError(f"--eval_data {cfg.eval_data} has {eval_table.shape[1] - 1} "
+                                f"feature(s), --data {cfg.data} {table.shape[1] - 1}")
+        split = Split(len(table), cfg.seed, 0.0 if cfg.eval_data else cfg.eval_fraction)
+        key = _key("stats", meta["source"], cfg.target, cfg.drop_nonfinite, cfg.seed,
+                   cfg.eval_fraction, eval_id)
+        stats = _read_json(cache_dir() / f"{key}.json")
+        if stats is None or (cfg.delta is None and "delta" not in stats):
+            stats = statistics(table, split, need_delta=True)
+            _write_json(cache_dir() / f"{key}.json", stats)
+        if cfg.standardize is None:
+            cfg.standardize = True
+        auto = cfg.delta is None
+        if auto:
+            cfg.delta = float(f"{stats['delta']:.6g}")
+        source = cls(cfg, world, meta, table, split, stats, eval_table, eval_id, auto)
+        source._check(path)
+        return source
+
+    def _check(self, path: Path) -> None:
+        cfg, names = self.cfg, self.meta["columns"]
+        if cfg.standardize:
+            flat = [names[j] for j, s in enumerate(self.std) if not s > 0]
+            if flat:
+                raise DataError(f"{path}: column {flat[0]!r} has the same value in every "
+                                "training row, so it cannot be standardized; drop it or pass "
+                                "--standardize false")
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{path}: {self.split.train_rows} training rows are fewer than one "
+                            f"global batch of {self.global_batch} (batch_size x accum_steps x "
+                            "ranks); lower --batch_size")
+
+    def eval_rows(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The held-out rows (at most `size`, in file order), in training units."""
+        if self.eval_table is not None:
+            a = self.eval_table[:min(size, len(self.eval_table))]
+        else:
+            a = self.stream.table[self.split.eval_rows(size)]
+        a = self.stream.standardize(a)
+        return np.ascontiguousarray(a[:, :-1]), np.ascontiguousarray(a[:, -1:])
+
+    def max_eval_rows(self) -> int:
+        """Held-out rows available."""
+        if self.eval_table is not None:
+            return len(self.eval_table)
+        return self.split.rows - self.split.train_rows
+
+    def loss_delta(self, delta: float) -> float:
+        """--delta (the target's units) in the units the model trains in."""
+        return delta / float(self.std[-1]) if self.cfg.standardize else delta
+
+    def params_in_units(self, wb: tuple[list[float], float] | None
+                        ) -> tuple[list[float], float] | None:
+        """Learned (w, b) of the linear model in the data's own units."""
+        if wb is None or not self.cfg.standardize:
+            return wb
+        w, b = np.array(wb[0]), wb[1]
+        sx, sy, mx, my = self.std[:-1], self.std[-1], self.mean[:-1], self.mean[-1]
+        w_orig = sy * w / sx
+        return w_orig.tolist(), float(my + sy * b - (w_orig * mx).sum())
+
+    def summary_extra(self, wb: tuple[list[float], float] | None) -> dict[str, Any]:
+        """What the data was: rows used, dropped, split, units."""
+        extra: dict[str, Any] = {"data": {
+            "file": str(self.cfg.data), "rows": self.meta["rows"],
+            "train_rows": self.split.train_rows, "eval_rows": self.max_eval_rows(),
+            "dropped_nonfinite": self.meta["dropped_nonfinite"],
+            "dropped_last_batch_rows": self.dropped_last, "columns": self.meta["columns"],
+            "standardized": bool(self.cfg.standardize)}}
+        if wb is not None and self.cfg.standardize:
+            extra.update(w_standardized=wb[0], b_standardized=wb[1])
+        return extra
+
+    def sample_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first n training rows in file order, in the data's units."""
+        idx = self.split._expand(self.split.train_blocks, 0, n)  # noqa: SLF001
+        a = np.asarray(self.stream.table[idx], np.float32)
+        return a[:, :-1], a[:, -1:]
+
+    def curve_x(self) -> np.ndarray:
+        """The training range of the (one) feature."""
+        return np.linspace(self.lo[0], self.hi[0], 101)
+
+    def to_model(self, x: np.ndarray) -> np.ndarray:
+        """Features in training units."""
+        if not self.cfg.standardize:
+            return x.astype(np.float32)
+        return ((x - self.mean[:-1]) / self.std[:-1]).astype(np.float32)
+
+    def from_model(self, y: np.ndarray) -> np.ndarray:
+        """Model outputs in the target's units."""
+        return y * self.std[-1] + self.mean[-1] if self.cfg.standardize else y
+
+    def describe(self) -> str:
+        """One line for --dry_run and the run's log."""
+        cfg, m = self.cfg, self.meta
+        dropped = f", {m['dropped_nonfinite']} non-finite dropped" if m["dropped_nonfinite"] else ""
+        delta = f"delta {cfg.delta:g} in {m['columns'][-1]}'s units"
+        if self.auto_delta:
+            delta += " (chosen from the data: 1.345 x the robust scale of a first fit)"
+        if cfg.standardize:
+            delta += f", {self.loss_delta(cfg.delta):.6g} standardized"
+        return (f"data: {cfg.data} ({m['rows']} rows{dropped}: {self.split.train_rows} train, "
+                f"{self.max_eval_rows()} held out; {self.features} feature(s), target "
+                f"{m['columns'][-1]!r}); {self.steps_per_epoch} steps per epoch of global batch "
+                f"{self.global_batch} ({self.dropped_last} rows of the last partial batch "
+                f"dropped); standardized: {'yes' if cfg.standardize else 'no'}; {delta}")
