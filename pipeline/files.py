@@ -530,21 +530,42 @@ def _robust_delta(table: np.ndarray, split: Split, coef: np.ndarray) -> float:
 
 class FileStream:
     """`pipeline.dataset.RowStream` over a mapped table: position i of epoch e is row
-    `split.positions(e, i, 1)`, standardized if asked."""
+    `split.positions(e, i, 1)`, standardized if asked. A step's rows are whole blocks (plus
+    the ends of two), so they are gathered block by block: at batch 65,536 one gather of
+    ~10k blocks instead of 65k rows."""
 
     def __init__(self, table: np.ndarray, split: Split, shift: np.ndarray | None,
                  scale: np.ndarray | None) -> None:
         self.table, self.split, self.shift, self.scale = table, split, shift, scale
         self.features = table.shape[1] - 1
+        self.flat = np.asarray(table)  # a plain view of the mapping (no memmap overhead)
+        bs = split.bs
+        self.full_blocks = len(self.flat) // bs
+        self.blocks3 = self.flat[:self.full_blocks * bs].reshape(-1, bs, table.shape[1])
 
     def standardize(self, a: np.ndarray) -> np.ndarray:
         """Rows (features..., target) in the units the model trains in (float32)."""
         a = np.asarray(a, np.float32)
         return a if self.shift is None else (a - self.shift) * self.scale
 
+    def _gather(self, epoch: int, start: int, count: int) -> np.ndarray:
+        blocks, starts = self.split._order(epoch)  # noqa: SLF001
+        bs = self.split.bs
+        if bs == 1:
+            return self.flat[blocks[start:start + count]]
+        k0 = int(np.searchsorted(starts, start, side="right")) - 1
+        k1 = int(np.searchsorted(starts, start + count, side="left"))
+        ids = blocks[k0:k1]
+        if ids.max(initial=-1) < self.full_blocks:
+            a = np.take(self.blocks3, ids, axis=0).reshape(-1, self.flat.shape[1])
+        else:  # the file's short last block is among them (once per epoch)
+            a = np.concatenate([self.flat[b * bs:(b + 1) * bs] for b in ids])
+        off = start - int(starts[k0])
+        return a[off:off + count]
+
     def rows(self, epoch: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """x (count, features) and y (count, 1) of stream positions start..start+count."""
-        a = self.standardize(self.table[self.split.positions(epoch, start, count)])
+        a = self.standardize(self._gather(epoch, start, count))
         return np.ascontiguousarray(a[:, :-1]), np.ascontiguousarray(a[:, -1:])
 
 

@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 from conftest import TINY, clean_env, final_params, newest_ckpt, start, train_cli, wait_for
 
-from train import checkpoint as ck
-
 JOB = [*TINY, "--ckpt_every", "5", "--keep_ckpts", "10"]
 
 

@@ -14,8 +14,17 @@ import time
 
 import numpy as np
 import pytest
-from conftest import (LAUNCH, TINY, final_params, leftovers, metrics, newest_ckpt, start,
-                      train_cli, wait_for)
+from conftest import (
+    LAUNCH,
+    TINY,
+    final_params,
+    leftovers,
+    metrics,
+    newest_ckpt,
+    start,
+    train_cli,
+    wait_for,
+)
 
 from train import checkpoint as ck
 from train.config import Config

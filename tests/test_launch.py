@@ -11,8 +11,17 @@ import time
 
 import psutil
 import pytest
-from conftest import LAUNCH, TINY, final_params, leftovers, newest_ckpt, run, start, train_cli, \
-    wait_for
+from conftest import (
+    LAUNCH,
+    TINY,
+    final_params,
+    leftovers,
+    newest_ckpt,
+    run,
+    start,
+    train_cli,
+    wait_for,
+)
 
 FAST_FAIL = {"NODE_TIMEOUT": "8", "CLUSTER_TIMEOUT": "60"}
 

@@ -9,11 +9,10 @@ import json
 import subprocess
 import time
 
-import pytest
-from conftest import LAUNCH, REPO, TINY, clean_env, final_params, leftovers, require, train_cli
-
 import hosts as simulated
+import pytest
 import slurm as local_slurm
+from conftest import LAUNCH, REPO, TINY, clean_env, final_params, leftovers, require, train_cli
 
 pytestmark = pytest.mark.cluster
 JOB = [*TINY, "--steps_per_epoch", "30", "--batch_size", "8", "--outlier_fraction", "0.2",

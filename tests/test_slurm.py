@@ -9,10 +9,17 @@ failing rank ends the job in seconds, named in the job's output file; nothing ou
 import sys
 
 import pytest
-from conftest import REPO, clean_env, final_params, leftovers, newest_ckpt, require, train_cli, \
-    wait_for
-
 import slurm as local_slurm
+from conftest import (
+    REPO,
+    clean_env,
+    final_params,
+    leftovers,
+    newest_ckpt,
+    require,
+    train_cli,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 JOB = ["--epochs", "1", "--steps_per_epoch", "60", "--log_every", "10", "--batch_size", "8",

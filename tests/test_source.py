@@ -10,8 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import LAUNCH, final_params, leftovers, newest_ckpt, run, start, train_cli, \
-    wait_for
+from conftest import LAUNCH, final_params, leftovers, newest_ckpt, run, start, train_cli, wait_for
 from test_files import table
 
 from train.verify import final_parameters

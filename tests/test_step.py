@@ -10,8 +10,14 @@ from pipeline import DataSpec
 from pipeline.synthetic import SyntheticRegression
 from train.loss import make_loss
 from train.model import make_model
-from train.step import (GuardedSGD, LrWindow, StepRecord, lr_values, make_loss_scaler,
-                        make_train_step)
+from train.step import (
+    GuardedSGD,
+    LrWindow,
+    StepRecord,
+    lr_values,
+    make_loss_scaler,
+    make_train_step,
+)
 
 
 def build(features=2, accum=1, clip_norm=0.0, loss="huber", schedule="constant", total=100,

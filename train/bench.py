@@ -96,6 +96,22 @@ def _chunks(batch: int, steps: int, stream: Any = None) -> tuple[Any, list[Any],
 READ_EVERY = 50  # the loop reads the device's metrics once per log window (--log_every 50)
 
 
+def npy_stream(batch: int, steps: int, root: Path) -> Any:
+    """A .npy file holding the synthetic stream's first batch*steps rows, opened as the trainer
+    opens `--data` (memory-mapped, validated, no held-out split, not standardized: the rows
+    keep the synthetic scale)."""
+    from pipeline.files import FileSource
+    from train.config import Config
+
+    path = root / f"rows-{batch}-{steps}.npy"
+    if not path.exists():
+        rows = np.concatenate([np.concatenate(b, axis=1) for b in _batches(batch, steps)])
+        np.save(path, rows.astype(np.float32))
+    cfg = Config(data=str(path), batch_size=batch, eval_fraction=0.0, standardize=False,
+                 delta=DELTA)
+    return FileSource.open(cfg, 1, print).stream
+
+
 def run_pipeline(batch: int, steps: int, stream: Any = None) -> tuple[float, list[float]]:
     """GeneratorDataset -> jit step, as train.loop runs it; first step (compile) not timed."""
     model, metrics, step = _ms_setup()
@@ -366,6 +382,15 @@ def main(argv: list[str] | None = None) -> int:
                          *((("torch eager", run_torch),) if torch_available() else ())):
             row = _timed(lambda: fn(batch, steps), repeats)  # noqa: B023
             add({**_check(row, ref["params"], name), "batch": batch})
+    # The same pipeline reading a .npy file (memory-mapped, shuffled by blocks) instead of
+    # generating rows: efficiency = file pipeline / the same step on the file's tensors.
+    files = Path(tempfile.mkdtemp(prefix="bench-npy-"))
+    for batch, steps in ((256, sizes[256]), (65536, sizes[65536])):
+        stream = npy_stream(batch, steps, files)
+        ref = _timed(lambda: run_prepared(batch, steps, stream), repeats)  # noqa: B023
+        add({**_check(ref, ref["params"], "prepared tensors (.npy rows)"), "batch": batch})
+        row = _timed(lambda: run_pipeline(batch, steps, stream), repeats)  # noqa: B023
+        add({**_check(row, ref["params"], "pipeline (.npy file)"), "batch": batch})
     # Model.train is slow at small batches: fewer steps, checked against NumPy on the same rows.
     for batch, steps in ((256, 150 if q else 400), (65536, 30 if q else 60)):
         row = _timed(lambda: run_model_train(batch, steps), repeats)  # noqa: B023
@@ -400,6 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         "vs_model_train": rate("pipeline (GeneratorDataset)", 256)
         / rate("Model.train (no sink)", 256),
         "samples_per_s_b65536": rate("pipeline (GeneratorDataset)", 65536),
+        "pipeline_efficiency_b65536": rate("pipeline (GeneratorDataset)", 65536)
+        / rate("prepared tensors (no pipeline)", 65536),
+        "npy_efficiency": rate("pipeline (.npy file)", 256)
+        / rate("prepared tensors (.npy rows)", 256),
+        "npy_efficiency_b65536": rate("pipeline (.npy file)", 65536)
+        / rate("prepared tensors (.npy rows)", 65536),
         "dp2_scaling": rate("job: 2 ranks msrun, 256 each", 512) / single,
         "dp2_scaling_mpirun": rate("job: 2 ranks mpirun, 256 each", 512) / single,
         "launch_s_single": next(r["launch_s"] for r in rows if r["name"].startswith("job: 1 ")),
