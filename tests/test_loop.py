@@ -96,7 +96,8 @@ def test_dynamic_loss_scaling_skips_overflows_and_matches_a_run_that_skipped_the
                       TRAIN_FAULT="nan@5,nan@9")
     assert r["skipped_nonfinite"] == [5, 9]
     assert got == ref
-    lines = [json.loads(x) for x in (tmp_path / "scaled" / "metrics.jsonl").read_text().split()]
+    lines = [json.loads(x) for x in
+             (tmp_path / "scaled" / "metrics.jsonl").read_text().splitlines()]
     assert [m["loss_scale"] for m in lines if "loss_scale" in m][0] == 2.0 ** 14
 
 

@@ -233,7 +233,8 @@ class CheckpointDir:
         data, tmp_data = self.dir / f"{name}{SUFFIX}", self.dir / f".{name}.tmp{SUFFIX}"
         manifest, tmp_manifest = self.dir / f"{name}.json", self.dir / f".{name}.tmp.json"
         try:
-            raw = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+            # (not np.ascontiguousarray: it turns a 0-d scalar into shape (1,))
+            raw = st_save({k: np.array(v, order="C", copy=True) for k, v in tensors.items()})
             with open(tmp_data, "wb") as f:
                 f.write(raw)
                 f.flush()

@@ -70,7 +70,7 @@ def state_tensors(optimizer: GuardedSGD, scaler: Any = None) -> dict[str, Parame
 def restore(tensors: dict[str, Parameter], ckpt: Checkpoint) -> None:
     """Copy a verified checkpoint's tensors into the live parameters."""
     for name, p in tensors.items():
-        p.set_data(Tensor(ckpt.tensors[name]))
+        p.set_data(Tensor(ckpt.tensors[name].reshape(p.shape)))
 
 
 class Trainer:
@@ -334,7 +334,9 @@ class Trainer:
             self.state["window_loss"] = float(total) / self.cluster.world_size
         if not self.out.main:  # parameters are identical on every rank: one writer is enough
             return
-        tensors = {n: p.asnumpy() for n, p in self.tensors.items()}
+        # The loss scaler's adjust() leaves its scalars shaped (1,): saved as the scalars they are.
+        tensors = {n: p.asnumpy().reshape(()) if n.startswith("loss_scale.") else p.asnumpy()
+                   for n, p in self.tensors.items()}
         state = {**self.state, **self._totals(), "fingerprint": self.fingerprint,
                  "data_stats": self.source.stats}
         try:

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,9 +37,15 @@ CONFIG = "config.yaml"
 
 def kind(path: Path) -> str:
     """What `path` holds: absent, empty, run or other."""
-    if not path.exists():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return "absent"
-    if not path.is_dir():
+    except OSError as e:  # a name too long, a loop of links, a folder we may not enter...
+        if e.errno == errno.ENOTDIR:
+            raise ConfigError(f"--out {path}: cannot write there (Not a directory)") from None
+        raise ConfigError(f"--out {path}: cannot write there ({e.strerror or e})") from None
+    if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"--out {path} exists and is not a folder")
     try:
         names = {p.name for p in path.iterdir()}
