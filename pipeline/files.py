@@ -585,7 +585,8 @@ class FileSource:
         self.lo, self.hi = stats["min"], stats["max"]
         std = bool(cfg.standardize)
         shift = self.mean.astype(np.float32) if std else None
-        scale = (1.0 / self.std).astype(np.float32) if std else None
+        with np.errstate(divide="ignore"):  # a constant column is refused in _check()
+            scale = (1.0 / self.std).astype(np.float32) if std else None
         self.stream = FileStream(table, split, shift, scale)
         self.loss_unit = float(self.std[-1]) ** 2 if std else 1.0
         self.stats = {"mean": stats["mean"], "std": stats["std"]} if std else None

@@ -238,6 +238,7 @@ def _check_ranges(cfg: Config) -> None:
             scale = math.nan
         _check(math.isfinite(scale) and scale >= 1, "loss_scale",
                "none, dynamic or a number >= 1", cfg.loss_scale)
+    _check(cfg.sink_size <= 4096, "sink_size", "an integer in 0-4096", cfg.sink_size)
     if cfg.sink_size > 1:  # the host regains control only between sink calls
         for name in ("log_every", "ckpt_every") + (("steps_per_epoch",) if cfg.synthetic else ()):
             value = getattr(cfg, name)

@@ -99,6 +99,7 @@ class Trainer:
         self.agree_every: int | None = None if cluster.world_size > 1 else 1
         self.agree_from = self.start
         self.read_upto, self.last_sumsq = self.start, math.nan
+        self.k = cfg.sink_size if cfg.sink_size and cfg.device != "CPU" else 1  # steps per call
 
     # --- build -------------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class Trainer:
         self.tensors = state_tensors(self.optimizer, self.scaler)
         if ckpt:
             restore(self.tensors, ckpt)
-        k = max(cfg.sink_size, 1)
+        k = cfg.sink_size if cfg.sink_size and cfg.device != "CPU" else 1
         self.ring = min(cfg.log_every, RING_MAX // k * k)
         self.record = StepRecord(self.ring, 2 if self.scaler is None else 3,
                                  list(self.optimizer.parameters))
@@ -146,8 +147,12 @@ class Trainer:
             self.source.stream, cfg.batch_size, a, self.source.steps_per_epoch, cfg.epochs,
             num_shards=cl.world_size, shard_id=cl.rank, start_step=self.start, chunk=chunk)
         if sink:  # written from MindSpore's documentation; first run on an NPU pending
-            zero = Tensor(np.int32(0))
-            body = ms.data_sink(lambda x, y: self.step_fn(x, y, zero), data, sink_size=sink,
+            zero, step_fn = Tensor(np.int32(0)), self.step_fn
+
+            def one_step(x: Tensor, y: Tensor) -> Tensor:  # a def: jit cannot parse lambdas
+                return step_fn(x, y, zero)
+
+            body = ms.data_sink(one_step, data, sink_size=sink,
                                 jit_config=ms.JitConfig(jit_level=cfg.jit_level))
             for step in range(self.start + sink, self.total + 1, sink):
                 self.lr.cover(step - sink, step - 1)
@@ -279,7 +284,8 @@ class Trainer:
         exchanged at agreement points only, so that every rank stops at the same step."""
         if self.cluster.world_size == 1:
             return self.stop.requested
-        due = force or (self.agree_every is None and _power_of_two(step - self.agree_from)) or (
+        calls = (step - self.agree_from) // self.k  # a sink call is k steps
+        due = force or (self.agree_every is None and _power_of_two(calls)) or (
             self.agree_every is not None and (step - self.agree_from) % self.agree_every == 0)
         if not due:
             return False
@@ -295,9 +301,8 @@ class Trainer:
         elapsed = time.perf_counter() - self.t_first
         if elapsed < 0.5 or self.n_timed < 1:
             return 0.0
-        k = max(self.cfg.sink_size, 1)
         steps = max(1, round(AGREE_SECONDS * self.n_timed / elapsed))
-        return float(-(-steps // k) * k)
+        return float(-(-steps // self.k) * self.k)
 
     # --- evaluate, checkpoint, stop ---------------------------------------------------------
 
