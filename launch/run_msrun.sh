@@ -38,6 +38,19 @@ esac
 if ! MASTER_ADDR=$(python -m train.cluster resolve "$MASTER_ADDR"); then exit 2; fi
 export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (scheduler and workers)
 
+# Signals: msrun neither forwards SIGTERM/SIGUSR1 nor survives them, and answers SIGINT by
+# killing its workers without a checkpoint. So msrun runs supervised (its own session, those
+# signals ignored, killed if this script dies) and the script forwards every stop signal to the
+# workers, which checkpoint and exit 75 - again each half second until they say so, since a
+# worker that has not installed its handlers yet ignores them. A signal before msrun starts
+# ends the script with 75 at once. The script also ends msrun's leftovers once the workers are
+# done, since msrun then still waits for its scheduler's heartbeat timeout.
+pid='' stop=''
+forward() { stop=$1; [[ -n "$pid" ]] && python -m train.cluster term-workers "$pid" "$1"; true; }
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+trap 'forward USR1' USR1
+
 # Refuse what cannot work before msrun starts anything: the flags, data, run folder and world
 # size as every worker will see them (once, not once per worker), and a busy scheduler port.
 plan=$(MS_ROLE=MS_WORKER MS_WORKER_NUM=$((NPROC * NNODES)) preflight "$@") || exit $?
@@ -48,20 +61,17 @@ fi
 if [[ "$NODE_RANK" == 0 ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
-# msrun rewrites these; one left from an earlier job must not be read as this job's outcome.
+# msrun rewrites this node's logs; one left from an earlier job must not be read as this job's
+# outcome. (Only this node's: LOG_DIR is often shared with the other nodes.)
 mkdir -p "$LOG_DIR"
-rm -f "$LOG_DIR"/worker_*.log "$LOG_DIR"/scheduler.log
-
-# Signals: msrun neither forwards SIGTERM/SIGUSR1 nor survives them, and answers SIGINT by
-# killing its workers without a checkpoint. So msrun runs supervised (its own session, those
-# signals ignored, killed if this script dies) and the script forwards every stop signal to the
-# workers, which checkpoint and exit 75; it also kills msrun's leftovers once the workers are
-# done, since msrun then still waits for its scheduler's heartbeat timeout.
-pid=''
-forward() { [[ -n "$pid" ]] && python -m train.cluster term-workers "$pid" "$1"; true; }
-trap 'forward TERM' TERM
-trap 'forward INT' INT
-trap 'forward USR1' USR1
+for ((r = NODE_RANK * NPROC; r < (NODE_RANK + 1) * NPROC; r++)); do
+  rm -f "$LOG_DIR/worker_$r.log"
+done
+if [[ "$NODE_RANK" == 0 ]]; then rm -f "$LOG_DIR/scheduler.log"; fi
+if [[ -n "$stop" ]]; then
+  echo "stopped: SIG$stop before the job started; nothing ran" >&2
+  exit 75
+fi
 # msrun's own `tail -f` would outlive a killed msrun: the script tails instead (tail --pid
 # ends with the script), and msrun is given a rank to tail that no worker has.
 python -m train.cluster exec-supervised msrun --worker_num $((NPROC * NNODES)) \
@@ -77,6 +87,7 @@ for r in $tail_ranks; do
 done
 outcome() { grep -hs -e "^error: " -e "^stopped: " "$LOG_DIR"/worker_*.log || true; }
 while kill -0 "$pid" 2>/dev/null; do
+  if [[ -n "$stop" && -z "$(outcome)" ]]; then forward "$stop"; fi  # until a worker hears it
   if [[ -n "$(outcome)" ]]; then  # a worker failed or stopped: give msrun a moment, then end it
     for _ in 1 2 3 4 5 6; do
       kill -0 "$pid" 2>/dev/null || break

@@ -39,6 +39,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,12 +95,46 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None  # absent or damaged: recompute
 
 
+def _tmp_name(path: Path) -> Path:
+    """A temporary name no other writer (another host, another process) can share."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+                          f"{os.urandom(4).hex()}.tmp")
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically, so that ranks reading the cache never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    """Atomically, so that ranks reading the cache never see half a file. The record is a
+    shortcut: if the cache cannot be written, the next process does the pass again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_name(path)
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+class _CacheLock:
+    """An exclusive lock on one cache entry while it is made: ranks that open the same file
+    at once wait for the first one's conversion instead of all converting it."""
+
+    def __init__(self, key: str) -> None:
+        self.path = cache_dir() / f"{key}.lock"
+
+    def __enter__(self) -> _CacheLock:
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise DataError(f"cannot use the data cache {cache_dir()} ({e.strerror or e}); "
+                            f"set {CACHE_ENV} to a folder you can write") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 # --- reading the formats, in chunks of float64 rows (features..., target) ----------------------
@@ -326,9 +361,37 @@ def canonical(path: Path, target: str, drop_nonfinite: bool) -> tuple[Path, dict
     key = _key("table", ident, target, drop_nonfinite)
     meta_path = cache_dir() / f"{key}.json"
     meta = _read_json(meta_path)
-    if meta is not None and (meta.get("table") == str(path.resolve())
-                             or Path(meta.get("table", "")).is_file()):
-        return Path(meta["table"]), meta
+    if _usable(meta, path):
+        return Path(meta["table"]), meta  # type: ignore[index]
+    if path.suffix.lower() == ".npy" and _is_float32_c(path):
+        return _make_table(path, target, drop_nonfinite, key)  # nothing to convert: no lock
+    with _CacheLock(key):
+        meta = _read_json(meta_path)  # another rank may have made it while we waited
+        if _usable(meta, path):
+            return Path(meta["table"]), meta  # type: ignore[index]
+        return _make_table(path, target, drop_nonfinite, key)
+
+
+def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
+    return meta is not None and (meta.get("table") == str(path.resolve())
+                                 or Path(str(meta.get("table", ""))).is_file())
+
+
+def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str
+                ) -> tuple[Path, dict[str, Any]]:
+    """The validating pass (and the conversion, when one is needed)."""
+    try:
+        return _pass(path, target, drop_nonfinite, key)
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: cannot read it as {path.suffix} ({str(e)[:100]})") from None
+
+
+def _pass(path: Path, target: str, drop_nonfinite: bool, key: str
+          ) -> tuple[Path, dict[str, Any]]:
+    meta_path = cache_dir() / f"{key}.json"
+    ident = identity(path)
     names, chunks = read_chunks(path, target)
     direct = path.suffix.lower() == ".npy" and _is_float32_c(path)
     out = cache_dir() / f"{key}.npy"
@@ -357,7 +420,7 @@ def canonical(path: Path, target: str, drop_nonfinite: bool) -> tuple[Path, dict
         raise
     if writer is not None:
         writer.close()
-        writer.path.replace(out)
+        writer.path.replace(out)  # under the entry's lock: no reader has it mapped yet
     meta = {"table": str(path.resolve()) if direct else str(out), "rows": rows,
             "columns": names, "dropped_nonfinite": dropped, "source": ident}
     _write_json(meta_path, meta)
@@ -365,8 +428,12 @@ def canonical(path: Path, target: str, drop_nonfinite: bool) -> tuple[Path, dict
 
 
 def _writer(out: Path, columns: int) -> NpyWriter:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return NpyWriter(out.with_name(f".{out.name}.{os.getpid()}.tmp"), columns)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return NpyWriter(_tmp_name(out), columns)
+    except OSError as e:
+        raise DataError(f"cannot write the data cache {out.parent} ({e.strerror or e}); set "
+                        f"{CACHE_ENV} to a folder you can write") from None
 
 
 def _convert_dropping(path: Path, target: str, key: str) -> tuple[Path, dict[str, Any]]:
@@ -528,6 +595,14 @@ def _robust_delta(table: np.ndarray, split: Split, coef: np.ndarray) -> float:
 # --- the source the trainer reads ------------------------------------------------------------
 
 
+def _map(table: Path, source: Path) -> np.ndarray:
+    """The canonical table, memory-mapped; DataError if it is not a readable .npy."""
+    try:
+        return np.load(table, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{source}: cannot read it as a table ({str(e)[:100]})") from None
+
+
 class FileStream:
     """`pipeline.dataset.RowStream` over a mapped table: position i of epoch e is row
     `split.positions(e, i, 1)`, standardized if asked. A step's rows are whole blocks (plus
@@ -598,11 +673,11 @@ class FileSource:
         cfg.standardize and an automatic cfg.delta in place. DataError on bad data."""
         path = Path(cfg.data)
         table_path, meta = canonical(path, cfg.target, cfg.drop_nonfinite)
-        table = np.load(table_path, mmap_mode="r")
+        table = _map(table_path, path)
         eval_table, eval_id = None, None
         if cfg.eval_data:
             eval_path, eval_meta = canonical(Path(cfg.eval_data), cfg.target, cfg.drop_nonfinite)
-            eval_table, eval_id = np.load(eval_path, mmap_mode="r"), eval_meta["source"]
+            eval_table, eval_id = _map(eval_path, Path(cfg.eval_data)), eval_meta["source"]
             if eval_table.shape[1] != table.shape[1]:
                 raise DataError(f"--eval_data {cfg.eval_data} has {eval_table.shape[1] - 1} "
                                 f"feature(s), --data {cfg.data} {table.shape[1] - 1}")
@@ -634,6 +709,10 @@ class FileSource:
             raise DataError(f"{path}: {self.split.train_rows} training rows are fewer than one "
                             f"global batch of {self.global_batch} (batch_size x accum_steps x "
                             "ranks); lower --batch_size")
+        if cfg.sink_size > 1 and self.steps_per_epoch % cfg.sink_size:
+            raise DataError(f"{path} gives {self.steps_per_epoch} steps per epoch, not a "
+                            f"multiple of --sink_size {cfg.sink_size} (epoch ends must fall on "
+                            "sink calls)")
 
     def eval_rows(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The held-out rows (at most `size`, in file order), in training units."""

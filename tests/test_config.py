@@ -28,6 +28,9 @@ def test_saved_config_reads_back_as_is(tmp_path):
     assert not {"target", "eval_fraction", "eval_data", "drop_nonfinite"} & saved.keys()
     back, _ = parse_config(["--config", str(tmp_path / "c.yaml")])
     assert back == Config(lr=0.2, features=3, quiet=True, delta=1.5)
+    # With a separate held-out file the split fraction does not apply, so it is not saved.
+    files = Config(data="d.npy", eval_data="e.npy", eval_fraction=0.1).saved_dict()
+    assert files["eval_data"] == "e.npy" and "eval_fraction" not in files
 
 
 def test_yaml_numbers_are_read_as_the_flags_read_them(tmp_path):

@@ -51,6 +51,15 @@ def test_what_a_fresh_run_and_a_resume_accept(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="exists and is not a folder"):
         rundir.claim(tmp_path / "file", resume=False)
+    # A run killed between taking its folder and writing config.yaml leaves only the lock
+    # file and logs/: that folder is still free for a fresh run.
+    (tmp_path / "killed" / "logs").mkdir(parents=True)
+    (tmp_path / "killed" / ".lock").write_text("")
+    assert rundir.kind(tmp_path / "killed") == "empty"
+    rundir.claim(tmp_path / "killed", resume=False).release()
+    one_line = r"^--out [^\n]*: cannot write there \(File name too long\)$"
+    with pytest.raises(ConfigError, match=one_line):
+        rundir.claim(tmp_path / ("x" * 300), resume=False)  # ENAMETOOLONG: one line, no trace
 
 
 @pytest.mark.parametrize("second", ["fresh", "resume"])

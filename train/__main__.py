@@ -80,6 +80,7 @@ def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
         return PREEMPTED_EXIT
     except OutputError as e:
         out.error(f"rank {cluster.rank} of {cluster.world_size}: {e}")
+        cluster.abort()  # the other ranks may be waiting for this one in a collective
         return IO_EXIT
     except Exception as e:  # noqa: BLE001 - report, log the traceback, exit non-zero
         out.log.exception("run failed")

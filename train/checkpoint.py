@@ -158,7 +158,9 @@ def _check_state(raw: Any, version: int) -> dict[str, Any]:
         if value is _Missing:
             raise _Unusable(f"its state lacks {key!r}")
         if isinstance(value, bool) or not isinstance(value, types):
-            raise _Unusable(f"its state has a malformed {key!r}: {value!r}")
+            raise _Unusable(f"its state has a malformed {key!r}: {str(value)[:40]}")
+        if isinstance(value, int) and abs(value) > 2**62:
+            raise _Unusable(f"its state has an out-of-range {key!r}")
         if isinstance(value, (int, float)) and not math.isfinite(value):
             raise _Unusable(f"its state has a non-finite {key!r}")
         if types[0] in (int, float) and isinstance(value, (int, float)) and value < 0 \
@@ -211,10 +213,12 @@ class CheckpointDir:
 
     def manifests(self, warn: Callable[[str], None] | None = None) -> list[tuple[int, Path]]:
         """(step, manifest path) by step as a number, newest first; other names ignored."""
-        if not self.dir.is_dir():
-            return []
+        try:
+            entries = list(self.dir.iterdir()) if self.dir.is_dir() else []
+        except OSError as e:
+            raise CheckpointError(f"cannot read {self.dir} ({e.strerror or e})") from None
         found = []
-        for p in self.dir.iterdir():
+        for p in entries:
             m = _NAME.fullmatch(p.name)
             if m:
                 found.append((int(m[1]), p))
@@ -269,7 +273,18 @@ class CheckpointDir:
 
     def load(self, step: int, manifest: Path, layout: dict[str, tuple[tuple, str]]
              ) -> Checkpoint:
-        """Read and verify one checkpoint; `_Unusable` says what is wrong with it."""
+        """Read and verify one checkpoint; `_Unusable` says what is wrong with it. Whatever a
+        hostile file makes the parsers raise (a JSON nested 100k deep, a 400-digit integer, a
+        tensor type NumPy lacks, an I/O error) is reported the same way."""
+        try:
+            return self._load(step, manifest, layout)
+        except _Unusable:
+            raise
+        except Exception as e:  # noqa: BLE001 - data from outside: any failure means unusable
+            raise _Unusable(f"{type(e).__name__}: {str(e)[:100]}") from None
+
+    def _load(self, step: int, manifest: Path, layout: dict[str, tuple[tuple, str]]
+              ) -> Checkpoint:
         from safetensors import SafetensorError
         from safetensors.numpy import load as st_load
 

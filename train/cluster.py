@@ -233,7 +233,8 @@ class Cluster:
                                f"{self.rank}): data parallelism broke")
 
     def abort(self) -> None:
-        """Tear the whole job down now (mpi mode): a failed rank must not leave others waiting."""
+        """Tear the whole job down now (mpi mode): a failed rank must not leave others waiting.
+        Under msrun the launch script ends the job when it sees this rank's `error:` line."""
         if self._comm is not None:
             self._comm.Abort(1)
 
@@ -262,8 +263,9 @@ def die_with_launcher() -> None:
     their own, so a SIGKILL to msrun (an out-of-memory killer, a scheduler) would leave them
     training for minutes; the kernel now kills them with it. msrun starts them from its main
     thread, which lives as long as msrun (PDEATHSIG follows the parent thread)."""
+    parent = os.getppid()
     _set_pdeathsig()
-    if os.getppid() == 1:  # msrun died before the line above ran
+    if os.getppid() != parent:  # the launcher died before the line above ran
         os._exit(137)
 
 

@@ -164,6 +164,8 @@ class Config:
         """What config.yaml holds: the fields that apply to this run, without per-invocation
         actions, so that `--config config.yaml` reruns it as is."""
         skip = set(INVOCATION) | set(DATA_ONLY if self.synthetic else SYNTHETIC_ONLY)
+        if self.eval_data:
+            skip.add("eval_fraction")  # a separate held-out file replaces the split
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
 

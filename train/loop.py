@@ -90,6 +90,7 @@ class Trainer:
         self.global_batch = cfg.global_batch_size(cluster.world_size)
         self._build_model(ckpt)
         self._build_eval()
+        self.record.read()  # compiles the read now, not inside the timed steps
         self.ckpts = CheckpointDir(out.dir, cfg.keep_ckpts,
                                    on_write=lambda: faults.pause("ckpt_pause"))
         self.saved_at = self.start if ckpt else -1
@@ -98,7 +99,7 @@ class Trainer:
         self.first_step_at: float | None = None
         self.agree_every: int | None = None if cluster.world_size > 1 else 1
         self.agree_from = self.start
-        self.read_upto, self.last_sumsq = self.start, math.nan
+        self.read_upto, self.last_sumsq, self.window_steps = self.start, math.nan, 0
         self.k = cfg.sink_size if cfg.sink_size and cfg.device != "CPU" else 1  # steps per call
 
     # --- build -------------------------------------------------------------------------
@@ -238,6 +239,7 @@ class Trainer:
                 self.state["overflow_skips"] += 1  # expected: the scale halves
             else:
                 bad.append(s)
+        self.window_steps += step - self.read_upto  # run by this process (not a resumed window)
         self.read_upto = step
         self._check_finite(step, bad, params_finite)
         if log:
@@ -253,13 +255,13 @@ class Trainer:
                   "loss": self.state["loss"] * self.source.loss_unit,
                   # float32, as the device would take it (a float64 sqrt differs in the last bits)
                   "grad_norm": float(np.sqrt(np.float32(sumsq))) if sumsq >= 0 else None,
-                  "samples_per_s": self.state["window_n"] * self.global_batch
-                  / (now - self.t_window)}
+                  "samples_per_s": self.window_steps * self.global_batch / (now - self.t_window)}
         if self.scaler is not None:
             record.update(loss_scale=float(row[2]), overflow_skips=self.state["overflow_skips"])
         self.out.metrics(record)
         self.out.advance(step, loss=f"{record['loss']:.4f}")
         self.state["window_loss"], self.state["window_n"], self.t_window = 0.0, 0, now
+        self.window_steps = 0
 
     def _check_finite(self, step: int, bad: list[int], params_finite: bool) -> None:
         """Apply --skip_nonfinite to the non-finite steps read from the device (their updates

@@ -81,6 +81,11 @@ class RunPlan:
             self.ckpt = ck.resume_from(out_dir, self.layout, self.fingerprint, self.total,
                                        self._note)
             self._check_stats()
+            if self.ckpt is not None and self.cfg.sink_size > 1 and \
+                    self.ckpt.step % self.cfg.sink_size:
+                raise ConfigError(f"--sink_size {self.cfg.sink_size} does not divide the "
+                                  f"checkpoint's step {self.ckpt.step}; resume with one that "
+                                  "does")
 
     def _check_stats(self) -> None:
         """A resumed run standardizes with the statistics it started with."""
@@ -96,17 +101,24 @@ class RunPlan:
         if cluster.is_main:
             try:
                 self.prepare(out_dir)
-            except (ConfigError, ck.CheckpointError, OSError) as e:
+            except Exception as e:  # noqa: BLE001 - whatever it is, every rank must hear of it
                 err = e
         self.out_dir = out_dir
         if cluster.broadcast_int(1 if err else 0):  # every rank takes part, then stops
             raise err or ConfigError(f"rank 0 refused the run in {out_dir} (its error says why)")
         step = cluster.broadcast_int(self.ckpt.step + 1 if self.ckpt else 0) - 1
         if not cluster.is_main and step >= 0:
-            self.ckpt = ck.CheckpointDir(out_dir).latest(self.layout, self._note, only_step=step)
+            try:
+                self.ckpt = ck.CheckpointDir(out_dir).latest(self.layout, self._note,
+                                                             only_step=step)
+            except ck.CheckpointError:
+                self.ckpt = None
             if self.ckpt is None:
-                raise ck.CheckpointError(f"checkpoint step {step} chosen by rank 0 is not "
+                err = ck.CheckpointError(f"checkpoint step {step} chosen by rank 0 is not "
                                          f"readable here (is {out_dir} on a shared file system?)")
+        if cluster.all_sum([1.0 if err else 0.0])[0] > 0:  # any rank that cannot load stops all
+            raise err or ck.CheckpointError(f"another rank could not read checkpoint step {step}")
+
 
     def start_output(self, out: Any, cluster: cl.Cluster) -> None:
         """The first writes into the folder, once its checkpoint is chosen: config.yaml, and a

@@ -12,9 +12,9 @@ with `nolock` (and some FUSE file systems) keep locks local to one host: there, 
 both take a folder, and this module cannot tell. A file system that refuses locks altogether
 gets a warning and the run goes on unprotected.
 
-Folder kinds: `absent`, `empty` (nothing, or only the lock file), `run` (holds config.yaml: a run
-was set up there, with or without checkpoints) and `other`. A fresh run needs absent or empty;
-`--resume` needs a run, so that a typo never silently starts a new one.
+Folder kinds: `absent`, `empty` (nothing, or only the lock file and logs), `run` (holds
+config.yaml: a run was set up there, with or without checkpoints) and `other`. A fresh run
+needs absent or empty; `--resume` needs a run, so that a typo never silently starts a new one.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def kind(path: Path) -> str:
         raise ConfigError(f"--out {path}: cannot read it ({e.strerror or e})") from None
     if CONFIG in names:
         return "run"
-    return "empty" if names <= {LOCK} else "other"
+    # A process killed between taking the folder and writing config.yaml leaves these.
+    return "empty" if names <= {LOCK, "logs"} else "other"
 
 
 def _owner_text(fd: int) -> str:
