@@ -35,6 +35,9 @@ LR, MOMENTUM, DELTA, SEED = 0.01, 0.9, 1.0, 0
 # Parameters must agree to this (float32 sums in another order drift ~1e-5 at batch 65,536);
 # tests/test_bench.py checks the MindSpore rows against each other bitwise.
 PARAM_TOL = 1e-4
+# The bench builds one jit step per row on purpose; MindSpore warns "compiled again" for each.
+# Errors still print (GLOG_v=3); a user's own GLOG_v wins.
+os.environ.setdefault("GLOG_v", "3")
 
 
 def _batches(batch: int, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -456,10 +459,10 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for name in ("pipeline (GeneratorDataset)", "prepared tensors (no pipeline)", "torch eager",
-                 "numpy hand-written"):
+                 "numpy hand-written", "pipeline (.npy file)", "Model.train (no sink)"):
         pts = sorted((r["batch"], r["samples_per_s"]) for r in rows if r["name"] == name)
         if pts:
-            ax.plot(*zip(*pts), "o-", label=name)
+            ax.plot(*zip(*pts), "o--" if len(pts) == 2 else "o-", label=name)
     for r in rows:
         if r["name"] == "seed article loop" or r["name"].startswith("job: "):
             ax.plot([r["batch"]], [r["samples_per_s"]], "s", label=r["name"])
