@@ -119,3 +119,6 @@ def test_mixed_precision_runs_on_cpu_in_float16(tmp_path):
     for level in ("O1", "O2"):
         got, s = _summary(tmp_path, level, "--amp_level", level, "--loss_scale", "dynamic")
         assert all(np.isfinite(got)) and s["steps"] == 30
+    # O1 goes through mindspore.rewrite, which would write ./rewritten_network: not into the
+    # user's working folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["O1", "O2"]

@@ -31,7 +31,7 @@ from train.cluster import Cluster
 from train.config import Config
 from train.faults import Faults
 from train.loss import make_loss
-from train.model import format_params, linear_params, make_model
+from train.model import format_params, linear_params, make_model, mixed_precision
 from train.output import OutputError, RunOutput
 from train.step import (
     GuardedSGD,
@@ -109,8 +109,7 @@ class Trainer:
         self.net = make_model(self.source.features, cfg.seed, cfg.hidden_sizes())
         model = self.net
         if cfg.amp_level != "O0":
-            model = ms.amp.auto_mixed_precision(self.net, cfg.amp_level,
-                                                getattr(ms, cfg.amp_dtype))
+            model = mixed_precision(self.net, cfg.amp_level, cfg.amp_dtype)
         delta = self.source.loss_delta(cfg.delta)
         self.optimizer = GuardedSGD(self.net.trainable_params())
         self.scaler = make_loss_scaler(cfg.loss_scale)

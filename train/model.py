@@ -7,6 +7,10 @@ from the seed with NumPy, so that every rank starts identical without a broadcas
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -67,6 +71,26 @@ def make_model(features: int, seed: int, hidden: list[int] | None = None) -> Any
         if i < len(hidden):
             layers.append(nn.ReLU())
     return nn.SequentialCell(layers)
+
+
+def mixed_precision(net: Any, level: str, dtype: str) -> Any:
+    """`ms.amp.auto_mixed_precision(net, level, dtype)`, writing nothing into the working folder."""
+    import mindspore as ms
+
+    if level != "O1":
+        return ms.amp.auto_mixed_precision(net, level, getattr(ms, dtype))
+    # O1 goes through mindspore.rewrite, which writes the rewritten network's source into
+    # ./rewritten_network and imports it from there: the user's folder may be read-only or shared
+    # by other runs. Give it a private folder; the graph compiler reads that source again later
+    # (inspect.getsource), so the folder lives until the process exits.
+    folder = tempfile.mkdtemp(prefix="ms-dp-amp-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return ms.amp.auto_mixed_precision(net, level, getattr(ms, dtype))
+    finally:
+        os.chdir(cwd)
 
 
 def linear_params(model: Any) -> tuple[list[float], float] | None:
