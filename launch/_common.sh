@@ -37,3 +37,15 @@ need_choice() {
 preflight() {
   python -m train "$@" --dry_run
 }
+
+# need_dir NAME: $NAME must be a folder this job can write, or one it can create there (checked
+# without creating it: a refused job writes nothing).
+need_dir() {
+  local name=$1 value=${!1-} p
+  p=$value
+  while [[ -n "$p" && ! -e "$p" ]]; do p=$(dirname -- "$p"); done
+  if [[ -z "$value" || ! -d "$p" || ! -w "$p" ]]; then
+    echo "error: $name must be a folder this job can create and write, got '$value'" >&2
+    exit 2
+  fi
+}

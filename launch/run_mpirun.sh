@@ -21,6 +21,7 @@ NODE_TIMEOUT=${NODE_TIMEOUT:-30}       # seconds without a heartbeat before a ra
 need_int NPROC 1 1000000
 need_int CLUSTER_TIMEOUT 1
 need_int NODE_TIMEOUT 1
+need_dir LOG_DIR
 if [[ -n "${MASTER_PORT:-}" ]]; then need_int MASTER_PORT 1024 65535; fi
 export CLUSTER_TIMEOUT LOG_DIR MS_NODE_TIMEOUT=$NODE_TIMEOUT
 

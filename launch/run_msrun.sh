@@ -29,11 +29,17 @@ need_int MASTER_PORT 1024 65535
 need_int CLUSTER_TIMEOUT 1
 need_int NODE_TIMEOUT 1
 need_choice BIND_CORE auto true false
+need_dir LOG_DIR
 case "$TAIL_WORKER_LOG" in
   first) tail_ranks=$((NODE_RANK * NPROC)) ;;
   -1) tail_ranks=$(seq $((NODE_RANK * NPROC)) $((NODE_RANK * NPROC + NPROC - 1))) ;;
   none) tail_ranks='' ;;
-  *) need_int TAIL_WORKER_LOG 0; tail_ranks=$TAIL_WORKER_LOG ;;
+  *) if ! [[ "$TAIL_WORKER_LOG" =~ ^[0-9]{1,9}$ ]]; then
+       echo "error: TAIL_WORKER_LOG must be first, a rank (a whole number >= 0), -1 or none," \
+         "got '$TAIL_WORKER_LOG'" >&2
+       exit 2
+     fi
+     tail_ranks=$TAIL_WORKER_LOG ;;
 esac
 if ! MASTER_ADDR=$(python -m train.cluster resolve "$MASTER_ADDR"); then exit 2; fi
 export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (scheduler and workers)

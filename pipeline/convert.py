@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pipeline.files import FORMATS, DataError, NpyWriter, read_chunks
+from pipeline.files import FORMATS, DataError, NpyWriter, validated_chunks
 
 
 class _CsvWriter:
@@ -52,7 +55,7 @@ class _NpzWriter:
     """x and y through a temporary .npy (np.savez needs whole arrays: it maps the table)."""
 
     def __init__(self, path: Path, names: list[str]) -> None:
-        self.path, self.tmp = path, path.with_name(f".{path.name}.{os.getpid()}.npy")
+        self.path, self.tmp = path, path.with_name(f".{path.name}.table.npy")
         self.npy = NpyWriter(self.tmp, len(names))
 
     def write(self, rows: np.ndarray) -> None:
@@ -66,55 +69,72 @@ class _NpzWriter:
         self.tmp.unlink()
 
 
-def convert(src: Path, dst: Path, target: str = "") -> int:
-    """Write src's rows to dst in dst's format; the number of rows."""
-    if dst.suffix.lower() not in FORMATS:
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2, without the usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def convert(src: Path, dst: Path, target: str = "", drop_nonfinite: bool = False) -> int:
+    """Write src's rows to dst in dst's format; the number of rows. The rows pass the checks
+    training makes (`validated_chunks`); dst appears only complete, and an existing dst is
+    untouched until then."""
+    kind = dst.suffix.lower()
+    if kind not in FORMATS:
         raise DataError(f"{dst}: unknown output format {dst.suffix or '(no extension)'}; "
                         f"accepted: {', '.join(FORMATS)}")
-    if dst.resolve() == src.resolve():
+    names, chunks = validated_chunks(src, target, drop_nonfinite, "input")
+    if dst.exists() and dst.resolve() == src.resolve():
         raise DataError(f"{dst} is the input file")
-    names, chunks = read_chunks(src, target)
-    kind = dst.suffix.lower()
-    # MindRecord records its own file name inside: it is written in place (and removed if the
-    # conversion fails); every other format appears under its name only when complete.
-    tmp = dst if kind == ".mindrecord" else dst.with_name(f".{dst.stem}.{os.getpid()}.tmp"
-                                                          f"{dst.suffix}")
-    if kind == ".mindrecord":
-        for part in (dst, Path(f"{dst}.db")):
-            part.unlink(missing_ok=True)
-    writer = (NpyWriter(tmp, len(names)) if kind == ".npy" else _CsvWriter(tmp, names)
-              if kind == ".csv" else _NpzWriter(tmp, names) if kind == ".npz"
-              else _MindRecordWriter(tmp, names))
-    rows = 0
+    # Everything is written into a private folder next to dst, then moved into place: a
+    # MindRecord file records its own name (it must keep it) and has a companion .db.
     try:
+        work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    except OSError as e:
+        raise DataError(f"{dst}: cannot write it ({e.strerror or e})") from None
+    try:
+        tmp = work / dst.name
+        writer = WRITERS[kind](tmp, names)
+        rows = 0
         for chunk in chunks:
             writer.write(chunk)
             rows += len(chunk)
         writer.close()
-        if tmp != dst:
-            tmp.replace(dst)
-    except BaseException:
-        for part in (tmp, Path(f"{tmp}.db")):
-            part.unlink(missing_ok=True)
-        raise
+        if kind == ".mindrecord":
+            os.replace(f"{tmp}.db", f"{dst}.db")
+        os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return rows
+
+
+WRITERS: dict[str, Any] = {".npy": lambda p, n: NpyWriter(p, len(n)), ".csv": _CsvWriter,
+                           ".npz": _NpzWriter, ".mindrecord": _MindRecordWriter}
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit 0, or 2 with one line."""
-    p = argparse.ArgumentParser(prog="python -m pipeline.convert",
-                                description=__doc__.split("\n")[0].split(": ", 1)[1])
+    summary = " ".join(__doc__.split("\n\n")[0].split())  # the docstring's first paragraph
+    p = _Parser(prog="python -m pipeline.convert", description=summary.split(": ", 1)[1])
     p.add_argument("src", type=Path, help="input: " + ", ".join(FORMATS))
     p.add_argument("dst", type=Path, help="output, by its extension")
     p.add_argument("--target", default="", help="the target column of a CSV input")
+    p.add_argument("--drop_nonfinite", action="store_true",
+                   help="drop rows holding NaN, inf or values beyond float32 (else refused)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        rows = convert(args.src, args.dst, args.target)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        rows = convert(args.src, args.dst, args.target, args.drop_nonfinite)
+    except DataError as e:  # one line, even for a file name holding a newline
+        print("error: " + str(e).replace("\n", "\\n"), file=sys.stderr)
         return 2
     except OSError as e:
         print(f"error: {args.dst}: cannot write it ({e.strerror or e})", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - MindSpore's MindRecord writer raises its own kinds
+        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        print(f"error: {args.dst}: cannot write it ({why})", file=sys.stderr)
         return 2
     print(f"{args.dst}: {rows} rows")
     return 0

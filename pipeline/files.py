@@ -49,8 +49,13 @@ import numpy as np
 
 FORMATS = (".npy", ".npz", ".csv", ".mindrecord")
 CACHE_ENV = "TRAIN_CACHE_DIR"
-CACHE_VERSION = 1
+# Part of every cache key: bumped when the checks or the conversion change, so that an entry a
+# release with weaker checks made is made again, not trusted.
+CACHE_VERSION = 2
 CHUNK = 1 << 18  # rows per streaming step
+# Unstandardized values must stay below this (train/config.py's bound for synthetic targets):
+# float32 training with room for the loss and the gradients.
+MAX_RAW = 1e15
 MAX_BLOCKS = 1 << 20
 HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file for its identity
 HUBER_TUNING = 1.345  # delta = 1.345 sigma: 95% efficiency under Gaussian noise (Huber, 1964)
@@ -145,7 +150,11 @@ def check_file(path: Path, what: str = "--data") -> None:
     if path.suffix.lower() not in FORMATS:
         raise DataError(f"{what} {path}: unknown format {path.suffix or '(no extension)'}; "
                         f"accepted: {', '.join(FORMATS)}")
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # a name longer than the file system allows, ...
+        raise DataError(f"{what} {path}: {e.strerror or e}") from None
+    if not exists:
         raise DataError(f"{what} {path}: no such file")
     if not path.is_file():
         raise DataError(f"{what} {path}: not a regular file")
@@ -220,11 +229,17 @@ def _npz_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray
 
 
 def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
-    with open(path, newline="", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         header = next(csv.reader(f), None)
     if not header or len(header) < 2:
         raise DataError(f"{path}: a CSV needs a header row naming at least two columns")
     names = [h.strip() for h in header]
+    if "" in names:
+        raise DataError(f"{path}: column {names.index('') + 1} of the header has no name; every "
+                        "column needs one")
+    if dups := sorted({n for n in names if names.count(n) > 1}):
+        raise DataError(f"{path}: the header names {', '.join(map(repr, dups))} more than once; "
+                        "every column needs a name of its own")
     if target and target not in names:
         raise DataError(f"{path}: no column {target!r} for --target; columns: "
                         f"{', '.join(names)}")
@@ -233,17 +248,22 @@ def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
 
 def _csv_locate(lines: list[str], first_row: int, names: list[str]) -> str:
     """The first cell that is not a number, or the first row of another length, by line."""
-    for i, row in enumerate(csv.reader(lines)):
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue  # blank lines are skipped, and still counted
+        row = next(csv.reader([line]))
         if len(row) != len(names):
-            return (f"row {first_row + i} has {len(row)} cells, the header "
+            return (f"line {first_row + i} has {len(row)} cells, the header "
                     f"{len(names)}")
         for j, cell in enumerate(row):
             try:
+                if "_" in cell:  # float() takes 1_000, the CSV reader does not
+                    raise ValueError(cell)
                 float(cell)
             except ValueError:
-                return (f"row {first_row + i}, column {j + 1} ({names[j]!r}): {cell.strip()!r} "
+                return (f"line {first_row + i}, column {j + 1} ({names[j]!r}): {cell.strip()!r} "
                         "is not a number")
-    return f"rows {first_row}-{first_row + len(lines) - 1} cannot be read"
+    return f"lines {first_row}-{first_row + len(lines) - 1} cannot be read"
 
 
 def _csv_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
@@ -251,22 +271,23 @@ def _csv_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray
     order = [j for j in range(len(names)) if j != t] + [t]
 
     def gen() -> Iterator[np.ndarray]:
-        with open(path, newline="", errors="replace") as f:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
             f.readline()
             row = 2  # file line of the first data row (the header is line 1)
             while True:
                 lines = [ln for ln in (f.readline() for _ in range(CHUNK)) if ln]
-                body = [ln for ln in lines if ln.strip()]
-                if not body:
+                if not lines:
                     return
-                try:
-                    a = np.loadtxt(io.StringIO("".join(body)), delimiter=",", ndmin=2,
-                                   dtype=np.float64)
-                except ValueError:
-                    raise DataError(f"{path}: {_csv_locate(body, row, names)}") from None
-                if a.shape[1] != len(names):
-                    raise DataError(f"{path}: {_csv_locate(body, row, names)}")
-                yield a[:, order]
+                body = [ln for ln in lines if ln.strip()]
+                if body:
+                    try:
+                        a = np.loadtxt(io.StringIO("".join(body)), delimiter=",", ndmin=2,
+                                       dtype=np.float64, quotechar='"')
+                    except ValueError:
+                        raise DataError(f"{path}: {_csv_locate(lines, row, names)}") from None
+                    if a.shape[1] != len(names):
+                        raise DataError(f"{path}: {_csv_locate(lines, row, names)}")
+                    yield a[:, order]
                 row += len(lines)
 
     return [names[j] for j in order], gen()
@@ -286,6 +307,8 @@ def _mindrecord_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.
         raise DataError(f"{path}: not a readable MindRecord file ({why[:120]})") from None
     if first is None or not {"x", "y"} <= first.keys():
         raise DataError(f"{path}: a MindRecord file needs fields x and y")
+    for name in ("x", "y"):
+        _numeric(np.asarray(first[name]).dtype, path, f"field {name}")
     features = int(np.asarray(first["x"]).size)
 
     def gen() -> Iterator[np.ndarray]:
@@ -310,10 +333,11 @@ READERS: dict[str, Callable[[Path, str], tuple[list[str], Iterator[np.ndarray]]]
     ".mindrecord": _mindrecord_chunks}
 
 
-def read_chunks(path: Path, target: str = "") -> tuple[list[str], Iterator[np.ndarray]]:
+def read_chunks(path: Path, target: str = "",
+                what: str = "--data") -> tuple[list[str], Iterator[np.ndarray]]:
     """Column names (features..., target) and the rows, streamed as float64 chunks."""
-    check_file(path)
-    return READERS[path.suffix.lower()](path, target)
+    check_file(path, what)
+    return _guarded(path, lambda: READERS[path.suffix.lower()](path, target))
 
 
 # --- the canonical table ---------------------------------------------------------------------
@@ -347,16 +371,67 @@ class NpyWriter:
         self.f.close()
 
 
-def _first_nonfinite(chunk: np.ndarray) -> int | None:
-    bad = ~np.isfinite(chunk).all(axis=1)
-    return int(np.argmax(bad)) if bad.any() else None
+F32_MAX = float(np.finfo(np.float32).max)
 
 
-def canonical(path: Path, target: str, drop_nonfinite: bool) -> tuple[Path, dict[str, Any]]:
+def _bad_cells(chunk: np.ndarray) -> np.ndarray:
+    """NaN, inf, or finite but beyond float32's range (inf in the table training reads)."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.abs(chunk) <= F32_MAX)
+
+
+def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = "--data",
+                     counts: dict[str, int] | None = None
+                     ) -> tuple[list[str], Iterator[np.ndarray]]:
+    """`read_chunks` with the checks every reader of a table needs: at least one feature, every
+    value a float32 number (else refused naming the first row, or the row dropped and counted
+    in `counts["dropped"]`), and a reader's own failure turned into one line."""
+    names, chunks = _guarded(path, lambda: read_chunks(path, target, what))
+    if len(names) < 2:
+        raise DataError(f"{path}: no feature columns (only the target); a table needs at "
+                        "least one feature and the target")
+    counts = counts if counts is not None else {}
+    counts.setdefault("rows", 0)
+    counts.setdefault("dropped", 0)
+
+    def gen() -> Iterator[np.ndarray]:
+        it = iter(chunks)
+        while (chunk := _guarded(path, lambda: next(it, None))) is not None:
+            bad = _bad_cells(chunk)
+            if bad.any():
+                row = int(np.argmax(bad.any(axis=1)))
+                if not drop_nonfinite:
+                    col = names[int(np.argmax(bad[row]))]
+                    raise DataError(f"{path}: row {counts['rows'] + counts['dropped'] + row + 1}"
+                                    f" of the data holds NaN, inf or a value beyond float32's "
+                                    f"range (column {col!r}); clean the file or pass "
+                                    "--drop_nonfinite")
+                keep = ~bad.any(axis=1)
+                counts["dropped"] += int((~keep).sum())
+                chunk = chunk[keep]
+            counts["rows"] += len(chunk)
+            yield chunk
+
+    return names, gen()
+
+
+def _guarded(path: Path, read: Callable[[], Any]) -> Any:
+    """`read()`, with whatever a malformed file makes a reader raise as one DataError."""
+    try:
+        return read()
+    except DataError:
+        raise
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
+        why = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot read it as {path.suffix} ({why})") from None
+
+
+def canonical(path: Path, target: str, drop_nonfinite: bool,
+              what: str = "--data") -> tuple[Path, dict[str, Any]]:
     """The float32 (rows, features + target) .npy training reads, and what is known of it:
     the file itself when it is one (after a validating pass), else a converted copy in the
     cache. Cached by identity and options: a second call (another rank) reads the record."""
-    check_file(path)
+    check_file(path, what)
     ident = identity(path)
     key = _key("table", ident, target, drop_nonfinite)
     meta_path = cache_dir() / f"{key}.json"
@@ -379,52 +454,39 @@ def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
 
 def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str
                 ) -> tuple[Path, dict[str, Any]]:
-    """The validating pass (and the conversion, when one is needed)."""
-    try:
-        return _pass(path, target, drop_nonfinite, key)
-    except DataError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: cannot read it as {path.suffix} ({str(e)[:100]})") from None
-
-
-def _pass(path: Path, target: str, drop_nonfinite: bool, key: str
-          ) -> tuple[Path, dict[str, Any]]:
-    meta_path = cache_dir() / f"{key}.json"
-    ident = identity(path)
-    names, chunks = read_chunks(path, target)
+    """The validating pass, and the conversion when one is needed (a float32 .npy is mapped
+    as it is, unless rows must be dropped)."""
     direct = path.suffix.lower() == ".npy" and _is_float32_c(path)
+    if direct:
+        counts: dict[str, int] = {}
+        names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts)
+        for _ in chunks:
+            pass
+        if not counts["dropped"]:
+            return _record(path, key, str(path.resolve()), names, counts)
+        # rows to drop: the file cannot be mapped as it is, a cleaned copy after all
     out = cache_dir() / f"{key}.npy"
-    writer = None if direct else _writer(out, len(names))
-    rows = dropped = 0
+    counts = {}
+    names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts)
+    writer = _writer(out, len(names))
     try:
         for chunk in chunks:
-            bad = _first_nonfinite(chunk)
-            if bad is not None:
-                if not drop_nonfinite:
-                    col = names[int(np.argmax(~np.isfinite(chunk[bad])))]
-                    raise DataError(f"{path}: row {rows + bad + 1} holds NaN or inf (column "
-                                    f"{col!r}); clean the file or pass --drop_nonfinite")
-                keep = np.isfinite(chunk).all(axis=1)
-                dropped += int((~keep).sum())
-                chunk = chunk[keep]
-                if direct:  # the file cannot be mapped as it is: convert after all
-                    return _convert_dropping(path, target, key)
-            rows += len(chunk)
-            if writer is not None:
-                writer.write(chunk)
-    except BaseException:
-        if writer is not None:
-            writer.f.close()
-            out.unlink(missing_ok=True)
-        raise
-    if writer is not None:
+            writer.write(chunk)
         writer.close()
         writer.path.replace(out)  # under the entry's lock: no reader has it mapped yet
-    meta = {"table": str(path.resolve()) if direct else str(out), "rows": rows,
-            "columns": names, "dropped_nonfinite": dropped, "source": ident}
-    _write_json(meta_path, meta)
-    return Path(meta["table"]), meta
+    except BaseException:
+        writer.f.close()
+        writer.path.unlink(missing_ok=True)
+        raise
+    return _record(path, key, str(out), names, counts)
+
+
+def _record(path: Path, key: str, table: str, names: list[str], counts: dict[str, int]
+            ) -> tuple[Path, dict[str, Any]]:
+    meta = {"table": table, "rows": counts["rows"], "columns": names,
+            "dropped_nonfinite": counts["dropped"], "source": identity(path)}
+    _write_json(cache_dir() / f"{key}.json", meta)
+    return Path(table), meta
 
 
 def _writer(out: Path, columns: int) -> NpyWriter:
@@ -434,25 +496,6 @@ def _writer(out: Path, columns: int) -> NpyWriter:
     except OSError as e:
         raise DataError(f"cannot write the data cache {out.parent} ({e.strerror or e}); set "
                         f"{CACHE_ENV} to a folder you can write") from None
-
-
-def _convert_dropping(path: Path, target: str, key: str) -> tuple[Path, dict[str, Any]]:
-    """A float32 .npy with non-finite rows and --drop_nonfinite: a cleaned copy."""
-    names, chunks = read_chunks(path, target)
-    out = cache_dir() / f"{key}.npy"
-    writer = _writer(out, len(names))
-    rows = dropped = 0
-    for chunk in chunks:
-        keep = np.isfinite(chunk).all(axis=1)
-        dropped += int((~keep).sum())
-        writer.write(chunk[keep])
-        rows += int(keep.sum())
-    writer.close()
-    writer.path.replace(out)
-    meta = {"table": str(out), "rows": rows, "columns": names, "dropped_nonfinite": dropped,
-            "source": identity(path)}
-    _write_json(cache_dir() / f"{key}.json", meta)
-    return out, meta
 
 
 def _is_float32_c(path: Path) -> bool:
@@ -676,8 +719,11 @@ class FileSource:
         table = _map(table_path, path)
         eval_table, eval_id = None, None
         if cfg.eval_data:
-            eval_path, eval_meta = canonical(Path(cfg.eval_data), cfg.target, cfg.drop_nonfinite)
+            eval_path, eval_meta = canonical(Path(cfg.eval_data), cfg.target,
+                                             cfg.drop_nonfinite, "--eval_data")
             eval_table, eval_id = _map(eval_path, Path(cfg.eval_data)), eval_meta["source"]
+            if len(eval_table) == 0:
+                raise DataError(f"--eval_data {cfg.eval_data} holds no rows")
             if eval_table.shape[1] != table.shape[1]:
                 raise DataError(f"--eval_data {cfg.eval_data} has {eval_table.shape[1] - 1} "
                                 f"feature(s), --data {cfg.data} {table.shape[1] - 1}")
@@ -699,6 +745,16 @@ class FileSource:
 
     def _check(self, path: Path) -> None:
         cfg, names = self.cfg, self.meta["columns"]
+        if not cfg.standardize:
+            big = float(np.max(np.abs([*self.lo, *self.hi]), initial=0.0))
+            if big >= MAX_RAW:
+                raise DataError(f"{path}: values up to {big:.3g} are too large to train on as "
+                                f"they are (float32); they must stay below {MAX_RAW:.0e}, or "
+                                "pass --standardize true")
+        delta = self.loss_delta(cfg.delta)
+        if not np.float32(delta) >= np.finfo(np.float32).tiny:
+            raise DataError(f"--delta {cfg.delta} is {delta:.3g} in standardized units, which "
+                            "float32 cannot hold; give a larger --delta")
         if cfg.standardize:
             flat = [names[j] for j, s in enumerate(self.std) if not s > 0]
             if flat:

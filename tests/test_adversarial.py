@@ -169,6 +169,29 @@ def test_no_good_checkpoint_is_exit_2_and_changes_nothing(good_run, tmp_path):
     assert snapshot(run) == before
 
 
+def test_a_changed_model_is_refused_by_name_not_as_unusable_checkpoints(good_run, tmp_path):
+    run = copy_run(good_run, tmp_path)
+    before = snapshot(run)
+    r = train_cli(["--out", "run", "--resume", "--hidden", "4", "--dry_run"], tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: cannot resume: the config differs from the checkpoint's in hidden '' -> '4'"]
+    assert snapshot(run) == before
+
+
+def test_a_resumed_file_run_takes_data_options_without_repeating_data(tmp_path):
+    rows = "".join(f"{i % 17},{2 * (i % 17) + 3}\n" for i in range(200))
+    (tmp_path / "d.csv").write_text("a,y\n" + rows)
+    job = ["--data", "d.csv", "--epochs", "1", "--batch_size", "16", "--log_every", "5"]
+    r = train_cli([*job, "--out", "run", "--ckpt_every", "5"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    # the run's own config holds --data: a data option alone completes it
+    r = train_cli(["--out", "run", "--resume", "--drop_nonfinite", "false", "--epochs", "2",
+                   "--dry_run"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "# resume: from checkpoint step 11" in r.stdout
+
+
 def test_output_files_are_strict_json(good_run):
     for name in ("summary.json", "run.json"):
         strict_json(good_run / name)

@@ -85,6 +85,8 @@ def test_bad_yaml(tmp_path, text, match):
     (["--outlier_fraction", "1"], r"outlier_fraction must be in \[0, 1\)"),
     (["--momentum", "1"], "momentum"),
     (["--lr", "nan"], "lr must be a finite number"),
+    (["--lr", "1e-40"], r"lr must be > 0 \(at least 1.2e-38"),  # 0 in float32: nothing learned
+    (["--delta", "1e-50"], r"delta must be > 0 \(at least 1.2e-38"),
     (["--device", "TPU"], "device must be one of CPU, Ascend, GPU, got 'TPU'"),
     (["--loss", "l1"], "loss must be one of huber, mse, got 'l1'"),
     (["--lr", "x"], "--lr: expected a number, got 'x'"),

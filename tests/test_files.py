@@ -4,6 +4,8 @@ statistics and their cache, the units."""
 
 import csv
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +64,37 @@ def test_csv_npy_npz_and_mindrecord_give_the_same_table(tmp_path, sensors):
         np.testing.assert_array_equal(got[ext][1], got[".csv"][1])
 
 
+def test_a_failed_conversion_leaves_an_existing_output_alone(tmp_path, sensors):
+    from pipeline.convert import convert, main
+
+    path, _ = sensors
+    out = tmp_path / "out"
+    out.mkdir()
+    for ext in (".mindrecord", ".npz", ".npy", ".csv"):
+        assert convert(path, out / f"t{ext}") == 1000
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = bad_csv(tmp_path, "a,b,y\n1,2,3\n4,oops,6\n")
+    for ext in (".mindrecord", ".npz", ".npy", ".csv"):
+        assert main([str(bad), str(out / f"t{ext}")]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary left either
+
+
+@pytest.mark.parametrize("args,message", [
+    (["t.npy", "o.csv"], "t.npy: cannot read it as .npy"),
+    (["good.csv", "missing/o.mindrecord"], "missing/o.mindrecord: cannot write it"),
+    (["good.csv", "o.npy", "--bogus"], "unrecognized arguments: --bogus"),
+    ([], "the following arguments are required: src, dst"),
+])
+def test_convert_refusals_are_one_line(tmp_path, args, message):
+    truncated_npy(tmp_path)
+    put(tmp_path / "good.csv", "a,y\n1,2\n")
+    r = run([sys.executable, "-m", "pipeline.convert", *args], tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.csv", "t.npy"]
+
+
 def test_the_target_column_is_chosen_by_name(tmp_path, sensors):
     path, rows = sensors
     src, cfg = open_(path, target="temp")
@@ -87,11 +120,12 @@ BAD = {
     "unknown extension": (lambda t: put(t / "d.parquet", "x"), {},
                           "unknown format .parquet; accepted: .npy, .npz, .csv, .mindrecord"),
     "not a number": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,oops,6\n"), {},
-                     "row 3, column 2 ('b'): 'oops' is not a number"),
+                     "line 3, column 2 ('b'): 'oops' is not a number"),
     "unequal rows": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,5\n"), {},
-                     "row 3 has 2 cells, the header 3"),
+                     "line 3 has 2 cells, the header 3"),
     "NaN": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,nan,6\n"), {},
-            "row 2 holds NaN or inf (column 'b'); clean the file or pass --drop_nonfinite"),
+            "row 2 of the data holds NaN, inf or a value beyond float32's range (column 'b'); "
+            "clean the file or pass --drop_nonfinite"),
     "no such target": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n"), {"target": "z"},
                        "no column 'z' for --target; columns: a, b, y"),
     "constant column": (lambda t: bad_csv(t, "a,b,y\n" + "".join(
@@ -109,23 +143,72 @@ BAD = {
                         or t / "z.npz", {}, "x must be (rows, features) and y (rows,)"),
     "broken npy": (lambda t: put(t / "b.npy", b"\x93NUMPY garbage"), {},
                    "not a valid .npy file"),
+    "npy shorter than its header says": (lambda t: truncated_npy(t), {},
+                                         "cannot read it as .npy"),
+    "beyond float32": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,1e39,6\n"), {},
+                       "row 2 of the data holds NaN, inf or a value beyond float32's range "
+                       "(column 'b')"),
+    "no features": (lambda t: np.savez(t / "z.npz", x=np.ones((5, 0)), y=np.ones(5))
+                    or t / "z.npz", {}, "no feature columns (only the target)"),
+    "duplicate column names": (lambda t: bad_csv(t, "a,a,y\n1,2,3\n"), {"target": "a"},
+                               "the header names 'a' more than once"),
+    "unnamed column": (lambda t: bad_csv(t, "a,,y\n1,2,3\n"), {},
+                       "column 2 of the header has no name"),
+    "underscore in a number": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,1_000,6\n"), {},
+                               "line 3, column 2 ('b'): '1_000' is not a number"),
+    "name too long": (lambda t: t / ("a" * 300 + ".csv"), {}, "File name too long"),
+    "empty --eval_data": (lambda t: bad_csv(t, "a,y\n" + "".join(f"{i},{i}\n" for i in range(99)))
+                          and put(t / "e.csv", "a,y\n") and t / "bad.csv",
+                          {"eval_data": "{t}/e.csv"}, "e.csv holds no rows"),
+    "huge values unstandardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
+        f"{i},{i * 1e16}\n" for i in range(99))), {"standardize": False},
+        "values up to 9.8e+17 are too large to train on as they are"),
+    "delta that vanishes when standardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
+        f"{i},{i * 100}\n" for i in range(99))), {"delta": 1e-37},
+        "in standardized units, which float32 cannot hold"),
 }
+
+
+def truncated_npy(t):
+    np.save(t / "t.npy", np.ones((100, 3), np.float32))
+    (t / "t.npy").write_bytes((t / "t.npy").read_bytes()[:-40])
+    return t / "t.npy"
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_data_is_one_clear_error(tmp_path, case):
     make, kw, message = BAD[case]
     path = make(tmp_path)
+    kw = {k: v.format(t=tmp_path) if isinstance(v, str) else v for k, v in kw.items()}
     with pytest.raises(DataError) as e:
         open_(path, **kw)
     assert message in str(e.value) and "\n" not in str(e.value)
+    # a refused pass leaves nothing in the cache but its records (no half-written table)
+    assert not [p.name for p in Path(files.cache_dir()).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_csv_may_start_with_a_byte_order_mark_and_quote_its_numbers(tmp_path):
+    path = put(tmp_path / "q.csv", '\ufeffa,b,y\n"1","2",3\n4,"5.5",6\n'.encode())
+    names, chunks = files.read_chunks(path, "a")
+    assert names == ["b", "y", "a"]
+    assert np.concatenate(list(chunks)).tolist() == [[2, 3, 1], [5.5, 6, 4]]
+
+
+def test_blank_lines_count_in_line_numbers_and_never_end_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "CHUNK", 1)  # a chunk of nothing but a blank line, mid-file
+    path = bad_csv(tmp_path, "a,b,y\n1,2,3\n\n\n4,5,6\n7,8,9\n")
+    names, chunks = files.read_chunks(path, "")
+    assert np.concatenate(list(chunks)).tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    path.write_text("a,b,y\n1,2,3\n\n\n4,oops,6\n")
+    with pytest.raises(DataError, match="line 5, column 2"):
+        list(files.read_chunks(path, "")[1])
 
 
 def test_non_finite_rows_can_be_dropped_and_are_counted(tmp_path):
     rows = table(200)
     rows[[3, 50], 1] = [np.nan, np.inf]
     np.save(tmp_path / "d.npy", rows.astype(np.float32))
-    with pytest.raises(DataError, match="row 4 holds NaN or inf"):
+    with pytest.raises(DataError, match="row 4 of the data holds NaN, inf"):
         open_(tmp_path / "d.npy")
     src, _ = open_(tmp_path / "d.npy", drop_nonfinite=True)
     assert src.meta["rows"] == 198 and src.meta["dropped_nonfinite"] == 2
@@ -199,5 +282,5 @@ def test_the_launchers_refuse_bad_data_before_starting(tmp_path, port):
     r = run(["bash", str(LAUNCH / "run_msrun.sh"), "--data", str(bad), "--out", "o"], tmp_path,
             NPROC="2", MASTER_PORT=str(port), LOG_DIR=str(tmp_path / "logs"))
     assert r.returncode == 2
-    assert r.stderr.strip() == f"error: {bad}: row 3, column 2 ('b'): 'oops' is not a number"
+    assert r.stderr.strip() == f"error: {bad}: line 3, column 2 ('b'): 'oops' is not a number"
     assert not (tmp_path / "logs").exists() and not (tmp_path / "o").exists()

@@ -113,12 +113,15 @@ def test_wrong_world_size_is_refused_before_starting(tmp_path, port, launcher):
     ("msrun", "NODE_TIMEOUT", "abc", "NODE_TIMEOUT must be a whole number >= 1, got 'abc'"),
     ("msrun", "NODE_RANK", "2", "NODE_RANK must be a whole number in 0-0, got '2'"),
     ("msrun", "BIND_CORE", "maybe", "BIND_CORE must be one of auto true false"),
+    ("msrun", "TAIL_WORKER_LOG", "foo", "TAIL_WORKER_LOG must be first, a rank"),
+    ("msrun", "LOG_DIR", "/dev/null/logs", "LOG_DIR must be a folder this job can create"),
     ("msrun", "MASTER_ADDR", "no.such.host.invalid", "MASTER_ADDR 'no.such.host.invalid' does "
                                                      "not resolve"),
     ("mpirun", "NPROC", "-1", "NPROC must be a whole number in 1-1000000, got '-1'"),
     ("mpirun", "MASTER_PORT", "abc", "MASTER_PORT must be a whole number in 1024-65535"),
     ("mpirun", "MASTER_ADDR", "no.such.host.invalid", "does not resolve to an IPv4 address"),
     ("mpirun", "MASTER_IFACE", "nope9", "MASTER_IFACE 'nope9' is not an interface"),
+    ("mpirun", "LOG_DIR", "/dev/null/logs", "LOG_DIR must be a folder this job can create"),
 ])
 def test_bad_launcher_variables_are_one_line(tmp_path, port, launcher, var, value, message):
     r = msrun(TINY, tmp_path, port, **{var: value}) if launcher == "msrun" \

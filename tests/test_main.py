@@ -55,6 +55,7 @@ BAD = [
     (["--amp_level", "O2", "--amp_dtype", "bfloat16"], "--amp_dtype bfloat16 does not run on CPU"),
     (["--batch_size", "100000000", "--features", "50"], "GiB of host memory per rank"),
     (["--eval_size", "2000000000"], "GiB of host memory per rank"),
+    (["--data", "two\nlines.csv"], "--data two\\nlines.csv: no such file"),  # still one line
 ]
 
 

@@ -23,7 +23,8 @@ def test_verify_refuses_bad_input(tmp_path):
     r = run([sys.executable, "-m", "train.verify", "--world_size", "1"], tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == "error: --world_size must be >= 2, got 1"
     r = run([sys.executable, "-m", "train.verify", "--lr", "0"], tmp_path)
-    assert r.returncode == 2 and r.stderr.strip() == "error: lr must be > 0, got 0.0"
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: lr must be > 0 (at least 1.2e-38, float32's smallest normal number), got 0.0")
     r = run([sys.executable, "-m", "train.verify", "--dry_run"], tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == \
         "error: --dry_run is decided by train.verify itself"

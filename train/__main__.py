@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.checkpoint import CheckpointError
     from train.config import ConfigError
     from train.faults import FaultError
-    from train.output import IO_EXIT, OutputError
+    from train.output import IO_EXIT, OutputError, one_line
     from train.plan import RunPlan
 
     if os.environ.get("MS_ROLE"):
@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         if plan.launch != "single":
             plan.prepare_on_ranks(cluster)  # rank 0 owns the folder and shares its decisions
     except (ConfigError, cl.ClusterError, CheckpointError, FaultError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except OutputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return IO_EXIT
     return _train(plan, cluster, stop)
 
@@ -59,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
 def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
     """2. Output and training; a failure names this rank and takes the whole job down."""
     from train.loop import Trainer
-    from train.output import IO_EXIT, OutputError, RunOutput, run_record
+    from train.output import IO_EXIT, OutputError, RunOutput, one_line, run_record
     from train.stop import Preempted
 
     cfg = plan.cfg
     try:
         out = RunOutput(plan.out_dir, cluster.rank, cluster.is_main, cfg.quiet)
     except OutputError as e:
-        print(f"error: rank {cluster.rank}: {e}", file=sys.stderr)
+        print(f"error: rank {cluster.rank}: {one_line(e)}", file=sys.stderr)
         return IO_EXIT
     try:
         plan.start_output(out, cluster)

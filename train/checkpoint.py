@@ -271,20 +271,20 @@ class CheckpointDir:
                     p.stem not in kept):
                 p.unlink(missing_ok=True)
 
-    def load(self, step: int, manifest: Path, layout: dict[str, tuple[tuple, str]]
-             ) -> Checkpoint:
+    def load(self, step: int, manifest: Path, layout: dict[str, tuple[tuple, str]],
+             fingerprint: dict[str, Any] | None = None) -> Checkpoint:
         """Read and verify one checkpoint; `_Unusable` says what is wrong with it. Whatever a
         hostile file makes the parsers raise (a JSON nested 100k deep, a 400-digit integer, a
         tensor type NumPy lacks, an I/O error) is reported the same way."""
         try:
-            return self._load(step, manifest, layout)
-        except _Unusable:
+            return self._load(step, manifest, layout, fingerprint)
+        except (_Unusable, CheckpointError):
             raise
         except Exception as e:  # noqa: BLE001 - data from outside: any failure means unusable
             raise _Unusable(f"{type(e).__name__}: {str(e)[:100]}") from None
 
-    def _load(self, step: int, manifest: Path, layout: dict[str, tuple[tuple, str]]
-              ) -> Checkpoint:
+    def _load(self, step: int, manifest: Path, layout: dict[str, tuple[tuple, str]],
+              fingerprint: dict[str, Any] | None) -> Checkpoint:
         from safetensors import SafetensorError
         from safetensors.numpy import load as st_load
 
@@ -309,6 +309,8 @@ class CheckpointDir:
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise _Unusable("malformed sha256")
         state = _check_state(body.get("state"), version)
+        if fingerprint is not None:  # another config (e.g. --hidden) would misread its tensors
+            check_fingerprint(state["fingerprint"], fingerprint)
         # Bound the read by what this model's tensors can take (plus a generous header).
         limit = 2 * sum(4 * int(np.prod(s)) for s, _ in layout.values()) + (1 << 20)
         raw = _read_regular(self.dir / body["file"], limit)
@@ -325,9 +327,11 @@ class CheckpointDir:
         return Checkpoint(step, tensors, state, manifest, version)
 
     def latest(self, layout: dict[str, tuple[tuple, str]], warn: Callable[[str], None],
-               only_step: int | None = None) -> Checkpoint | None:
+               only_step: int | None = None,
+               fingerprint: dict[str, Any] | None = None) -> Checkpoint | None:
         """The newest checkpoint that verifies (warning about each bad newer one); None if the
-        folder has none at all; CheckpointError if it has some but none is usable."""
+        folder has none at all; CheckpointError if it has some but none is usable, or (given
+        `fingerprint`) if a well-formed one belongs to another config."""
         manifests = self.manifests(warn)
         if only_step is not None:
             manifests = [(s, p) for s, p in manifests if s == only_step]
@@ -335,7 +339,7 @@ class CheckpointDir:
             return None
         for step, path in manifests:
             try:
-                return self.load(step, path, layout)
+                return self.load(step, path, layout, fingerprint)
             except _Unusable as e:
                 warn(f"checkpoint {path.name} is unusable ({e}); trying an older one")
         raise CheckpointError(f"all {len(manifests)} checkpoints in {self.dir} are unusable; "
@@ -347,10 +351,9 @@ def resume_from(run_dir: Path, layout: dict[str, tuple[tuple, str]], current_fp:
     """The checkpoint `--resume` continues from: the newest good one, or None (a run folder
     without checkpoints starts from step 0). CheckpointError if it belongs to another config
     or lies past the configured number of steps."""
-    ckpt = CheckpointDir(run_dir).latest(layout, warn)
+    ckpt = CheckpointDir(run_dir).latest(layout, warn, fingerprint=current_fp)
     if ckpt is None:
         return None
-    check_fingerprint(ckpt.state["fingerprint"], current_fp)
     if ckpt.step > total_steps:
         raise CheckpointError(f"cannot resume: the checkpoint is at step {ckpt.step}, past the "
                               f"{total_steps} steps configured (raise --epochs)")

@@ -67,7 +67,7 @@ class Config:
     # --- data ---
     data: str = _f("", "a file of rows (.npy, .npz, .csv, .mindrecord); empty = the synthetic "
                        "y = x·w + b + noise source")
-    target: str = _f("", "target column of a CSV file (default: the last column)")
+    target: str = _f("", "target column of a CSV file; empty = the last column")
     eval_fraction: float = _f(0.1, "share of the file's rows held out for evaluation, chosen "
                                    "by the seed; 0 = every row trains")
     eval_data: str = _f("", "a separate file of held-out rows (instead of --eval_fraction)")
@@ -124,7 +124,8 @@ class Config:
                            "host path")
     # --- output ---
     log_every: int = _f(50, "write a metrics line every this many optimizer steps")
-    out: str = _f("", "run folder; empty means runs/<time>-<pid>. Must be new or empty, "
+    out: str = _f("", "run folder; empty means runs/<time>-<hex> (hex: rank 0's pid, 4 "
+                      "digits). Must be new or empty, "
                       "except with --resume")
     quiet: bool = _f(False, "no progress bar (epoch lines and files are written all the same)")
     dry_run: bool = _f(False, "check the config, the data and the launch environment, print "
@@ -222,9 +223,11 @@ def _check_ranges(cfg: Config) -> None:
         _check(getattr(cfg, name) >= 0, name, "an integer >= 0", getattr(cfg, name))
     _check(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
     _check(cfg.world_size >= 0, "world_size", "0 (any) or the number of ranks", cfg.world_size)
-    _check(cfg.lr > 0, "lr", "> 0", cfg.lr)
+    # float32 is what the step computes in: a smaller value rounds to 0 (or a denormal) there
+    tiny = f"> 0 (at least {_F32_TINY:.2g}, float32's smallest normal number)"
+    _check(cfg.lr >= _F32_TINY, "lr", tiny, cfg.lr)
     _check(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)
-    _check(cfg.delta is None or cfg.delta > 0, "delta", "> 0", cfg.delta)
+    _check(cfg.delta is None or cfg.delta >= _F32_TINY, "delta", tiny, cfg.delta)
     _check(cfg.clip_norm >= 0, "clip_norm", ">= 0 (0 = off)", cfg.clip_norm)
     _check(cfg.noise_std >= 0, "noise_std", ">= 0", cfg.noise_std)
     _check(0 <= cfg.outlier_fraction < 1, "outlier_fraction", "in [0, 1)", cfg.outlier_fraction)
@@ -251,6 +254,7 @@ def _check_ranges(cfg: Config) -> None:
 
 # float32 squares stay finite below ~1.8e19: refuse synthetic rows whose errors could not.
 _MAX_Y = 1e15
+_F32_TINY = 1.1754944e-38  # np.finfo(np.float32).tiny
 
 
 def _check_magnitudes(cfg: Config) -> None:
@@ -396,10 +400,10 @@ def build_parser(prog: str = "python -m train", description: str | None = None) 
 
 
 def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
-                 base: dict[str, Any] | None = None, warn: Any = None,
+                 base: dict[str, Any] | None = None, warn: Any = None, check: bool = True,
                  **overrides: Any) -> tuple[Config, argparse.Namespace]:
-    """defaults < `base` < YAML < `overrides` < flags; returns the validated config and flags.
-    `ns.given` holds the keys set by YAML, overrides or flags (not by `base`)."""
+    """defaults < `base` < YAML < `overrides` < flags; returns the validated (unless not
+    `check`) config and flags. `ns.given` holds the keys set by YAML, overrides or flags."""
     parser = parser or build_parser()
     ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
     values: dict[str, Any] = dict(base or {})
@@ -414,7 +418,7 @@ def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
         cfg = Config(**values)
     except TypeError as e:  # a base (a saved config.yaml) with a key this release lacks
         raise ConfigError(f"config: {e}") from None
-    return validate(cfg, ns.given), ns
+    return (validate(cfg, ns.given) if check else cfg), ns
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -118,6 +118,11 @@ def _step_of(line: str) -> float:
         return float("inf")
 
 
+def one_line(msg: object) -> str:
+    """An error message as the one line the contract promises (a file name may hold a newline)."""
+    return str(msg).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def default_out_dir(stamp: int) -> str:
     """runs/<YYYYmmdd-HHMMSS>-<xxxx> from `unix_time << 16 | pid`, a value every rank shares."""
     when = time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp >> 16))
@@ -191,7 +196,7 @@ class RunOutput:
     def error(self, msg: str) -> None:
         """A failure: every rank's log and stderr (a failed worker must say who it is)."""
         self.log.error(msg)
-        _say(f"error: {msg}", sys.stderr)
+        _say(f"error: {one_line(msg)}", sys.stderr)
 
     def stopped(self, msg: str) -> None:
         """A stop at a safe point: every rank's log and stderr (`stopped: ...`, which the

@@ -18,7 +18,7 @@ from typing import Any
 from train import checkpoint as ck
 from train import cluster as cl
 from train import rundir
-from train.config import Config, ConfigError, load_yaml, parse_config
+from train.config import Config, ConfigError, load_yaml, parse_config, validate
 from train.faults import Faults, from_env
 from train.model import state_layout
 from train.output import default_out_dir, warn
@@ -53,12 +53,16 @@ class RunPlan:
             warnings.append(msg)
             warn(msg)
 
-        cfg, _ = parse_config(argv, warn=note)
-        if cfg.resume:  # the run's own config is the base; flags (e.g. --epochs) override it
+        # A resumed run's own config is the base and flags (e.g. --epochs) override it, so the
+        # flags alone are checked only together with it (`--resume --target b` is complete).
+        cfg, ns = parse_config(argv, warn=note, check=False)
+        if cfg.resume is True and isinstance(cfg.out, str) and cfg.out:
             if rundir.kind(Path(cfg.out)) != "run":
                 rundir.check(Path(cfg.out), resume=True)  # "holds no run to continue"
             base = load_yaml(str(Path(cfg.out) / rundir.CONFIG), warn=note)
             cfg, _ = parse_config(argv, base=base, warn=note)
+        else:
+            cfg = validate(cfg, ns.given)
         faults = from_env()
         launch, world = cl.check_launch(cfg.world_size)
         cl.probe_device(cfg.device)
