@@ -43,7 +43,8 @@ preflight() {
 need_dir() {
   local name=$1 value=${!1-} p
   p=$value
-  while [[ -n "$p" && ! -e "$p" ]]; do p=$(dirname -- "$p"); done
+  while [[ "$p" == */ && "$p" != / ]]; do p=${p%/}; done  # `afile/` names the file afile
+  while [[ -n "$p" && ! -e "$p" && ! -L "$p" ]]; do p=$(dirname -- "$p"); done
   if [[ -z "$value" || ! -d "$p" || ! -w "$p" ]]; then
     echo "error: $name must be a folder this job can create and write, got '$value'" >&2
     exit 2

@@ -77,15 +77,16 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def convert(src: Path, dst: Path, target: str = "", drop_nonfinite: bool = False) -> int:
-    """Write src's rows to dst in dst's format; the number of rows. The rows pass the checks
-    training makes (`validated_chunks`); dst appears only complete, and an existing dst is
-    untouched until then."""
+def convert(src: Path, dst: Path, target: str = "", drop_nonfinite: bool = False,
+            counts: dict[str, Any] | None = None) -> int:
+    """Write src's rows to dst in dst's format; the number of rows (`counts` gets the rows
+    dropped). The rows pass the checks training makes (`validated_chunks`); dst appears only
+    complete, and an existing dst is untouched until then."""
     kind = dst.suffix.lower()
     if kind not in FORMATS:
         raise DataError(f"{dst}: unknown output format {dst.suffix or '(no extension)'}; "
                         f"accepted: {', '.join(FORMATS)}")
-    names, chunks = validated_chunks(src, target, drop_nonfinite, "input")
+    names, chunks = validated_chunks(src, target, drop_nonfinite, "input", counts)
     if dst.exists() and dst.resolve() == src.resolve():
         raise DataError(f"{dst} is the input file")
     # Everything is written into a private folder next to dst, then moved into place: a
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="drop rows holding NaN, inf or values beyond float32 (else refused)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        rows = convert(args.src, args.dst, args.target, args.drop_nonfinite)
+        counts: dict[str, Any] = {}
+        rows = convert(args.src, args.dst, args.target, args.drop_nonfinite, counts)
     except DataError as e:  # one line, even for a file name holding a newline
         print("error: " + str(e).replace("\n", "\\n"), file=sys.stderr)
         return 2
@@ -134,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as e:  # noqa: BLE001 - MindSpore's MindRecord writer raises its own kinds
         why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        print(f"error: {args.dst}: cannot write it ({why})", file=sys.stderr)
+        print(f"error: {args.src} -> {args.dst}: {why}", file=sys.stderr)
         return 2
-    print(f"{args.dst}: {rows} rows")
+    dropped = counts.get("dropped", 0)
+    print(f"{args.dst}: {rows} rows" + (f"; {dropped} rows with NaN, inf or values beyond "
+                                        "float32 dropped" if dropped else ""))
     return 0
 
 

@@ -381,11 +381,12 @@ def _bad_cells(chunk: np.ndarray) -> np.ndarray:
 
 
 def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = "--data",
-                     counts: dict[str, int] | None = None
+                     counts: dict[str, Any] | None = None
                      ) -> tuple[list[str], Iterator[np.ndarray]]:
     """`read_chunks` with the checks every reader of a table needs: at least one feature, every
     value a float32 number (else refused naming the first row, or the row dropped and counted
-    in `counts["dropped"]`), and a reader's own failure turned into one line."""
+    in `counts["dropped"]`), and a reader's own failure turned into one line. `counts` also
+    gets the rows kept and the largest magnitude (`max_abs`)."""
     names, chunks = _guarded(path, lambda: read_chunks(path, target, what))
     if len(names) < 2:
         raise DataError(f"{path}: no feature columns (only the target); a table needs at "
@@ -393,6 +394,7 @@ def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = 
     counts = counts if counts is not None else {}
     counts.setdefault("rows", 0)
     counts.setdefault("dropped", 0)
+    counts.setdefault("max_abs", 0.0)
 
     def gen() -> Iterator[np.ndarray]:
         it = iter(chunks)
@@ -410,6 +412,8 @@ def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = 
                 counts["dropped"] += int((~keep).sum())
                 chunk = chunk[keep]
             counts["rows"] += len(chunk)
+            if len(chunk):
+                counts["max_abs"] = max(counts["max_abs"], float(np.abs(chunk).max()))
             yield chunk
 
     return names, gen()
@@ -458,7 +462,7 @@ def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str
     as it is, unless rows must be dropped)."""
     direct = path.suffix.lower() == ".npy" and _is_float32_c(path)
     if direct:
-        counts: dict[str, int] = {}
+        counts: dict[str, Any] = {}
         names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts)
         for _ in chunks:
             pass
@@ -481,10 +485,11 @@ def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str
     return _record(path, key, str(out), names, counts)
 
 
-def _record(path: Path, key: str, table: str, names: list[str], counts: dict[str, int]
+def _record(path: Path, key: str, table: str, names: list[str], counts: dict[str, Any]
             ) -> tuple[Path, dict[str, Any]]:
     meta = {"table": table, "rows": counts["rows"], "columns": names,
-            "dropped_nonfinite": counts["dropped"], "source": identity(path)}
+            "dropped_nonfinite": counts["dropped"], "max_abs": counts["max_abs"],
+            "source": identity(path)}
     _write_json(cache_dir() / f"{key}.json", meta)
     return Path(table), meta
 
@@ -701,6 +706,7 @@ class FileSource:
         self.dropped_last = split.train_rows - self.steps_per_epoch * self.global_batch
         self.mean, self.std = np.array(stats["mean"]), np.array(stats["std"])
         self.lo, self.hi = stats["min"], stats["max"]
+        self.max_abs = float(meta["max_abs"])  # of every row (the held-out ones too)
         std = bool(cfg.standardize)
         shift = self.mean.astype(np.float32) if std else None
         with np.errstate(divide="ignore"):  # a constant column is refused in _check()
@@ -717,11 +723,12 @@ class FileSource:
         path = Path(cfg.data)
         table_path, meta = canonical(path, cfg.target, cfg.drop_nonfinite)
         table = _map(table_path, path)
-        eval_table, eval_id = None, None
+        eval_table, eval_id, eval_max = None, None, 0.0
         if cfg.eval_data:
             eval_path, eval_meta = canonical(Path(cfg.eval_data), cfg.target,
                                              cfg.drop_nonfinite, "--eval_data")
             eval_table, eval_id = _map(eval_path, Path(cfg.eval_data)), eval_meta["source"]
+            eval_max = eval_meta["max_abs"]
             if len(eval_table) == 0:
                 raise DataError(f"--eval_data {cfg.eval_data} holds no rows")
             if eval_table.shape[1] != table.shape[1]:
@@ -740,13 +747,14 @@ class FileSource:
         if auto:
             cfg.delta = float(f"{stats['delta']:.6g}")
         source = cls(cfg, world, meta, table, split, stats, eval_table, eval_id, auto)
+        source.max_abs = max(source.max_abs, eval_max)
         source._check(path)
         return source
 
     def _check(self, path: Path) -> None:
         cfg, names = self.cfg, self.meta["columns"]
         if not cfg.standardize:
-            big = float(np.max(np.abs([*self.lo, *self.hi]), initial=0.0))
+            big = self.max_abs  # every row of the file(s), held-out ones included
             if big >= MAX_RAW:
                 raise DataError(f"{path}: values up to {big:.3g} are too large to train on as "
                                 f"they are (float32); they must stay below {MAX_RAW:.0e}, or "

@@ -79,6 +79,17 @@ def test_a_failed_conversion_leaves_an_existing_output_alone(tmp_path, sensors):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary left either
 
 
+def test_convert_can_drop_bad_rows_and_says_how_many(tmp_path, capsys):
+    from pipeline.convert import main
+
+    bad = bad_csv(tmp_path, "a,b,y\n1,2,3\n4,nan,6\n7,8,1e39\n9,9,9\n")
+    assert main([str(bad), str(tmp_path / "c.npy")]) == 2  # refused, as training would
+    assert main([str(bad), str(tmp_path / "c.npy"), "--drop_nonfinite"]) == 0
+    out = capsys.readouterr().out
+    assert "2 rows; 2 rows with NaN, inf or values beyond float32 dropped" in out
+    assert np.load(tmp_path / "c.npy").tolist() == [[1, 2, 3], [9, 9, 9]]
+
+
 @pytest.mark.parametrize("args,message", [
     (["t.npy", "o.csv"], "t.npy: cannot read it as .npy"),
     (["good.csv", "missing/o.mindrecord"], "missing/o.mindrecord: cannot write it"),
@@ -163,6 +174,9 @@ BAD = {
     "huge values unstandardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
         f"{i},{i * 1e16}\n" for i in range(99))), {"standardize": False},
         "values up to 9.8e+17 are too large to train on as they are"),
+    "huge held-out values unstandardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
+        f"{i},{i}\n" for i in range(99))) and put(t / "e.csv", "a,y\n1,2e20\n") and t / "bad.csv",
+        {"standardize": False, "eval_data": "{t}/e.csv"}, "values up to 2e+20 are too large"),
     "delta that vanishes when standardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
         f"{i},{i * 100}\n" for i in range(99))), {"delta": 1e-37},
         "in standardized units, which float32 cannot hold"),
@@ -184,7 +198,9 @@ def test_bad_data_is_one_clear_error(tmp_path, case):
         open_(path, **kw)
     assert message in str(e.value) and "\n" not in str(e.value)
     # a refused pass leaves nothing in the cache but its records (no half-written table)
-    assert not [p.name for p in Path(files.cache_dir()).iterdir() if p.name.endswith(".tmp")]
+    cache = Path(files.cache_dir())
+    left = [p.name for p in cache.iterdir() if p.name.endswith(".tmp")] if cache.exists() else []
+    assert not left
 
 
 def test_a_csv_may_start_with_a_byte_order_mark_and_quote_its_numbers(tmp_path):

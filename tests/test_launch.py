@@ -115,6 +115,7 @@ def test_wrong_world_size_is_refused_before_starting(tmp_path, port, launcher):
     ("msrun", "BIND_CORE", "maybe", "BIND_CORE must be one of auto true false"),
     ("msrun", "TAIL_WORKER_LOG", "foo", "TAIL_WORKER_LOG must be first, a rank"),
     ("msrun", "LOG_DIR", "/dev/null/logs", "LOG_DIR must be a folder this job can create"),
+    ("msrun", "LOG_DIR", "/dev/null/", "LOG_DIR must be a folder this job can create"),
     ("msrun", "MASTER_ADDR", "no.such.host.invalid", "MASTER_ADDR 'no.such.host.invalid' does "
                                                      "not resolve"),
     ("mpirun", "NPROC", "-1", "NPROC must be a whole number in 1-1000000, got '-1'"),

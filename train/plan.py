@@ -153,7 +153,7 @@ class RunPlan:
                                            self.total, self._note)
         print(yaml.safe_dump(cfg.saved_dict(), sort_keys=False), end="")
         print(f"# launch: {self.launch}  world_size: {self.world}  global_batch_size: "
-              f"{cfg.global_batch_size(self.world)}  out: {cfg.out or 'runs/<time>-<pid>'}")
+              f"{cfg.global_batch_size(self.world)}  out: {cfg.out or 'runs/<time>-<hex>'}")
         print(f"# device: {cfg.device}  step path: {_step_path(cfg)}")
         print(f"# precision: amp_level {cfg.amp_level}"
               + (f" ({cfg.amp_dtype})" if cfg.amp_level != "O0" else "")
