@@ -93,8 +93,9 @@ for r in $tail_ranks; do
 done
 outcome() { grep -hs -e "^error: " -e "^stopped: " "$LOG_DIR"/worker_*.log || true; }
 while kill -0 "$pid" 2>/dev/null; do
-  if [[ -n "$stop" && -z "$(outcome)" ]]; then forward "$stop"; fi  # until a worker hears it
-  if [[ -n "$(outcome)" ]]; then  # a worker failed or stopped: give msrun a moment, then end it
+  seen=$(outcome)
+  if [[ -n "$stop" && -z "$seen" ]]; then forward "$stop"; fi  # until a worker hears it
+  if [[ -n "$seen" ]]; then  # a worker failed or stopped: give msrun a moment, then end it
     for _ in 1 2 3 4 5 6; do
       kill -0 "$pid" 2>/dev/null || break
       { sleep 0.5 & wait $!; } 2>/dev/null || true

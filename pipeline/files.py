@@ -47,15 +47,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from train.config import F32_TINY, MAX_ABS_VALUE
+
 FORMATS = (".npy", ".npz", ".csv", ".mindrecord")
 CACHE_ENV = "TRAIN_CACHE_DIR"
 # Part of every cache key: bumped when the checks or the conversion change, so that an entry a
 # release with weaker checks made is made again, not trusted.
 CACHE_VERSION = 2
 CHUNK = 1 << 18  # rows per streaming step
-# Unstandardized values must stay below this (train/config.py's bound for synthetic targets):
-# float32 training with room for the loss and the gradients.
-MAX_RAW = 1e15
 MAX_BLOCKS = 1 << 20
 HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file for its identity
 HUBER_TUNING = 1.345  # delta = 1.345 sigma: 95% efficiency under Gaussian noise (Huber, 1964)
@@ -387,7 +386,7 @@ def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = 
     value a float32 number (else refused naming the first row, or the row dropped and counted
     in `counts["dropped"]`), and a reader's own failure turned into one line. `counts` also
     gets the rows kept and the largest magnitude (`max_abs`)."""
-    names, chunks = _guarded(path, lambda: read_chunks(path, target, what))
+    names, chunks = read_chunks(path, target, what)
     if len(names) < 2:
         raise DataError(f"{path}: no feature columns (only the target); a table needs at "
                         "least one feature and the target")
@@ -443,12 +442,12 @@ def canonical(path: Path, target: str, drop_nonfinite: bool,
     if _usable(meta, path):
         return Path(meta["table"]), meta  # type: ignore[index]
     if path.suffix.lower() == ".npy" and _is_float32_c(path):
-        return _make_table(path, target, drop_nonfinite, key)  # nothing to convert: no lock
+        return _make_table(path, target, drop_nonfinite, key, ident)  # nothing to convert: no lock
     with _CacheLock(key):
         meta = _read_json(meta_path)  # another rank may have made it while we waited
         if _usable(meta, path):
             return Path(meta["table"]), meta  # type: ignore[index]
-        return _make_table(path, target, drop_nonfinite, key)
+        return _make_table(path, target, drop_nonfinite, key, ident)
 
 
 def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
@@ -456,7 +455,7 @@ def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
                                  or Path(str(meta.get("table", ""))).is_file())
 
 
-def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str
+def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str, ident: dict[str, Any]
                 ) -> tuple[Path, dict[str, Any]]:
     """The validating pass, and the conversion when one is needed (a float32 .npy is mapped
     as it is, unless rows must be dropped)."""
@@ -467,7 +466,7 @@ def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str
         for _ in chunks:
             pass
         if not counts["dropped"]:
-            return _record(path, key, str(path.resolve()), names, counts)
+            return _record(key, ident, str(path.resolve()), names, counts)
         # rows to drop: the file cannot be mapped as it is, a cleaned copy after all
     out = cache_dir() / f"{key}.npy"
     counts = {}
@@ -482,14 +481,14 @@ def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str
         writer.f.close()
         writer.path.unlink(missing_ok=True)
         raise
-    return _record(path, key, str(out), names, counts)
+    return _record(key, ident, str(out), names, counts)
 
 
-def _record(path: Path, key: str, table: str, names: list[str], counts: dict[str, Any]
-            ) -> tuple[Path, dict[str, Any]]:
+def _record(key: str, ident: dict[str, Any], table: str, names: list[str],
+            counts: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     meta = {"table": table, "rows": counts["rows"], "columns": names,
             "dropped_nonfinite": counts["dropped"], "max_abs": counts["max_abs"],
-            "source": identity(path)}
+            "source": ident}
     _write_json(cache_dir() / f"{key}.json", meta)
     return Path(table), meta
 
@@ -602,9 +601,9 @@ def _combine(n: int, mean: np.ndarray, m2: np.ndarray, chunk: np.ndarray
     return total, mean + d * k / total, m2 + cm2 + d * d * n * k / total
 
 
-def statistics(table: np.ndarray, split: Split, need_delta: bool) -> dict[str, Any]:
+def statistics(table: np.ndarray, split: Split) -> dict[str, Any]:
     """One streaming pass over the training rows: mean, std, min and max of every column,
-    and (for an automatic delta) the least-squares fit whose residuals set it."""
+    and the automatic delta from the residuals of a least-squares fit."""
     cols = table.shape[1]
     n, mean, m2 = 0, np.zeros(cols), np.zeros(cols)
     lo, hi = np.full(cols, np.inf), np.full(cols, -np.inf)
@@ -615,15 +614,13 @@ def statistics(table: np.ndarray, split: Split, need_delta: bool) -> dict[str, A
         n, mean, m2 = _combine(n, mean, m2, chunk)
         if len(chunk):
             lo, hi = np.minimum(lo, chunk.min(axis=0)), np.maximum(hi, chunk.max(axis=0))
-        if need_delta:
-            x1 = np.concatenate([chunk[:, :-1], np.ones((len(chunk), 1))], axis=1)
-            xtx += x1.T @ x1
-            xty += x1.T @ chunk[:, -1]
+        x1 = np.concatenate([chunk[:, :-1], np.ones((len(chunk), 1))], axis=1)
+        xtx += x1.T @ x1
+        xty += x1.T @ chunk[:, -1]
     std = np.sqrt(m2 / max(n, 1))
     stats = {"rows": n, "mean": mean.tolist(), "std": std.tolist(), "min": lo.tolist(),
              "max": hi.tolist()}
-    if need_delta:
-        stats["delta"] = _robust_delta(table, split, np.linalg.lstsq(xtx, xty, rcond=None)[0])
+    stats["delta"] = _robust_delta(table, split, np.linalg.lstsq(xtx, xty, rcond=None)[0])
     return stats
 
 
@@ -688,7 +685,10 @@ class FileStream:
 
     def rows(self, epoch: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """x (count, features) and y (count, 1) of stream positions start..start+count."""
-        a = self.standardize(self._gather(epoch, start, count))
+        a = self._gather(epoch, start, count)  # a fresh array (gathered): standardized in place
+        if self.shift is not None:
+            a -= self.shift
+            a *= self.scale
         return np.ascontiguousarray(a[:, :-1]), np.ascontiguousarray(a[:, -1:])
 
 
@@ -697,7 +697,7 @@ class FileSource:
 
     def __init__(self, cfg: Any, world: int, meta: dict[str, Any], table: np.ndarray,
                  split: Split, stats: dict[str, Any], eval_table: np.ndarray | None,
-                 eval_id: dict[str, Any] | None, auto_delta: bool) -> None:
+                 eval_id: dict[str, Any] | None, auto_delta: bool, eval_max: float) -> None:
         self.cfg, self.meta, self.split, self.auto_delta = cfg, meta, split, auto_delta
         self.eval_table = eval_table
         self.features = table.shape[1] - 1
@@ -706,7 +706,7 @@ class FileSource:
         self.dropped_last = split.train_rows - self.steps_per_epoch * self.global_batch
         self.mean, self.std = np.array(stats["mean"]), np.array(stats["std"])
         self.lo, self.hi = stats["min"], stats["max"]
-        self.max_abs = float(meta["max_abs"])  # of every row (the held-out ones too)
+        self.max_abs = max(meta["max_abs"], eval_max)  # every row, held-out ones included
         std = bool(cfg.standardize)
         shift = self.mean.astype(np.float32) if std else None
         with np.errstate(divide="ignore"):  # a constant column is refused in _check()
@@ -717,7 +717,7 @@ class FileSource:
         self.identity = {"file": meta["source"], "eval_data": eval_id}
 
     @classmethod
-    def open(cls, cfg: Any, world: int, warn: Callable[[str], None]) -> FileSource:
+    def open(cls, cfg: Any, world: int) -> FileSource:
         """Validate the file(s) (cached), split, compute statistics (cached); resolves
         cfg.standardize and an automatic cfg.delta in place. DataError on bad data."""
         path = Path(cfg.data)
@@ -738,16 +738,15 @@ class FileSource:
         key = _key("stats", meta["source"], cfg.target, cfg.drop_nonfinite, cfg.seed,
                    cfg.eval_fraction, eval_id)
         stats = _read_json(cache_dir() / f"{key}.json")
-        if stats is None or (cfg.delta is None and "delta" not in stats):
-            stats = statistics(table, split, need_delta=True)
+        if stats is None:
+            stats = statistics(table, split)
             _write_json(cache_dir() / f"{key}.json", stats)
         if cfg.standardize is None:
             cfg.standardize = True
         auto = cfg.delta is None
         if auto:
             cfg.delta = float(f"{stats['delta']:.6g}")
-        source = cls(cfg, world, meta, table, split, stats, eval_table, eval_id, auto)
-        source.max_abs = max(source.max_abs, eval_max)
+        source = cls(cfg, world, meta, table, split, stats, eval_table, eval_id, auto, eval_max)
         source._check(path)
         return source
 
@@ -755,12 +754,12 @@ class FileSource:
         cfg, names = self.cfg, self.meta["columns"]
         if not cfg.standardize:
             big = self.max_abs  # every row of the file(s), held-out ones included
-            if big >= MAX_RAW:
+            if big >= MAX_ABS_VALUE:
                 raise DataError(f"{path}: values up to {big:.3g} are too large to train on as "
-                                f"they are (float32); they must stay below {MAX_RAW:.0e}, or "
+                                f"they are (float32); they must stay below {MAX_ABS_VALUE:.0e}, or "
                                 "pass --standardize true")
         delta = self.loss_delta(cfg.delta)
-        if not np.float32(delta) >= np.finfo(np.float32).tiny:
+        if not np.float32(delta) >= F32_TINY:
             raise DataError(f"--delta {cfg.delta} is {delta:.3g} in standardized units, which "
                             "float32 cannot hold; give a larger --delta")
         if cfg.standardize:

@@ -86,11 +86,11 @@ def resolve_auto(cfg: Any) -> None:
     cfg.standardize = False
 
 
-def open_source(cfg: Any, world_size: int, warn: Any = print) -> Any:
+def open_source(cfg: Any, world_size: int) -> Any:
     """The source a config names; resolves its automatic values (delta, standardize) in cfg."""
     if cfg.synthetic:
         resolve_auto(cfg)
         return SyntheticSource(cfg)
     from pipeline.files import FileSource
 
-    return FileSource.open(cfg, world_size, warn)
+    return FileSource.open(cfg, world_size)

@@ -59,6 +59,18 @@ def train_cli(args: list[str], cwd: Path, timeout: float = 240,
     return run([sys.executable, "-m", "train", *args], cwd, timeout=timeout, **env)
 
 
+# Launcher timeouts for tests: a lost rank is noticed in seconds, not minutes.
+FAST_FAIL = {"NODE_TIMEOUT": "8", "CLUSTER_TIMEOUT": "60"}
+
+
+def finished_run(cwd: Path, args: list[str], name: str = "run", **env: str) -> Path:
+    """`python -m train ARGS --out NAME` in cwd, run to the end (the test fails otherwise);
+    the run folder."""
+    r = train_cli([*args, "--out", name], cwd, **env)
+    assert r.returncode == 0, r.stderr
+    return cwd / name
+
+
 def start(args: list[str], cwd: Path, cmd: list[str] | None = None,
           **env: str) -> subprocess.Popen:
     """Start a command (default `python -m train`) in a session of its own, for tests that

@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from train.cluster import free_port
+
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "sinfo")
 ENV_DROP = ("SLURM_", "TRAIN_TEST_MARK")
 
@@ -33,12 +35,6 @@ def available() -> str | None:
     if not list(Path("/usr/lib").glob("**/libpmix.so")):
         return "srun --mpi=pmix needs libpmix.so (Debian: libpmix-dev)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 class LocalSlurm:
@@ -71,7 +67,7 @@ class LocalSlurm:
         ctl_name, ctl_addr = self.nodes[0]
         lines = [
             "ClusterName=msdptest", f"SlurmctldHost={ctl_name}({ctl_addr})",
-            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
             "AuthType=auth/munge", f"AuthInfo=socket={r}/munge/sock", "CredType=cred/munge",
             "SlurmUser=root", "SlurmdUser=root", f"StateSaveLocation={r}/state",
             f"SlurmdSpoolDir={r}/spool/%n", f"SlurmctldPidFile={r}/slurmctld.pid",

@@ -15,7 +15,17 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY, clean_env, final_params, newest_ckpt, start, train_cli, wait_for
+from conftest import (
+    TINY,
+    clean_env,
+    final_params,
+    finished_run,
+    newest_ckpt,
+    require,
+    start,
+    train_cli,
+    wait_for,
+)
 
 JOB = [*TINY, "--ckpt_every", "5", "--keep_ckpts", "10"]
 
@@ -30,10 +40,7 @@ def strict_json(path):
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
     """A finished 20-step run with checkpoints at 5, 10, 15 and 20."""
-    cwd = tmp_path_factory.mktemp("good")
-    r = train_cli([*JOB, "--out", "run"], cwd)
-    assert r.returncode == 0, r.stderr
-    return cwd / "run"
+    return finished_run(tmp_path_factory.mktemp("good"), JOB)
 
 
 def copy_run(good_run, tmp_path):
@@ -258,8 +265,7 @@ def test_memory_does_not_grow_with_the_number_of_steps(tmp_path):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real, tiny file system (tmpfs) that a test can fill; needs root."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs for a real full disk needs root")
+    require("mounting a tmpfs for a real full disk needs root" if os.geteuid() != 0 else None)
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
@@ -325,15 +331,19 @@ def test_an_unwritable_or_impossible_out_is_one_line(tmp_path):
     r = train_cli([*TINY, "--out", "x" * 300], tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == \
         f"error: --out {'x' * 300}: cannot write there (File name too long)"
-    if os.geteuid() == 0 and shutil.which("setpriv"):
-        (tmp_path / "ro").mkdir(mode=0o555)
-        # Root without the capability to override file permissions: a real permission denial.
-        drop = "-dac_override,-dac_read_search"
-        r = subprocess.run(["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}",
-                            sys.executable, "-m", "train", *TINY, "--out", "ro/run"],
-                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
-        assert r.returncode == 2, r.stderr
-        assert r.stderr.strip() == "error: --out ro/run: cannot write there (Permission denied)"
+
+
+def test_an_out_without_permission_is_one_line(tmp_path):
+    require(None if os.geteuid() == 0 and shutil.which("setpriv") else
+            "a real permission test needs root and setpriv (util-linux)")
+    (tmp_path / "ro").mkdir(mode=0o555)
+    # Root without the capability to override file permissions: a real permission denial.
+    drop = "-dac_override,-dac_read_search"
+    r = subprocess.run(["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}",
+                        sys.executable, "-m", "train", *TINY, "--out", "ro/run"],
+                       cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == "error: --out ro/run: cannot write there (Permission denied)"
 
 
 def test_a_closed_stdout_does_not_kill_the_run(tmp_path):

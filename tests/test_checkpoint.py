@@ -18,6 +18,7 @@ from conftest import (
     LAUNCH,
     TINY,
     final_params,
+    finished_run,
     leftovers,
     metrics,
     newest_ckpt,
@@ -129,10 +130,7 @@ def test_fingerprint_names_every_difference():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The same job, never interrupted."""
-    cwd = tmp_path_factory.mktemp("ref")
-    r = train_cli([*KILL_JOB, "--out", "ref"], cwd)
-    assert r.returncode == 0, r.stderr
-    return cwd / "ref"
+    return finished_run(tmp_path_factory.mktemp("ref"), KILL_JOB, "ref")
 
 
 def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path, reference):

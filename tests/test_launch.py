@@ -12,9 +12,11 @@ import time
 import psutil
 import pytest
 from conftest import (
+    FAST_FAIL,
     LAUNCH,
     TINY,
     final_params,
+    finished_run,
     leftovers,
     newest_ckpt,
     run,
@@ -22,8 +24,6 @@ from conftest import (
     train_cli,
     wait_for,
 )
-
-FAST_FAIL = {"NODE_TIMEOUT": "8", "CLUSTER_TIMEOUT": "60"}
 
 
 def msrun(args, cwd, port, **env):
@@ -40,10 +40,8 @@ def mpirun(args, cwd, **env):
 @pytest.fixture(scope="module")
 def single_b16(tmp_path_factory):
     """The reference: one process with the global batch of the 2-rank runs."""
-    cwd = tmp_path_factory.mktemp("single")
-    r = train_cli([*TINY, "--batch_size", "16", "--outlier_fraction", "0.2", "--out", "o"], cwd)
-    assert r.returncode == 0, r.stderr
-    return final_params(cwd / "o")[0]
+    args = [*TINY, "--batch_size", "16", "--outlier_fraction", "0.2"]
+    return final_params(finished_run(tmp_path_factory.mktemp("single"), args))[0]
 
 
 def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY, final_params, newest_ckpt, run, start, train_cli, wait_for
+from conftest import TINY, final_params, finished_run, newest_ckpt, run, start, train_cli, wait_for
 
 from train.checkpoint import Checkpoint
 from train.loop import restore, state_tensors
@@ -80,9 +80,8 @@ def test_metrics_stay_on_the_device_between_log_steps(tmp_path):
 
 
 def _summary(tmp_path, name, *args, **env):
-    r = train_cli([*TINY, "--steps_per_epoch", "30", "--out", name, *args], tmp_path, **env)
-    assert r.returncode == 0, r.stderr
-    return final_params(tmp_path / name)
+    return final_params(finished_run(tmp_path, [*TINY, "--steps_per_epoch", "30", *args], name,
+                                     **env))
 
 
 def test_dynamic_loss_scaling_skips_overflows_and_matches_a_run_that_skipped_them(tmp_path):

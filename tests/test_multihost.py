@@ -12,12 +12,21 @@ import time
 import hosts as simulated
 import pytest
 import slurm as local_slurm
-from conftest import LAUNCH, REPO, TINY, clean_env, final_params, leftovers, require, train_cli
+from conftest import (
+    FAST_FAIL,
+    LAUNCH,
+    REPO,
+    TINY,
+    clean_env,
+    final_params,
+    finished_run,
+    leftovers,
+    require,
+)
 
 pytestmark = pytest.mark.cluster
 JOB = [*TINY, "--steps_per_epoch", "30", "--batch_size", "8", "--outlier_fraction", "0.2",
        "--quiet"]
-FAST = {"NODE_TIMEOUT": "8", "CLUSTER_TIMEOUT": "60"}
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +38,13 @@ def hosts():
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("single")
-    r = train_cli([*JOB, "--batch_size", "16", "--out", "o"], cwd)
-    assert r.returncode == 0, r.stderr
-    return final_params(cwd / "o")[0]
+    run = finished_run(tmp_path_factory.mktemp("single"), [*JOB, "--batch_size", "16"])
+    return final_params(run)[0]
 
 
 def on(hosts, i, cmd, cwd, **env):
     """Start a command on simulated host i."""
-    return subprocess.Popen([*hosts.prefix(i), *cmd], cwd=cwd, env=clean_env(**FAST, **env),
+    return subprocess.Popen([*hosts.prefix(i), *cmd], cwd=cwd, env=clean_env(**FAST_FAIL, **env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -103,7 +110,7 @@ def test_slurm_with_a_slurmd_per_host(hosts, tmp_path_factory, single):
     require(local_slurm.available())
     cwd = tmp_path_factory.mktemp("job")
     with local_slurm.LocalSlurm(tmp_path_factory.mktemp("slurm2"), hosts=hosts) as slurm:
-        env = clean_env(REPO=str(REPO), LOG_DIR=str(cwd / "logs"), **FAST)
+        env = clean_env(REPO=str(REPO), LOG_DIR=str(cwd / "logs"), **FAST_FAIL)
         options = ["--nodes=2", "--ntasks-per-node=1", f"--output={cwd}/slurm-%j.out"]
         job = slurm.sbatch(REPO / "launch" / "slurm.sbatch", [*JOB, "--out", "run"], cwd, env,
                            options)

@@ -11,13 +11,14 @@ import sys
 import pytest
 import slurm as local_slurm
 from conftest import (
+    FAST_FAIL,
     REPO,
     clean_env,
     final_params,
+    finished_run,
     leftovers,
     newest_ckpt,
     require,
-    train_cli,
     wait_for,
 )
 
@@ -37,8 +38,8 @@ def slurm(tmp_path_factory):
 
 def submit(slurm, script, args, cwd, msrun=False, **env):
     """Submit a job for 2 ranks on one node, exporting this test's environment."""
-    env = clean_env(REPO=str(REPO), LOG_DIR=str(cwd / "logs"), NODE_TIMEOUT="8",
-                    CLUSTER_TIMEOUT="60", **({"NPROC": "2"} if msrun else {}), **env)
+    env = clean_env(REPO=str(REPO), LOG_DIR=str(cwd / "logs"), **FAST_FAIL,
+                    **({"NPROC": "2"} if msrun else {}), **env)
     options = ["--nodes=1", f"--ntasks-per-node={1 if msrun else 2}",
                f"--output={cwd}/slurm-%j.out", "--export=ALL"]
     return slurm.sbatch(script, args, cwd, env, options)
@@ -55,9 +56,8 @@ def uninterrupted(slurm, tmp_path_factory):
     job = submit(slurm, SBATCH, [*JOB, "--out", "run"], cwd)
     info = slurm.wait(job)
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), output(cwd, job)
-    r = train_cli([*JOB, "--batch_size", "16", "--out", "single"], cwd)
-    assert r.returncode == 0, r.stderr
-    return final_params(cwd / "run")[0], final_params(cwd / "single")[0]
+    single = finished_run(cwd, [*JOB, "--batch_size", "16"], "single")
+    return final_params(cwd / "run")[0], final_params(single)[0]
 
 
 def test_pmix_starts_one_mpi_world(slurm, tmp_path):

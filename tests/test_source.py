@@ -10,12 +10,21 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import LAUNCH, final_params, leftovers, newest_ckpt, run, start, train_cli, wait_for
+from conftest import (
+    FAST_FAIL,
+    LAUNCH,
+    final_params,
+    leftovers,
+    newest_ckpt,
+    require,
+    run,
+    start,
+    train_cli,
+    wait_for,
+)
 from test_files import table
 
 from train.verify import final_parameters
-
-FAST = {"NODE_TIMEOUT": "8", "CLUSTER_TIMEOUT": "60"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +57,7 @@ def test_n_ranks_on_a_file_equal_one_process(sensors, tmp_path, port, launcher, 
     assert r.returncode == 0, r.stderr
     script = "run_msrun.sh" if launcher == "msrun" else "run_mpirun.sh"
     r = run(["bash", str(LAUNCH / script), *args, "--batch_size", "16", "--out", "two"],
-            tmp_path, NPROC="2", MASTER_PORT=str(port), LOG_DIR=str(tmp_path / "logs"), **FAST)
+            tmp_path, NPROC="2", MASTER_PORT=str(port), LOG_DIR=str(tmp_path / "logs"), **FAST_FAIL)
     assert r.returncode == 0, r.stderr[-2000:]
     assert same_parameters(tmp_path / "one", tmp_path / "two")  # in standardized units
     s = final_params(tmp_path / "two")[1] if not model else json.loads(
@@ -117,8 +126,8 @@ def test_a_large_npy_trains_in_the_memory_of_a_synthetic_run(tmp_path):
     are page cache, RssFile) stays near a synthetic run's. (The README's figures are for a
     larger file; the test keeps to what the suite's time allows.)"""
     rows = (1 << 30) // 8
-    if shutil.disk_usage(tmp_path).free < 3 * (1 << 30):
-        pytest.skip("less than 3 GiB free for the 1 GiB test file")
+    require("less than 3 GiB free for the 1 GiB test file"
+            if shutil.disk_usage(tmp_path).free < 3 * (1 << 30) else None)
     big = np.lib.format.open_memmap(tmp_path / "big.npy", "w+", np.float32, (rows, 2))
     pattern = np.arange(1 << 20, dtype=np.float32) % 1000
     for i in range(0, rows, 1 << 20):

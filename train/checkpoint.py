@@ -148,15 +148,15 @@ def _parse_constant(name: str) -> None:
     return None
 
 
-def _check_state(raw: Any, version: int) -> dict[str, Any]:
+def _check_state(raw: Any) -> dict[str, Any]:
     """The manifest's run state with types checked and older versions' gaps filled."""
     if not isinstance(raw, dict):
         raise _Unusable("its state is not a mapping")
-    state = {**{k: v for k, v in _STATE_DEFAULTS.items()}, **raw}
+    state = {**_STATE_DEFAULTS, **raw}
     for key, types in _STATE_TYPES.items():
-        value = state.get(key, _Missing)
-        if value is _Missing:
+        if key not in state:
             raise _Unusable(f"its state lacks {key!r}")
+        value = state[key]
         if isinstance(value, bool) or not isinstance(value, types):
             raise _Unusable(f"its state has a malformed {key!r}: {str(value)[:40]}")
         if isinstance(value, int) and abs(value) > 2**62:
@@ -172,10 +172,6 @@ def _check_state(raw: Any, version: int) -> dict[str, Any]:
     if state["segments"] < 1:
         raise _Unusable("its state has segments < 1")
     return state
-
-
-class _Missing:
-    pass
 
 
 def _check_tensors(tensors: dict[str, np.ndarray], layout: dict[str, tuple[tuple, str]],
@@ -230,33 +226,21 @@ class CheckpointDir:
         """Write checkpoint `step` atomically, then keep only the newest `keep`."""
         from safetensors.numpy import save as st_save
 
-        from train.output import json_text
+        from train.output import json_text, write_atomic
 
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"ckpt-{step:08d}"
-        data, tmp_data = self.dir / f"{name}{SUFFIX}", self.dir / f".{name}.tmp{SUFFIX}"
-        manifest, tmp_manifest = self.dir / f"{name}.json", self.dir / f".{name}.tmp.json"
-        try:
-            # (not np.ascontiguousarray: it turns a 0-d scalar into shape (1,))
-            raw = st_save({k: np.array(v, order="C", copy=True) for k, v in tensors.items()})
-            with open(tmp_data, "wb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_data, data)
-            if self._on_write is not None:
-                self._on_write()
-            body = {"format_version": FORMAT_VERSION, "step": step, "file": data.name,
-                    "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw),
-                    "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "state": state}
-            tmp_manifest.write_text(json_text(body, indent=2) + "\n")
-            _fsync(tmp_manifest)
-            os.replace(tmp_manifest, manifest)
-            _fsync(self.dir)
-        except BaseException:
-            for p in (tmp_data, tmp_manifest):
-                p.unlink(missing_ok=True)
-            raise
+        data, manifest = self.dir / f"{name}{SUFFIX}", self.dir / f"{name}.json"
+        # (not np.ascontiguousarray: it turns a 0-d scalar into shape (1,))
+        raw = st_save({k: np.array(v, order="C", copy=True) for k, v in tensors.items()})
+        write_atomic(data, raw)  # the tensors first: a manifest never names a missing file
+        if self._on_write is not None:
+            self._on_write()
+        body = {"format_version": FORMAT_VERSION, "step": step, "file": data.name,
+                "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw),
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "state": state}
+        write_atomic(manifest, json_text(body, indent=2) + "\n")
+        _fsync(self.dir)
         self._prune()
         return manifest
 
@@ -308,7 +292,7 @@ class CheckpointDir:
         digest = body.get("sha256")
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise _Unusable("malformed sha256")
-        state = _check_state(body.get("state"), version)
+        state = _check_state(body.get("state"))
         if fingerprint is not None:  # another config (e.g. --hidden) would misread its tensors
             check_fingerprint(state["fingerprint"], fingerprint)
         # Bound the read by what this model's tensors can take (plus a generous header).

@@ -302,8 +302,10 @@ def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str
 def _child_setup() -> None:
     """In the scheduler child: die with rank 0, and take signals normally again (the trainer
     blocks SIGTERM/SIGUSR1 in its threads, train/stop.py)."""
+    from train.stop import unblock_in_child
+
     _set_pdeathsig()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGUSR1})
+    unblock_in_child()
 
 
 def _reap(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -42,7 +42,6 @@ DATA_ONLY = ("target", "eval_fraction", "eval_data", "drop_nonfinite")
 INVOCATION = ("out", "resume", "dry_run")
 # Keys of earlier releases that are gone; a saved config holding them still loads (warned).
 REMOVED = ("fail_at_step", "fail_rank", "nan_at_step", "test_ckpt_pause")
-HUBER_TUNING = 1.345  # delta = 1.345 sigma: 95% efficiency at Gaussian noise (Huber, 1964)
 
 
 class ConfigError(ValueError):
@@ -224,10 +223,10 @@ def _check_ranges(cfg: Config) -> None:
     _check(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
     _check(cfg.world_size >= 0, "world_size", "0 (any) or the number of ranks", cfg.world_size)
     # float32 is what the step computes in: a smaller value rounds to 0 (or a denormal) there
-    tiny = f"> 0 (at least {_F32_TINY:.2g}, float32's smallest normal number)"
-    _check(cfg.lr >= _F32_TINY, "lr", tiny, cfg.lr)
+    tiny = f"> 0 (at least {F32_TINY:.2g}, float32's smallest normal number)"
+    _check(cfg.lr >= F32_TINY, "lr", tiny, cfg.lr)
     _check(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)
-    _check(cfg.delta is None or cfg.delta >= _F32_TINY, "delta", tiny, cfg.delta)
+    _check(cfg.delta is None or cfg.delta >= F32_TINY, "delta", tiny, cfg.delta)
     _check(cfg.clip_norm >= 0, "clip_norm", ">= 0 (0 = off)", cfg.clip_norm)
     _check(cfg.noise_std >= 0, "noise_std", ">= 0", cfg.noise_std)
     _check(0 <= cfg.outlier_fraction < 1, "outlier_fraction", "in [0, 1)", cfg.outlier_fraction)
@@ -253,8 +252,10 @@ def _check_ranges(cfg: Config) -> None:
 
 
 # float32 squares stay finite below ~1.8e19: refuse synthetic rows whose errors could not.
-_MAX_Y = 1e15
-_F32_TINY = 1.1754944e-38  # np.finfo(np.float32).tiny
+# float32 training with room for the loss and its gradients: synthetic targets and unstandardized
+# file values stay below this.
+MAX_ABS_VALUE = 1e15
+F32_TINY = 1.1754944e-38  # np.finfo(np.float32).tiny: smaller rounds to 0 or a denormal
 
 
 def _check_magnitudes(cfg: Config) -> None:
@@ -263,9 +264,10 @@ def _check_magnitudes(cfg: Config) -> None:
         return
     worst = (10 * abs(cfg.true_w) * cfg.features + abs(cfg.true_b) + 40 * cfg.noise_std
              + 1.5 * cfg.outlier_scale)
-    if worst > _MAX_Y:
+    if worst > MAX_ABS_VALUE:
         raise ConfigError(f"true_w, true_b, noise_std and outlier_scale make targets up to "
-                          f"{worst:.3g}; they must stay below {_MAX_Y:.0e} (float32 training)")
+                          f"{worst:.3g}; they must stay below {MAX_ABS_VALUE:.0e} "
+                          "(float32 training)")
 
 
 def validate(cfg: Config, given: set[str] | None = None) -> Config:
@@ -421,9 +423,14 @@ def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
     return (validate(cfg, ns.given) if check else cfg), ns
 
 
+def config_text(cfg: Config) -> str:
+    """The config as YAML that `--config` reads back."""
+    return yaml.safe_dump(cfg.saved_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: Path) -> None:
-    """Write the config as YAML that `--config` reads back (atomically: a resumed run rewrites
-    it, and a kill must not leave half a file)."""
+    """Write `config_text` atomically (a resumed run rewrites it; a kill must not leave half
+    a file)."""
     from train.output import write_atomic
 
-    write_atomic(path, yaml.safe_dump(cfg.saved_dict(), sort_keys=False))
+    write_atomic(path, config_text(cfg))

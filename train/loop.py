@@ -88,6 +88,10 @@ class Trainer:
         self.state["skipped"] = list(self.state["skipped"])
         self.state["segments"] += 1
         self.global_batch = cfg.global_batch_size(cluster.world_size)
+        # Steps per ms.data_sink call (Ascend/GPU; 0: fed from the host, as always on CPU),
+        # and steps per call of either kind.
+        self.sink = cfg.sink_size if cfg.device != "CPU" else 0
+        self.k = self.sink or 1
         self._build_model(ckpt)
         self._build_eval()
         self.record.read()  # compiles the read now, not inside the timed steps
@@ -99,8 +103,7 @@ class Trainer:
         self.first_step_at: float | None = None
         self.agree_every: int | None = None if cluster.world_size > 1 else 1
         self.agree_from = self.start
-        self.read_upto, self.last_sumsq, self.window_steps = self.start, math.nan, 0
-        self.k = cfg.sink_size if cfg.sink_size and cfg.device != "CPU" else 1  # steps per call
+        self.read_upto, self.window_steps = self.start, 0
 
     # --- build -------------------------------------------------------------------------
 
@@ -116,9 +119,8 @@ class Trainer:
         self.tensors = state_tensors(self.optimizer, self.scaler)
         if ckpt:
             restore(self.tensors, ckpt)
-        k = cfg.sink_size if cfg.sink_size and cfg.device != "CPU" else 1
-        self.ring = min(cfg.log_every, RING_MAX // k * k)
-        self.record = StepRecord(self.ring, 2 if self.scaler is None else 3,
+        self.record = StepRecord(min(cfg.log_every, RING_MAX // self.k * self.k),
+                                 2 if self.scaler is None else 3,
                                  list(self.optimizer.parameters))
         self.lr = LrWindow(cfg.lr, cfg.lr_schedule, self.total)
         mpi = cfg.grad_backend == "mpi" and self.cluster.world_size > 1
@@ -141,7 +143,7 @@ class Trainer:
         the host, or `sink_size` steps per `ms.data_sink` call (Ascend/GPU)."""
         cfg, cl = self.cfg, self.cluster
         a = cfg.accum_steps
-        sink = cfg.sink_size if cfg.device != "CPU" else 0
+        sink = self.sink
         chunk = 1 if sink else steps_per_item(a * cfg.batch_size)
         data = make_train_dataset(
             self.source.stream, cfg.batch_size, a, self.source.steps_per_epoch, cfg.epochs,
@@ -211,7 +213,7 @@ class Trainer:
         in_epoch = step % self.source.steps_per_epoch
         log = step % cfg.log_every == 0 or in_epoch == 0 or step == self.total
         save = step == self.total or bool(cfg.ckpt_every and step % cfg.ckpt_every == 0)
-        if log or save or step % self.ring == 0:  # the ring must not wrap unread
+        if log or save or step % self.record.width == 0:  # the ring must not wrap unread
             self._read(step, log)
         stop = self._agree(step, force=log) and step < self.total  # on the last step: finish
         if in_epoch == 0:
@@ -229,8 +231,7 @@ class Trainer:
         ring, params_finite = self.record.read()
         bad = []
         for s in range(self.read_upto + 1, step + 1):
-            row = ring[(s - 1) % self.ring]
-            self.last_sumsq = row[1]
+            row = ring[(s - 1) % self.record.width]
             if math.isfinite(row[1]):  # the device's own test (train/step.py)
                 self.state["window_loss"] += row[0]
                 self.state["window_n"] += 1
@@ -242,14 +243,14 @@ class Trainer:
         self.read_upto = step
         self._check_finite(step, bad, params_finite)
         if log:
-            self._log(step, ring[(step - 1) % self.ring])
+            self._log(step, ring[(step - 1) % self.record.width])
 
     def _log(self, step: int, row: np.ndarray) -> None:
         now = time.perf_counter()
         n = max(self.state["window_n"], 1)
         mean = self.cluster.all_sum(np.array([self.state["window_loss"] / n]))[0]
         self.state["loss"] = float(mean) / self.cluster.world_size
-        sumsq = self.last_sumsq
+        sumsq = row[1]
         record = {"epoch": math.ceil(step / self.source.steps_per_epoch), "step": step,
                   "loss": self.state["loss"] * self.source.loss_unit,
                   # float32, as the device would take it (a float64 sqrt differs in the last bits)
@@ -357,7 +358,8 @@ class Trainer:
         write, and leave with Preempted."""
         name = self.stop.signal_name or "a stop request"
         if step > self.start:
-            self._read(step, log=False)
+            if self.read_upto < step:  # not already read at this step (a log or save step)
+                self._read(step, log=False)
             self._checkpoint(step)
             where = f"at step {step} with a checkpoint"
         else:
@@ -387,11 +389,12 @@ class Trainer:
         cfg, cl = self.cfg, self.cluster
         cl.check_identical([p.asnumpy() for p in self.optimizer.parameters])
         run = self._totals()
-        params = self.source.params_in_units(linear_params(self.net))
+        wb = linear_params(self.net)
+        params = self.source.params_in_units(wb)
         return {
             "w": params[0] if params else None, "b": params[1] if params else None,
             "curve": self._curve(),
-            **self.source.summary_extra(linear_params(self.net)),
+            **self.source.summary_extra(wb),
             "final_loss": None if self.state["loss"] is None
             else self.state["loss"] * self.source.loss_unit,
             "eval_loss": self.state["eval_loss"], "eval_mse": self.state["eval_mse"],

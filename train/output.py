@@ -173,10 +173,10 @@ class RunOutput:
 
     def save_config(self, cfg: Any) -> None:
         """config.yaml: the resolved config, readable back with --config."""
-        import yaml
+        from train.config import config_text
 
         if self.main:
-            self._write("config.yaml", yaml.safe_dump(cfg.saved_dict(), sort_keys=False))
+            self._write("config.yaml", config_text(cfg))
 
     def save_record(self, record: dict[str, Any]) -> None:
         """run.json: what is needed to reproduce the run (see `run_record`)."""

@@ -40,7 +40,7 @@ class RunPlan:
                 self.layout["loss_scale.counter"] = ((), "int32")
         self.out_dir = Path(cfg.out) if cfg.out else None
         self.ckpt: ck.Checkpoint | None = None
-        self.owner: rundir.Owner | None = None
+        self.owner: rundir.Owner | None = None  # holds the folder's lock while it lives
 
     @classmethod
     def from_argv(cls, argv: list[str] | None) -> RunPlan:
@@ -67,7 +67,7 @@ class RunPlan:
         launch, world = cl.check_launch(cfg.world_size)
         cl.probe_device(cfg.device)
         _check_compat(cfg, launch, world)
-        source = open_source(cfg, world, note)
+        source = open_source(cfg, world)
         _check_memory(cfg, source)
         return cls(cfg, faults, launch, world, source, warnings)
 

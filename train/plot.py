@@ -62,7 +62,7 @@ def sample_rows(cfg: Config, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """n training rows in the data's own units (synthetic: regenerated from the config)."""
     from pipeline.source import open_source
 
-    return open_source(cfg, 1, warn=lambda _: None).sample_rows(n)
+    return open_source(cfg, 1).sample_rows(n)
 
 
 def draw_data(ax: Any, cfg: Config, curves: dict[str, tuple[list, list]]) -> None:

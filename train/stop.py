@@ -38,11 +38,10 @@ class Preempted(RuntimeError):
 
 
 class StopRequest:
-    """Records the first stop signal (and counts later ones) for the loop to act on."""
+    """Records the first stop signal for the loop to act on (later ones change nothing)."""
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
-        self.count = 0
         self._waiter: threading.Thread | None = None
 
     def install(self) -> StopRequest:
@@ -69,7 +68,6 @@ class StopRequest:
 
     def request(self, name: str) -> None:
         """Ask for a stop (as a signal does)."""
-        self.count += 1
         if self.signal_name is None:
             self.signal_name = name
 
