@@ -12,6 +12,8 @@ reference run of the same data, so no optimisation can change the result unnotic
              the same global batch (the real trainer, through the real launch scripts)
   launch     seconds from starting the launch command to the end of the first optimizer step
 Writes bench.json (rows + headline figures) and bench.png (samples/s against batch size).
+`--memory_gib N` instead prints the trainer's own memory (RssAnon) on an N GiB .npy file against
+a synthetic run (issue 12's memory claim).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def npy_stream(batch: int, steps: int, root: Path) -> Any:
         np.save(path, rows.astype(np.float32))
     cfg = Config(data=str(path), batch_size=batch, eval_fraction=0.0, standardize=False,
                  delta=DELTA)
-    return FileSource.open(cfg, 1, print).stream
+    return FileSource.open(cfg, 1).stream
 
 
 def run_pipeline(batch: int, steps: int, stream: Any = None) -> tuple[float, list[float]]:
@@ -339,6 +341,38 @@ def run_job(kind: str, batch: int, steps: int, root: Path) -> dict[str, Any]:
     return s
 
 
+def run_memory(gib: int, root: Path) -> dict[str, Any]:
+    """The trainer's own memory (RssAnon, MB) on a `gib` GiB float32 .npy against a synthetic
+    run, each read a few steps after training started (mapped file pages are page cache:
+    RssFile, not the process's)."""
+    rows = (gib << 30) // 8
+    big = np.lib.format.open_memmap(root / "big.npy", "w+", np.float32, (rows, 2))
+    pattern = np.arange(1 << 22, dtype=np.float32) % 1000
+    for i in range(0, rows, 1 << 22):
+        k = min(1 << 22, rows - i)
+        big[i:i + k, 0], big[i:i + k, 1] = pattern[:k], 2 * pattern[:k] + 3
+    big.flush()
+    del big
+    env = dict(os.environ, TRAIN_FAULT="step_pause=0.05", TRAIN_CACHE_DIR=str(root / "cache"))
+    found: dict[str, Any] = {"file_gib": gib}
+    for name, args in (("synthetic", ["--steps_per_epoch", "100000"]),
+                       ("npy", ["--data", str(root / "big.npy")])):
+        out = root / name
+        proc = subprocess.Popen([sys.executable, "-m", "train", *args, "--epochs", "1",
+                                 "--log_every", "5", "--quiet", "--out", str(out)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (out / "metrics.jsonl").exists() and proc.poll() is None:
+            time.sleep(0.5)
+        time.sleep(3)  # a few windows in
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        proc.terminate()
+        proc.wait()
+        for key in ("RssAnon", "RssFile"):
+            found[f"{name}_{key}_mb"] = next(int(ln.split()[1]) for ln in status
+                                             if ln.startswith(key + ":")) / 1024
+    return found
+
+
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -355,7 +389,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="fewer steps and repeats (about a minute on 2 cores)")
     p.add_argument("--out", default="", help="folder for bench.json and bench.png "
                    "(default: runs/bench-<time>)")
+    p.add_argument("--memory_gib", type=int, default=0, metavar="N",
+                   help="instead: the trainer's own memory (RssAnon) on an N GiB .npy against "
+                   "a synthetic run (needs 2N GiB of free disk in the temp folder)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.memory_gib > 0:
+        found = run_memory(args.memory_gib, Path(tempfile.mkdtemp(prefix="bench-mem-")))
+        print("\n".join(f"{k:<24} {v:,.0f}" for k, v in found.items()))
+        return 0
     out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     import mindspore as ms
