@@ -19,9 +19,11 @@ a synthetic run (issue 12's memory claim).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -393,8 +395,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: the trainer's own memory (RssAnon) on an N GiB .npy against "
                    "a synthetic run (needs 2N GiB of free disk in the temp folder)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    # Data files and job folders (GBs with --memory_gib): removed however the bench ends.
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     if args.memory_gib > 0:
-        found = run_memory(args.memory_gib, Path(tempfile.mkdtemp(prefix="bench-mem-")))
+        found = run_memory(args.memory_gib, scratch)
         print("\n".join(f"{k:<24} {v:,.0f}" for k, v in found.items()))
         return 0
     out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -428,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             add({**_check(row, ref["params"], name), "batch": batch})
     # The same pipeline reading a .npy file (memory-mapped, shuffled by blocks) instead of
     # generating rows: efficiency = file pipeline / the same step on the file's tensors.
-    files = Path(tempfile.mkdtemp(prefix="bench-npy-"))
+    files = scratch / "npy"
+    files.mkdir()
     for batch, steps in ((256, sizes[256]), (65536, sizes[65536])):
         stream = npy_stream(batch, steps, files)
         ref = _timed(lambda: run_prepared(batch, steps, stream), repeats)  # noqa: B023
@@ -440,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         row = _timed(lambda: run_model_train(batch, steps), repeats)  # noqa: B023
         add({**_check(row, run_numpy(batch, steps)[1], "Model.train (no sink)"), "batch": batch})
 
-    root = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+    root = scratch / "jobs"
+    root.mkdir()
     job_steps, job_repeats = (300, 1) if q else (1000, 3)
     jobs: dict[str, list[dict[str, Any]]] = {}
     for kind, batch in (("single", 512), ("msrun", 256), ("mpirun", 256)):
