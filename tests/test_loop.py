@@ -121,3 +121,16 @@ def test_mixed_precision_runs_on_cpu_in_float16(tmp_path):
     # O1 goes through mindspore.rewrite, which would write ./rewritten_network: not into the
     # user's working folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["O1", "O2"]
+
+
+def test_a_cpu_run_with_sink_size_resumes_from_any_step(tmp_path):
+    """CPU runs --sink_size's config on the host path: a checkpoint at a step that is not a
+    multiple of it (a stop signal can land anywhere) must resume, not strand the folder."""
+    run = finished_run(tmp_path, [*TINY, "--steps_per_epoch", "16", "--ckpt_every", "3"])
+    for p in (run / "ckpt").glob("ckpt-00000016.*"):
+        p.unlink()  # as if killed after the checkpoint of step 15
+    r = train_cli(["--out", "run", "--resume", "--epochs", "2", "--sink_size", "4",
+                   "--log_every", "4", "--ckpt_every", "4"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from checkpoint step 15" in r.stdout
+    assert final_params(run)[1]["steps"] == 32
