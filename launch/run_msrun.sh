@@ -91,9 +91,19 @@ for r in $tail_ranks; do
   tail --pid=$$ -n +1 -F "$LOG_DIR/worker_$r.log" 2>/dev/null &
   tails+=($!)
 done
-outcome() { grep -hs -e "^error: " -e "^stopped: " "$LOG_DIR"/worker_*.log || true; }
+# The workers' `error:` and `stopped:` lines, into $found. A scheduler's SIGTERM reaches every
+# process of the job (Slurm signals the whole step), a grep of ours among them: a grep killed
+# mid-read is run again, never taken for "nothing found" (nor, under set -e, for our failure).
+outcome() {
+  local rc
+  while :; do
+    found=$(grep -hs -e "^error: " -e "^stopped: " "$LOG_DIR"/worker_*.log) && return 0
+    rc=$?
+    (( rc > 128 )) || return 0  # 1: no such line yet; 2: no log yet
+  done
+}
 while kill -0 "$pid" 2>/dev/null; do
-  seen=$(outcome)
+  outcome; seen=$found
   if [[ -n "$stop" && -z "$seen" ]]; then forward "$stop"; fi  # until a worker hears it
   if [[ -n "$seen" ]]; then  # a worker failed or stopped: give msrun a moment, then end it
     for _ in 1 2 3 4 5 6; do
@@ -109,7 +119,7 @@ rc=0
 { wait "$pid"; } 2>/dev/null || rc=$?  # (quiet: bash would report the kill above)
 sleep 0.3  # let the tails print the last lines
 kill "${tails[@]}" 2>/dev/null || true
-lines=$(outcome)
+outcome; lines=$found
 if [[ "$lines" == *"stopped: "* && "$lines" != *"error: "* ]]; then
   exit 75                                   # stopped with a checkpoint: continue with --resume
 fi

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.files import FORMATS, DataError, NpyWriter, validated_chunks
+from pipeline.formats import FORMATS, NpyWriter, validated_chunks
+from pipeline.limits import DataError
 
 
 class _CsvWriter:

@@ -1,9 +1,11 @@
-"""The data source of a run, as the trainer sees it: the row stream, the held-out rows, the
-number of steps per epoch, and the units the results are reported in.
+"""The data of a run, in two stages: what it is before any option is resolved (`open_data`:
+a `SyntheticData` or a validated `FileData`, each with `suggested()` values for the options left
+automatic), and the source the trainer reads once the plan has resolved them
+(`data.source(cfg, world, automatic)`): the row stream, the held-out rows, and the units the
+results are reported in.
 
-`open_source(cfg, world_size)` returns a `SyntheticSource` (no `--data`) or a `FileSource`
-(pipeline/files.py). Neither imports MindSpore, so that a bad data file is refused before any
-process group starts.
+Nothing here imports MindSpore, so that a bad data file is refused before any process group
+starts; nothing here writes into the config: the plan decides (train/plan.py).
 """
 
 from __future__ import annotations
@@ -74,23 +76,28 @@ class SyntheticSource:
                 "per epoch of fresh rows")
 
 
-def resolve_auto(cfg: Any) -> None:
-    """Fill the synthetic source's automatic values in place: delta 1.0, no standardization."""
-    if cfg.delta is None:
-        cfg.delta = 1.0
-    if cfg.standardize:
-        from train.config import ConfigError
+class SyntheticData:
+    """The synthetic source before the options are resolved: nothing to read or check."""
 
-        raise ConfigError("--standardize true is for --data files; the synthetic rows are "
-                          "generated in known units")
-    cfg.standardize = False
+    identity = None  # nothing on disk to fingerprint
+    train_rows = None  # an infinite population: every epoch draws fresh rows
 
+    def __init__(self, cfg: Any) -> None:
+        self.features = cfg.features
 
-def open_source(cfg: Any, world_size: int) -> Any:
-    """The source a config names; resolves its automatic values (delta, standardize) in cfg."""
-    if cfg.synthetic:
-        resolve_auto(cfg)
+    def suggested(self) -> dict[str, Any]:
+        """Generated rows are in known units: no standardization, delta 1 (the noise's std)."""
+        return {"standardize": False, "delta": 1.0}
+
+    def source(self, cfg: Any, world: int, automatic: set[str]) -> SyntheticSource:
+        """The source the trainer reads, for a resolved config."""
         return SyntheticSource(cfg)
-    from pipeline.files import FileSource
 
-    return FileSource.open(cfg, world_size)
+
+def open_data(cfg: Any) -> Any:
+    """The data a config names: `SyntheticData`, or a `FileData` validated (once, cached)."""
+    if cfg.synthetic:
+        return SyntheticData(cfg)
+    from pipeline.files import FileData
+
+    return FileData(cfg)

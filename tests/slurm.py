@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from train.cluster import free_port
+from train.cluster.addresses import free_port
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "sinfo")
 ENV_DROP = ("SLURM_", "TRAIN_TEST_MARK")

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     TINY,
     clean_env,
     final_params,

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     LAUNCH,
     TINY,
     final_params,
@@ -117,14 +117,24 @@ def test_format_versions(tmp_path):
     assert "written by a newer release" in warnings[0]
 
 
+def _fp(world_size, **kw):
+    """The fingerprint of a resolved synthetic config."""
+    return ck.fingerprint(Config(delta=1.0, standardize=False, **kw), world_size=world_size)
+
+
 def test_fingerprint_names_every_difference():
-    a = ck.fingerprint(Config(delta=1.0), world_size=2)
-    assert ck.fingerprint(Config(delta=1.0, batch_size=512), world_size=1) == a  # same global
-    assert ck.fingerprint(Config(delta=1.0, epochs=50), world_size=2) == a  # training longer
+    a = _fp(2)
+    assert _fp(1, batch_size=512) == a  # the same global batch
+    assert _fp(2, epochs=50) == a  # training longer
     with pytest.raises(ck.CheckpointError, match=r"global_batch_size 512 -> 256, lr 0.01 -> 0.2"):
-        ck.check_fingerprint(a, ck.fingerprint(Config(delta=1.0, lr=0.2), world_size=1))
-    old = {k: v for k, v in a.items() if k not in ck.FINGERPRINT_DEFAULTS}  # the first release's
+        ck.check_fingerprint(a, _fp(1, lr=0.2))
+    # The first release had no MLP, mixed precision or data files: a fingerprint without those
+    # keys means their defaults, and still resumes.
+    later = ("hidden", "amp_level", "amp_dtype", "loss_scale", "data", "standardize")
+    old = {k: v for k, v in a.items() if k not in later}
     ck.check_fingerprint(old, a)
+    with pytest.raises(ck.CheckpointError, match="hidden '' -> '8'"):
+        ck.check_fingerprint(old, _fp(2, hidden="8"))
 
 
 @pytest.fixture(scope="module")

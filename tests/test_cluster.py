@@ -1,11 +1,9 @@
-"""train/cluster.py: launcher detection, device choice, pre-flight checks, one-rank helpers."""
+"""train/cluster/__init__.py: launcher detection, device choice, pre-flight checks, one-rank
+helpers."""
 
-import socket
-import sys
 
 import numpy as np
 import pytest
-from conftest import run
 
 from train import cluster as cl
 
@@ -47,48 +45,6 @@ def test_world_size_mismatch_is_refused_before_anything_starts():
         cl.setup("CPU", 2, env={"MS_ROLE": "MS_WORKER", "MS_WORKER_NUM": "8"})
     with pytest.raises(cl.ClusterError, match="--world_size 3 does not match the 4 rank"):
         cl.setup("CPU", 3, env={"OMPI_COMM_WORLD_SIZE": "4"})
-
-
-def test_master_address_choices(monkeypatch):
-    assert cl.master_address({}, "me", {}) == "127.0.0.1"  # every rank on this host
-    assert cl.master_address({"MASTER_ADDR": "localhost"}, "me", {}) == "127.0.0.1"  # a name
-    with pytest.raises(cl.ClusterError, match="MASTER_ADDR 'no.such.host.invalid' does not "
-                                              "resolve to an IPv4 address"):
-        cl.master_address({"MASTER_ADDR": "no.such.host.invalid"}, "me", {})
-    with pytest.raises(cl.ClusterError, match="resolves to 127.0.0.1 on me, which the other "
-                                              "hosts \\(b\\) cannot reach"):
-        cl.master_address({"MASTER_ADDR": "localhost"}, "me", {"b": ["10.9.9.2"]})
-    # Several hosts: the local address on the route to another host, never loopback.
-    monkeypatch.setattr(cl, "local_ipv4s", lambda iface=None: ["10.9.9.1", "192.168.5.5"])
-    monkeypatch.setattr(cl, "_route_source", lambda peer: "10.9.9.1")
-    assert cl.master_address({}, "a", {"b": ["10.9.9.2"]}) == "10.9.9.1"
-    monkeypatch.setattr(cl, "_route_source", lambda peer: None)
-    with pytest.raises(cl.ClusterError, match="no interface of a routes to the others"):
-        cl.master_address({}, "a", {"b": ["10.9.9.2"]})
-    monkeypatch.setattr(cl, "local_ipv4s", lambda iface=None: [] if iface else ["10.9.9.1"])
-    with pytest.raises(cl.ClusterError, match="MASTER_IFACE 'eth7' has no IPv4 address"):
-        cl.master_address({"MASTER_IFACE": "eth7"}, "a", {"b": ["10.9.9.2"]})
-
-
-def test_scheduler_port_choices():
-    assert cl.port_is_free(cl._scheduler_port({}))
-    free = cl.free_port()
-    assert cl._scheduler_port({"MASTER_PORT": str(free)}) == free
-    with pytest.raises(cl.ClusterError, match="MASTER_PORT must be a port number"):
-        cl._scheduler_port({"MASTER_PORT": "80"})
-
-
-def test_busy_port_is_refused(tmp_path):
-    with socket.socket() as s:
-        s.bind(("", 0))
-        s.listen()
-        busy = s.getsockname()[1]
-        with pytest.raises(cl.ClusterError, match=f"MASTER_PORT {busy} is already in use"):
-            cl._scheduler_port({"MASTER_PORT": str(busy)})
-        r = run([sys.executable, "-m", "train.cluster", "port-free", str(busy)], tmp_path)
-        assert r.returncode == 2 and f"MASTER_PORT {busy} is already in use" in r.stderr
-    r = run([sys.executable, "-m", "train.cluster", "port-free", str(busy)], tmp_path)
-    assert r.returncode == 0
 
 
 def test_check_identical_catches_ranks_that_differ(monkeypatch):

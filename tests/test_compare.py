@@ -4,7 +4,7 @@ import json
 import sys
 
 import pytest
-from conftest import run
+from helpers import run
 from PIL import Image
 
 SMALL = ["--epochs", "2", "--steps_per_epoch", "100", "--batch_size", "256", "--eval_size", "512"]

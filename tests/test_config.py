@@ -1,9 +1,26 @@
 """train/config.py: defaults < YAML < flags, unknown keys refused, ranges checked."""
 
+import dataclasses
+
 import pytest
 import yaml
 
-from train.config import Config, ConfigError, load_yaml, parse_config, save_config
+from train import checkpoint as ck
+from train.config import (
+    DATA_ONLY,
+    FIELDS,
+    INVOCATION,
+    RESUME,
+    SOURCES,
+    SYNTHETIC_ONLY,
+    Config,
+    ConfigError,
+    applies,
+    options_table,
+    resume_keys,
+    save_config,
+)
+from train.options import build_parser, load_yaml, parse_config
 
 
 def test_defaults():
@@ -27,7 +44,8 @@ def test_saved_config_reads_back_as_is(tmp_path):
     assert not {"out", "resume", "dry_run"} & saved.keys()
     assert not {"target", "eval_fraction", "eval_data", "drop_nonfinite"} & saved.keys()
     back, _ = parse_config(["--config", str(tmp_path / "c.yaml")])
-    assert back == Config(lr=0.2, features=3, quiet=True, delta=1.5)
+    assert back == Config(lr=0.2, features=3, quiet=True, delta=1.5,
+                          config=str(tmp_path / "c.yaml"))  # --config: an invocation detail
     # With a separate held-out file the split fraction does not apply, so it is not saved.
     files = Config(data="d.npy", eval_data="e.npy", eval_fraction=0.1).saved_dict()
     assert files["eval_data"] == "e.npy" and "eval_fraction" not in files
@@ -124,18 +142,62 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
         load_yaml(str(f))
 
 
-def test_every_field_is_documented():
-    from train.config import FIELDS
-
-    assert all(f.metadata.get("help") for f in FIELDS.values())
+def test_every_field_says_what_it_is():
+    """Help text, its source, its resume behaviour, whether it is an invocation detail: a field
+    without them would be silently left out of the lists derived from them."""
+    for name, f in FIELDS.items():
+        m = f.metadata
+        assert m.get("help") and m.get("source") in SOURCES and m.get("resume") in RESUME, name
+        assert isinstance(m.get("invocation"), bool), name
     assert yaml.safe_load(yaml.safe_dump(Config().to_dict())) == Config().to_dict()
 
 
-def test_readme_documents_every_option():
-    from conftest import REPO
+def test_derived_lists_follow_the_metadata():
+    assert set(INVOCATION) == {"config", "out", "resume", "dry_run"}
+    synthetic = Config(delta=1.0, standardize=False).saved_dict()
+    assert not (set(INVOCATION) | set(DATA_ONLY)) & synthetic.keys()
+    on_file = Config(data="d.csv", delta=1.0, standardize=True).saved_dict()
+    assert not (set(INVOCATION) | set(SYNTHETIC_ONLY)) & on_file.keys()
+    for cfg in (Config(delta=1.0, standardize=False), Config(data="d.csv", delta=1.0,
+                                                             standardize=True)):
+        keys = set(ck.fingerprint(cfg, 1, None))
+        assert keys == set(resume_keys(cfg.synthetic)) | {"data", "global_batch_size"}
 
-    from train.config import FIELDS
+
+def _another(name, value):
+    """A valid value other than `value` for field `name`."""
+    choices = FIELDS[name].metadata.get("choices")
+    if choices:
+        return next(c for c in choices if c != value)
+    special = {"hidden": "8", "loss_scale": "dynamic", "momentum": 0.5, "eval_fraction": 0.2,
+               "outlier_fraction": 0.3, "target": "y2", "eval_data": "e.csv"}
+    if name in special:
+        return special[name]
+    return (not value) if isinstance(value, bool) else value + 1 if isinstance(value, int) \
+        else (value * 2 if value else 1.0)
+
+
+@pytest.mark.parametrize("name", [n for n in FIELDS if FIELDS[n].metadata["resume"] == "refuse"
+                                  and n != "data"])
+def test_every_refused_option_is_named_when_a_resume_changes_it(name):
+    """Adding a `resume: refuse` option is enough for a resume that changes it to be refused by
+    name: the fingerprint is made from the metadata, nothing else to edit."""
+    base = Config(delta=1.0, standardize=False) if applies(name, True) else \
+        Config(data="d.csv", delta=1.0, standardize=True)
+    changed = dataclasses.replace(base, **{name: _another(name, getattr(base, name))})
+    with pytest.raises(ck.CheckpointError, match=rf"in .*\b{name} "):
+        ck.check_fingerprint(ck.fingerprint(base, 1), ck.fingerprint(changed, 1))
+
+
+def test_readme_option_table_is_the_generated_one():
+    """README's table is `python -m train.config --markdown`: regenerate it after editing a
+    field (the help text is written once, in train/config.py)."""
+    from helpers import REPO
 
     readme = (REPO / "README.md").read_text()
-    missing = [n for n in FIELDS if f"`--{n}`" not in readme]
-    assert missing == []
+    assert options_table() in readme
+
+
+def test_help_lists_every_option():
+    text = build_parser().format_help()
+    assert [n for n in FIELDS if f"--{n}" not in text] == []

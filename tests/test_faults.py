@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from conftest import TINY, train_cli
+from helpers import TINY, train_cli
 
 from train.faults import FaultError, parse
 

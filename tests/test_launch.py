@@ -11,7 +11,7 @@ import time
 
 import psutil
 import pytest
-from conftest import (
+from helpers import (
     FAST_FAIL,
     LAUNCH,
     TINY,

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY, final_params, finished_run, newest_ckpt, run, start, train_cli, wait_for
+from helpers import TINY, final_params, finished_run, newest_ckpt, run, start, train_cli, wait_for
 
 from train.checkpoint import Checkpoint
 from train.loop import restore, state_tensors
@@ -23,11 +23,7 @@ def test_the_state_is_what_checkpoints_expect_and_restores_exactly(tmp_path, hid
     exactly the tensors the live optimizer and loss scaler hold."""
     opt = GuardedSGD(make_model(3, 0, hidden).trainable_params())
     tensors = state_tensors(opt, make_loss_scaler(loss_scale))
-    layout = state_layout(3, hidden)
-    if loss_scale != "none":
-        layout["loss_scale.value"] = ((), "float32")
-    if loss_scale == "dynamic":
-        layout["loss_scale.counter"] = ((), "int32")
+    layout = state_layout(3, hidden, loss_scale)
     assert {n: (tuple(p.shape), str(p.asnumpy().dtype)) for n, p in tensors.items()} == layout
     saved = {n: np.full(p.shape, 7, p.asnumpy().dtype) for n, p in tensors.items()}
     restore(tensors, Checkpoint(5, saved, {}, tmp_path / "x"))

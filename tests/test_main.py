@@ -4,7 +4,7 @@ import json
 
 import pytest
 import yaml
-from conftest import TINY, train_cli
+from helpers import TINY, train_cli
 
 SUMMARY_KEYS = {"w", "b", "true_w", "true_b", "final_loss", "eval_loss", "steps", "epochs",
                 "world_size", "global_batch_size", "samples_per_s", "wall_s", "device",

@@ -12,7 +12,7 @@ import time
 import hosts as simulated
 import pytest
 import slurm as local_slurm
-from conftest import (
+from helpers import (
     FAST_FAIL,
     LAUNCH,
     REPO,

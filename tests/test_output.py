@@ -10,7 +10,7 @@ import sys
 import termios
 
 import yaml
-from conftest import TINY, clean_env, train_cli
+from helpers import TINY, clean_env, train_cli
 
 
 def _in_a_terminal(args, cwd):

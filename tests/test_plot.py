@@ -3,7 +3,7 @@
 import sys
 
 import pytest
-from conftest import TINY, run, train_cli
+from helpers import TINY, run, train_cli
 from PIL import Image
 
 

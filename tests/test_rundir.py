@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY, clean_env, start, train_cli, wait_for
+from helpers import TINY, clean_env, start, train_cli, wait_for
 
 from train import rundir
 from train.config import ConfigError

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import slurm as local_slurm
-from conftest import (
+from helpers import (
     FAST_FAIL,
     REPO,
     clean_env,

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     FAST_FAIL,
     LAUNCH,
     final_params,
@@ -19,11 +19,12 @@ from conftest import (
     require,
     run,
     start,
+    table,
     train_cli,
     wait_for,
 )
-from test_files import table
 
+from train.bench.jobs import big_npy
 from train.verify import final_parameters
 
 
@@ -125,16 +126,9 @@ def test_a_large_npy_trains_in_the_memory_of_a_synthetic_run(tmp_path):
     """A 1 GiB .npy is memory-mapped: the process's own memory (RssAnon; mapped file pages
     are page cache, RssFile) stays near a synthetic run's. (The README's figures are for a
     larger file; the test keeps to what the suite's time allows.)"""
-    rows = (1 << 30) // 8
     require("less than 3 GiB free for the 1 GiB test file"
             if shutil.disk_usage(tmp_path).free < 3 * (1 << 30) else None)
-    big = np.lib.format.open_memmap(tmp_path / "big.npy", "w+", np.float32, (rows, 2))
-    pattern = np.arange(1 << 20, dtype=np.float32) % 1000
-    for i in range(0, rows, 1 << 20):
-        k = min(1 << 20, rows - i)
-        big[i:i + k, 0], big[i:i + k, 1] = pattern[:k], 2 * pattern[:k] + 3
-    big.flush()
-    del big
+    big_npy(tmp_path / "big.npy", 1)
 
     def rss_anon(name, args):
         proc = start([*args, "--log_every", "5", "--quiet", "--out", name], tmp_path,

@@ -2,7 +2,7 @@
 
 import sys
 
-from conftest import TINY, leftovers, run
+from helpers import TINY, leftovers, run
 
 
 def test_verify_passes_and_prints_the_difference(tmp_path, port):

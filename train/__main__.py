@@ -26,16 +26,17 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the trainer; also what the launch scripts run on every rank."""
     stop = StopRequest().install()  # first: a signal during start-up is caught too
-    from pipeline.files import DataError
+    from pipeline.limits import DataError
     from train import cluster as cl
     from train.checkpoint import CheckpointError
+    from train.cluster.process import die_with_launcher
     from train.config import ConfigError
     from train.faults import FaultError
     from train.output import IO_EXIT, OutputError, one_line
     from train.plan import RunPlan
 
     if os.environ.get("MS_ROLE"):
-        cl.die_with_launcher()  # msrun's workers and scheduler must not outlive msrun
+        die_with_launcher()  # msrun's workers and scheduler must not outlive msrun
     # 1. Everything that can be refused is refused before any process group starts.
     try:
         plan = RunPlan.from_argv(argv)
@@ -71,8 +72,7 @@ def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
     try:
         plan.start_output(out, cluster)
         out.save_record(run_record(cfg, cluster, plan.faults))
-        summary = Trainer(cfg, cluster, out, plan.source, plan.ckpt, plan.faults, stop,
-                          plan.fingerprint).run()
+        summary = Trainer(plan, cluster, out, stop).run()
         out.summary(summary)
         _final_line(cfg, summary, out)
     except Preempted as e:

@@ -18,8 +18,9 @@ changes nothing on disk. Checkpoints are ordered by the step parsed from the nam
 
 Format versions: `FORMAT_VERSION` is written into every manifest. A reader accepts every version
 up to its own and fills state that older versions lacked with the value that version implied
-(`_STATE_DEFAULTS`, `FINGERPRINT_DEFAULTS`); version 0 is the unversioned format of the first
-release. A newer version than the reader's is reported as such and skipped.
+(`_STATE_DEFAULTS`; in the fingerprint, each option's `resume_missing`); version 0 is the
+unversioned format of the first release. A newer version than the reader's is reported as such
+and skipped.
 
 Why safetensors, through its own library rather than `mindspore.save_checkpoint`: a plain,
 documented layout (a JSON header plus raw tensors) that any tool can read without MindSpore or
@@ -43,22 +44,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.fileio import json_text, write_atomic
+from train.config import FIELDS, resume_keys, resume_missing
+
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _NAME = re.compile(r"ckpt-(\d+)\.json")
 _MANIFEST_MAX = 1 << 20  # bytes; a manifest is a few kB
-# Config items that change the math of the run. Not world_size: the data stream and the update
-# depend only on the global batch (N ranks reproduce one process), so a run may resume on another
-# number of ranks with the same global batch. Not epochs: "train longer" resumes. Not
-# deterministic, jit_level, sink_size: how the same math is executed.
-MATH_KEYS = ("seed", "lr", "lr_schedule", "momentum", "loss", "delta", "clip_norm", "hidden",
-             "amp_level", "amp_dtype", "loss_scale")
-SYNTHETIC_KEYS = ("steps_per_epoch", "features", "true_w", "true_b", "noise_std",
-                  "outlier_fraction", "outlier_scale")
-DATA_KEYS = ("target", "eval_fraction", "eval_data", "standardize", "drop_nonfinite")
-# What a fingerprint of an older format version implied for keys it did not have yet.
-FINGERPRINT_DEFAULTS: dict[str, Any] = {"hidden": "", "amp_level": "O0", "amp_dtype": "float16",
-                                        "loss_scale": "none", "data": None}
 # Run state: type checks, and the defaults for keys older versions did not write.
 _STATE_TYPES: dict[str, tuple[type, ...]] = {
     "window_loss": (float, int), "window_n": (int,), "timed_steps": (int,),
@@ -79,17 +71,22 @@ class _Unusable(ValueError):
 
 def fingerprint(cfg: Any, world_size: int, data_id: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
-    """The items a resumed run must share with the checkpoint."""
-    keys = MATH_KEYS + (SYNTHETIC_KEYS if cfg.synthetic else DATA_KEYS)
-    fp = {k: getattr(cfg, k) for k in keys}
-    fp["global_batch_size"] = cfg.global_batch_size(world_size)
+    """The items a resumed run must share with the checkpoint: the config's `resume: refuse`
+    fields for its source (train/config.py), with the data file's identity standing for its
+    name, and the global batch (not the world size: N ranks reproduce one process with the same
+    global batch, so a run may resume on another number of ranks)."""
+    fp = {k: getattr(cfg, k) for k in resume_keys(cfg.synthetic)}
     fp["data"] = data_id
+    fp["global_batch_size"] = cfg.global_batch_size(world_size)
     return fp
 
 
 def check_fingerprint(saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """Refuse to resume with a config that changes the math, naming every differing item."""
-    saved = {**{k: v for k, v in FINGERPRINT_DEFAULTS.items() if k in current}, **saved}
+    """Refuse to resume with a config that changes the math, naming every differing item. A
+    key an older checkpoint lacks means what that release did: the option's `resume_missing`
+    (its default unless the field says otherwise)."""
+    saved = {**{k: resume_missing(k) for k in current if k in FIELDS and k not in saved},
+             **saved}
     diff = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}"
             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
     if diff:
@@ -225,8 +222,6 @@ class CheckpointDir:
     def save(self, step: int, tensors: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
         """Write checkpoint `step` atomically, then keep only the newest `keep`."""
         from safetensors.numpy import save as st_save
-
-        from train.output import json_text, write_atomic
 
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"ckpt-{step:08d}"

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from train.config import ConfigError, build_parser, parse_config, save_config
-from train.plot import _pyplot, curve_label, draw_data, plot_run
+from train.config import ConfigError, save_config
+from train.options import build_parser, parse_config
+from train.plot import curve_label, draw_data, plot_run, pyplot
 from train.rundir import kind
 
 DEFAULTS = {"outlier_fraction": 0.2, "outlier_scale": 100.0}
@@ -46,7 +47,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Any, Any, Path]:
     # Compare's defaults sit under the user's YAML and flags, not over them (synthetic only).
     base = DEFAULTS if "--data" not in rest else {}
     cfg, _ = parse_config(rest, parser=build_parser("python -m train.compare"), base=base)
-    plt = _pyplot() if cfg.synthetic and cfg.features == 1 else None  # refuse before training
+    plt = pyplot() if cfg.synthetic and cfg.features == 1 else None  # refuse before training
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     if kind(out) not in ("absent", "empty"):
         raise ConfigError(f"--out {out} is not empty; choose a new folder")

@@ -1,20 +1,24 @@
 """The one run configuration: dataclass defaults, then an optional YAML file, then flags.
 
-Every field carries its own help text, which is also what `--help` prints. Unknown YAML keys or
-flags, duplicate keys, wrong types and values out of range are refused with a one-line
-`ConfigError` naming the option and what it accepts; `python -m train` turns that into exit
-code 2 before anything is written.
+Every field says what it is, in its metadata next to its help text:
+- `source`: the data source it describes: `synthetic` (refused with --data), `file` (refused
+  without it) or `both`; config.yaml holds only the fields that apply to its run;
+- `resume`: `refuse` (changing it changes the result: a resume that changes it is refused,
+  naming it; the checkpoint fingerprint is made of these) or `allow` (it cannot change the
+  result: how often to log, how many checkpoints to keep, ...);
+- `invocation`: a detail of one command (out, resume, dry_run, config), never saved.
+Every list of keys the code needs (the refusals, config.yaml, the fingerprint, README's option
+table, `--help`) is derived from these; a test fails when a field lacks them.
 
-Some fields only mean something for one data source: `SYNTHETIC_ONLY` describe the generated
-rows, `DATA_ONLY` a file given with `--data`. Giving one for the other source is refused, and
-`config.yaml` holds only the fields that apply to its run, so that it can be fed back as is.
+Unknown YAML keys or flags, duplicate keys, wrong types and values out of range are refused with
+a one-line `ConfigError` naming the option and what it accepts; `python -m train` turns that into
+exit code 2 before anything is written. `python -m train.config --markdown` prints README's
+option table.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import math
 import re
 import sys
@@ -23,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.fileio import write_atomic
+from pipeline.limits import F32_TINY, MAX_ABS_VALUE
 
 DESCRIPTION = ("Data-parallel MindSpore training of y = f(x) with a Huber (or MSE) loss, on "
                "synthetic rows or a file of yours. Options come from the defaults, then "
@@ -34,12 +41,8 @@ GRAD_BACKENDS = ("mindspore", "mpi")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 AMP_DTYPES = ("float16", "bfloat16")
 JIT_LEVELS = ("O0", "O1")
-# Options that only describe the synthetic source, or only a data file.
-SYNTHETIC_ONLY = ("features", "true_w", "true_b", "noise_std", "outlier_fraction",
-                  "outlier_scale", "steps_per_epoch")
-DATA_ONLY = ("target", "eval_fraction", "eval_data", "drop_nonfinite")
-# Per-invocation actions: never part of a saved config.
-INVOCATION = ("out", "resume", "dry_run")
+SOURCES = ("synthetic", "file", "both")
+RESUME = ("refuse", "allow")
 # Keys of earlier releases that are gone; a saved config holding them still loads (warned).
 REMOVED = ("fail_at_step", "fail_rank", "nan_at_step", "test_ckpt_pause")
 
@@ -48,96 +51,137 @@ class ConfigError(ValueError):
     """A user error in the configuration; the message is one line meant for the console."""
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
+def _f(default: Any, help: str, *, resume: str, source: str = "both", invocation: bool = False,
+       **kw: Any) -> Any:
+    """A field and what it is. Optional metadata: `choices`; `at_least` (an integer's lower
+    bound); `shown` (the default as README and --help show it); `resume_missing` (what a
+    checkpoint written before this option existed implied, if not its default);
+    `with_data` (why a synthetic option is refused with --data, if not "describes the synthetic
+    source")."""
+    return field(default=default, metadata={"help": help, "resume": resume, "source": source,
+                                            "invocation": invocation, **kw})
 
 
 @dataclass
 class Config:
     """Everything a run depends on. Sizes are per rank unless a name says global."""
 
+    config: str = _f("", "YAML file of `option: value` pairs (the option names; YAML 1.2 numbers "
+                         "such as `1e-2`; a duplicate key is an error); flags override it",
+                     resume="allow", invocation=True, shown="none")
     # --- where and how it runs ---
-    device: str = _f("CPU", "device target; Ascend uses HCCL, CPU the MindSpore CPU collectives",
-                     choices=DEVICES)
-    seed: int = _f(0, "seeds the data order or stream and the initial weights (the same on "
-                      "every rank)")
+    device: str = _f("CPU", "`CPU`, `Ascend` or `GPU`; a host without that device is refused at "
+                            "once (`TRAIN_NO_DEVICE_PROBE=1` skips the probe, e.g. to check an "
+                            "Ascend command line with `--dry_run` on a laptop)",
+                     resume="allow", choices=DEVICES)
+    seed: int = _f(0, "seeds the data stream or order and the initial weights (the same on all "
+                      "ranks)", resume="refuse", at_least=0)
     world_size: int = _f(0, "expected number of ranks; 0 accepts what the launcher started, "
-                            "anything else must match it")
+                            "anything else must match it", resume="allow", at_least=0)
     # --- data ---
-    data: str = _f("", "a file of rows (.npy, .npz, .csv, .mindrecord); empty = the synthetic "
-                       "y = x·w + b + noise source")
-    target: str = _f("", "target column of a CSV file; empty = the last column")
-    eval_fraction: float = _f(0.1, "share of the file's rows held out for evaluation, chosen "
-                                   "by the seed; 0 = every row trains")
-    eval_data: str = _f("", "a separate file of held-out rows (instead of --eval_fraction)")
-    standardize: bool | None = _f(None, "train on standardized features and target (statistics "
-                                        "of the training split); default: true with --data, "
-                                        "false for the synthetic source")
-    drop_nonfinite: bool = _f(False, "drop rows of --data holding NaN or inf (counted) instead "
-                                     "of refusing the file")
-    batch_size: int = _f(256, "rows per rank per micro-batch")
-    accum_steps: int = _f(1, "micro-batches accumulated into one optimizer step")
-    features: int = _f(1, "columns of x; the true weight is true_w for every column")
-    true_w: float = _f(2.0, "true weight of every feature in y = x·w + b")
-    true_b: float = _f(3.0, "true bias in y = x·w + b")
-    noise_std: float = _f(1.0, "std of the Gaussian noise on y")
-    outlier_fraction: float = _f(0.0, "share of training rows with a large error of random "
-                                      "sign, in [0, 1)")
-    outlier_scale: float = _f(50.0, "size of an outlier error (uniform in 0.5-1.5 times this)")
-    eval_size: int = _f(4096, "rows evaluated at each epoch end (the synthetic clean held-out "
-                              "set; with --data at most this many held-out rows)")
+    data: str = _f("", "a file of rows (`.npy`, `.npz`, `.csv`, `.mindrecord`); none = the "
+                       "synthetic y = x·w + b + noise source. On `--resume` its identity is "
+                       "compared (path, size, modification time, a hash of its head and tail)",
+                   resume="refuse", shown="none", resume_missing=None)
+    target: str = _f("", "the target column of a CSV", resume="refuse", source="file",
+                     shown="last column")
+    eval_fraction: float = _f(0.1, "share of a file's rows held out, chosen by the seed; 0 = "
+                                    "every row trains", resume="refuse", source="file")
+    eval_data: str = _f("", "a separate file of held-out rows instead", resume="refuse",
+                        source="file", shown="none")
+    standardize: bool | None = _f(None, "train on standardized features and target; results in "
+                                        "the data's units (`true` needs `--data`: the synthetic "
+                                        "rows are generated in known units)",
+                                  resume="refuse", shown="true for files", resume_missing=False)
+    drop_nonfinite: bool = _f(False, "drop rows holding NaN or inf (counted) instead of refusing "
+                                     "the file", resume="refuse", source="file")
+    batch_size: int = _f(256, "rows per rank per micro-batch (a resume may change it at the same "
+                              "global batch)", resume="allow", at_least=1)
+    accum_steps: int = _f(1, "micro-batches accumulated into one optimizer step", resume="allow",
+                          at_least=1)
+    features: int = _f(1, "columns of x; the true weight is `true_w` for every column",
+                       resume="refuse", source="synthetic", at_least=1,
+                       with_data="follows from the file")
+    true_w: float = _f(2.0, "the true weight of every feature", resume="refuse",
+                       source="synthetic")
+    true_b: float = _f(3.0, "the true bias", resume="refuse", source="synthetic")
+    noise_std: float = _f(1.0, "std of the Gaussian noise on y", resume="refuse",
+                          source="synthetic")
+    outlier_fraction: float = _f(0.0, "share of training rows with a large error of random sign, "
+                                      "in [0, 1)", resume="refuse", source="synthetic")
+    outlier_scale: float = _f(50.0, "size of an outlier error (uniform in 0.5-1.5 times this)",
+                              resume="refuse", source="synthetic")
+    eval_size: int = _f(4096, "rows evaluated at each epoch end (synthetic: the clean held-out "
+                              "set; files: at most this many held-out rows)", resume="allow",
+                        at_least=1)
     # --- model and optimisation ---
-    hidden: str = _f("", "widths of hidden ReLU layers, e.g. 64,64 (an MLP); empty = the "
-                         "linear model y = x·w + b")
-    epochs: int = _f(5, "passes over the data (synthetic: steps_per_epoch steps of fresh rows)")
-    steps_per_epoch: int = _f(200, "optimizer steps per synthetic epoch (each is accum_steps "
-                                   "micro-batches); with --data it follows from the file")
-    lr: float = _f(0.01, "SGD learning rate (the peak, with a schedule)")
-    lr_schedule: str = _f("cosine", "constant, or cosine decay to 0 over all steps (final "
-                                    "weights then settle instead of jittering with the noise)",
-                          choices=LR_SCHEDULES)
-    momentum: float = _f(0.9, "SGD momentum, in [0, 1)")
-    loss: str = _f("huber", "training loss", choices=LOSSES)
-    delta: float | None = _f(None, "Huber threshold in the target's units: quadratic below "
-                                   "|error| = delta, linear above; default 1.0, with --data "
-                                   "1.345 times a robust scale of a first fit's residuals")
-    clip_norm: float = _f(0.0, "clip gradients to this global norm after the all-reduce; 0 = off")
-    grad_backend: str = _f("mindspore", "how ranks average gradients: mindspore (its collectives "
-                                        "inside the jit step: HCCL, NCCL, CPU) or mpi (mpi4py "
-                                        "Allreduce on the host; CPU, MPI-launched jobs only)",
-                           choices=GRAD_BACKENDS)
+    hidden: str = _f("", "widths of hidden ReLU layers, e.g. `64,64` (an MLP); none = the linear "
+                         "model", resume="refuse", shown="none")
+    epochs: int = _f(5, "passes over the data (synthetic: `steps_per_epoch` steps of fresh rows); "
+                        "a resume may raise it to train on", resume="allow", at_least=1)
+    steps_per_epoch: int = _f(200, "optimizer steps per epoch; for a file it follows from the "
+                                   "rows", resume="refuse", source="synthetic", at_least=1,
+                              with_data="follows from the file")
+    lr: float = _f(0.01, "SGD learning rate (the peak, with a schedule)", resume="refuse")
+    lr_schedule: str = _f("cosine", "`cosine` (decay to 0 over all steps: final weights settle "
+                                    "instead of jittering with the noise) or `constant`",
+                          resume="refuse", choices=LR_SCHEDULES)
+    momentum: float = _f(0.9, "SGD momentum, in [0, 1)", resume="refuse")
+    loss: str = _f("huber", "`huber` (ours) or `mse`", resume="refuse", choices=LOSSES)
+    delta: float | None = _f(None, "Huber threshold in the target's units (files: 1.345 x a "
+                                   "robust scale of a first fit's residuals, printed)",
+                             resume="refuse", shown="1.0; files: from the data")
+    clip_norm: float = _f(0.0, "clip gradients to this global norm after the all-reduce; 0 = off",
+                          resume="refuse")
+    grad_backend: str = _f("mindspore", "how ranks average gradients: `mindspore` (its "
+                                        "collectives inside the jit step) or `mpi` (mpi4py "
+                                        "`Allreduce` on the host; CPU runs started by "
+                                        "`run_mpirun.sh` or `slurm.sbatch`; reads the gradients "
+                                        "every step, by design; in one process there is nothing "
+                                        "to average and it changes nothing)",
+                           resume="allow", choices=GRAD_BACKENDS)
     # --- precision and the device loop ---
-    amp_level: str = _f("O0", "mixed precision (ms.amp.auto_mixed_precision): O0 float32, O1 "
+    amp_level: str = _f("O0", "mixed precision (`ms.amp.auto_mixed_precision`): O0 float32, O1 "
                               "low-precision matmuls, O2 low-precision network with float32 "
-                              "norms, O3 all low precision", choices=AMP_LEVELS)
-    amp_dtype: str = _f("float16", "the low-precision type of amp_level O1-O3",
-                        choices=AMP_DTYPES)
-    loss_scale: str = _f("none", "loss scaling: none, dynamic (halve on overflow and skip the "
-                                 "update, double after 1000 good steps) or a fixed number")
-    deterministic: bool = _f(True, "deterministic kernels and collectives "
-                                   "(ms.set_deterministic); results are then reproducible")
-    jit_level: str = _f("O0", "MindSpore graph optimisation level of the train step",
-                        choices=JIT_LEVELS)
-    sink_size: int = _f(0, "Ascend/GPU: steps per ms.data_sink call (the dataset's device "
-                           "queue); 0 = feed from the host. Accepted on CPU, which runs the "
-                           "host path")
+                              "norms, O3 all low precision", resume="refuse", choices=AMP_LEVELS)
+    amp_dtype: str = _f("float16", "the low-precision type of O1-O3: `float16` or `bfloat16` "
+                                   "(bfloat16 has no CPU MatMul: refused on CPU)",
+                        resume="refuse", choices=AMP_DTYPES)
+    loss_scale: str = _f("none", "`none`, `dynamic` (2^16, halved on overflow with the update "
+                                 "skipped, doubled after 1,000 good steps) or a fixed number >= 1",
+                         resume="refuse", shown="`none`")
+    deterministic: bool = _f(True, "deterministic kernels and, on Ascend, deterministic HCCL "
+                                   "reductions (`ms.set_deterministic`)", resume="allow")
+    jit_level: str = _f("O0", "MindSpore's graph optimisation level for the step (`O0`, `O1`)",
+                        resume="allow", choices=JIT_LEVELS)
+    sink_size: int = _f(0, "Ascend/GPU: steps per `ms.data_sink` call; 0 = feed from the host. "
+                           "Accepted on CPU (which runs the host path), so one config serves "
+                           "both", resume="allow", at_least=0)
     # --- output ---
-    log_every: int = _f(50, "write a metrics line every this many optimizer steps")
-    out: str = _f("", "run folder; empty means runs/<time>-<hex> (hex: rank 0's pid, 4 "
-                      "digits). Must be new or empty, "
-                      "except with --resume")
-    quiet: bool = _f(False, "no progress bar (epoch lines and files are written all the same)")
-    dry_run: bool = _f(False, "check the config, the data and the launch environment, print "
-                              "what would run, and exit without training or writing anything")
+    log_every: int = _f(50, "a metrics line (and the device read behind it) every this many "
+                            "optimizer steps", resume="allow", at_least=1)
+    out: str = _f("", "run folder (`<hex>`: 4 hex digits of rank 0's pid); must be new or empty "
+                      "(an earlier run is never overwritten), except with `--resume`",
+                  resume="allow", invocation=True, shown="runs/<time>-<hex>")
+    quiet: bool = _f(False, "no progress bar (epoch lines and files are written all the same)",
+                     resume="allow")
+    dry_run: bool = _f(False, "check the config, data, run folder and launch environment; print "
+                              "the resolved config and plan; write nothing into the run folder "
+                              "(a `--data` file is validated, and converted into the cache when "
+                              "it is not a float32 `.npy`, as the run would). Under a launcher "
+                              "every rank checks: `run_msrun.sh --dry_run` starts msrun",
+                       resume="allow", invocation=True)
     # --- checkpoints and faults ---
     ckpt_every: int = _f(100, "write a checkpoint every this many optimizer steps (and at the "
-                              "end); 0 = only at the end")
-    keep_ckpts: int = _f(3, "checkpoints kept (the newest ones)")
-    resume: bool = _f(False, "continue the run in --out: from its newest good checkpoint, or "
-                             "from step 0 if it has none yet; its config.yaml is the base, "
-                             "flags override (e.g. more --epochs)")
-    skip_nonfinite: int = _f(0, "skip the update of up to this many steps whose loss or "
-                                "gradient is not finite (reported); 0 = stop at the first one")
+                              "end); 0 = only at the end", resume="allow", at_least=0)
+    keep_ckpts: int = _f(3, "checkpoints kept (the newest ones)", resume="allow", at_least=1)
+    resume: bool = _f(False, "continue the run in `--out`: from its newest good checkpoint, or "
+                             "from step 0 if it has none yet; its `config.yaml` is the base, "
+                             "flags override (e.g. more `--epochs`)",
+                      resume="allow", invocation=True)
+    skip_nonfinite: int = _f(0, "skip the update of up to this many steps whose loss or gradient "
+                                "is not finite (reported); 0 = stop at the first one",
+                             resume="allow", at_least=0)
 
     def global_batch_size(self, world_size: int) -> int:
         """Rows per optimizer step across all ranks."""
@@ -170,24 +214,53 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _keys(**want: Any) -> tuple[str, ...]:
+    return tuple(n for n, f in FIELDS.items() if all(f.metadata[k] == v for k, v in want.items()))
+
+
+SYNTHETIC_ONLY = _keys(source="synthetic")  # refused with --data
+DATA_ONLY = _keys(source="file")  # refused without --data
+INVOCATION = _keys(invocation=True)  # never part of a saved config
+
+
+def applies(name: str, synthetic: bool) -> bool:
+    """Whether a field means something for a run on this source."""
+    return FIELDS[name].metadata["source"] in ("both", "synthetic" if synthetic else "file")
+
+
+def resume_keys(synthetic: bool) -> tuple[str, ...]:
+    """The fields a resume must not change, for a run on this source (the fingerprint)."""
+    return tuple(n for n in _keys(resume="refuse") if applies(n, synthetic))
+
+
+def resume_missing(name: str) -> Any:
+    """What a checkpoint written before field `name` existed implied for it."""
+    meta = FIELDS[name].metadata
+    return meta["resume_missing"] if "resume_missing" in meta else FIELDS[name].default
+
+
 _PY_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "bool | None": bool,
              "float | None": float}
 
 
-def _type(name: str) -> type:
+def value_type(name: str) -> type:
+    """The Python type of a field's values."""
     return _PY_TYPES[FIELDS[name].type]
 
 
-def _expected(name: str) -> str:
+def expected(name: str) -> str:
+    """What a field accepts, for error messages."""
     f = FIELDS[name]
     choices = f.metadata.get("choices")
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    return "one of " + ", ".join(choices) if choices else names[_type(name)]
+    return "one of " + ", ".join(choices) if choices else names[value_type(name)]
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce(name: str, value: Any) -> Any:
     """Check one value's type (YAML gives typed values; ints are accepted for floats)."""
-    want = _type(name)
+    want = value_type(name)
     if value is None and FIELDS[name].default is None:
         return None  # an optional field left to its automatic value
     if name == "loss_scale" and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -195,7 +268,7 @@ def _coerce(name: str, value: Any) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise ConfigError(f"{name}: expected {_expected(name)}, got {value!r}")
+        raise ConfigError(f"{name}: expected {expected(name)}, got {value!r}")
     return value
 
 
@@ -206,7 +279,7 @@ def _check(cond: bool, name: str, accepted: str, value: Any) -> None:
 
 def _check_types(cfg: Config) -> None:
     for name, f in FIELDS.items():
-        value = _coerce(name, getattr(cfg, name))
+        value = coerce(name, getattr(cfg, name))
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -215,13 +288,11 @@ def _check_types(cfg: Config) -> None:
 
 
 def _check_ranges(cfg: Config) -> None:
-    for name in ("batch_size", "accum_steps", "features", "eval_size", "epochs",
-                 "steps_per_epoch", "log_every", "keep_ckpts"):
-        _check(getattr(cfg, name) >= 1, name, "an integer >= 1", getattr(cfg, name))
-    for name in ("ckpt_every", "skip_nonfinite", "sink_size"):
-        _check(getattr(cfg, name) >= 0, name, "an integer >= 0", getattr(cfg, name))
-    _check(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
-    _check(cfg.world_size >= 0, "world_size", "0 (any) or the number of ranks", cfg.world_size)
+    for name, f in FIELDS.items():
+        if "at_least" in f.metadata:
+            low, value = f.metadata["at_least"], getattr(cfg, name)
+            _check(value >= low, name, f"an integer >= {low}" if name != "world_size" else
+                   "0 (any) or the number of ranks", value)
     # float32 is what the step computes in: a smaller value rounds to 0 (or a denormal) there
     tiny = f"> 0 (at least {F32_TINY:.2g}, float32's smallest normal number)"
     _check(cfg.lr >= F32_TINY, "lr", tiny, cfg.lr)
@@ -251,13 +322,6 @@ def _check_ranges(cfg: Config) -> None:
     _check_magnitudes(cfg)
 
 
-# float32 squares stay finite below ~1.8e19: refuse synthetic rows whose errors could not.
-# float32 training with room for the loss and its gradients: synthetic targets and unstandardized
-# file values stay below this.
-MAX_ABS_VALUE = 1e15
-F32_TINY = 1.1754944e-38  # np.finfo(np.float32).tiny: smaller rounds to 0 or a denormal
-
-
 def _check_magnitudes(cfg: Config) -> None:
     """The synthetic rows must fit float32 with room for the loss: |y| well below 1e19."""
     if not cfg.synthetic:
@@ -276,151 +340,21 @@ def validate(cfg: Config, given: set[str] | None = None) -> Config:
     source are refused."""
     _check_types(cfg)
     _check_ranges(cfg)
-    given = given or set()
-    if cfg.synthetic:
-        bad = [k for k in DATA_ONLY if k in given]
-        if bad:
-            raise ConfigError(f"--{bad[0]} describes a data file; it needs --data PATH")
-    else:
-        bad = [k for k in SYNTHETIC_ONLY if k in given]
-        if bad:
-            what = ("follows from the file" if bad[0] in ("features", "steps_per_epoch")
-                    else "describes the synthetic source")
-            raise ConfigError(f"--{bad[0]} {what}; it cannot be given with --data")
-        if cfg.eval_data and "eval_fraction" in given and cfg.eval_fraction > 0:
-            raise ConfigError("--eval_data and --eval_fraction both choose the held-out rows; "
-                              "give one of them")
+    bad = [k for k in FIELDS if k in (given or ()) and not applies(k, cfg.synthetic)]
+    if bad and cfg.synthetic:
+        raise ConfigError(f"--{bad[0]} describes a data file; it needs --data PATH")
+    if bad:
+        what = FIELDS[bad[0]].metadata.get("with_data", "describes the synthetic source")
+        raise ConfigError(f"--{bad[0]} {what}; it cannot be given with --data")
+    if cfg.eval_data and "eval_fraction" in (given or ()) and cfg.eval_fraction > 0:
+        raise ConfigError("--eval_data and --eval_fraction both choose the held-out rows; "
+                          "give one of them")
     if cfg.grad_backend == "mpi" and cfg.device != "CPU":
         raise ConfigError(f"grad_backend mpi is for CPU runs; with --device {cfg.device} use "
                           "mindspore (HCCL/NCCL)")
     if cfg.resume and not cfg.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     return cfg
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats (`1e-2` is a number, as in `--lr 1e-2`) and
-    duplicate keys refused (PyYAML keeps the last one silently)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"), list("-+0123456789."))
-
-
-def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)
-        if key in out:
-            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
-        out[key] = loader.construct_object(value_node, deep=True)
-    return out
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
-def load_yaml(path: str, warn: Any = None) -> dict[str, Any]:
-    """Read a YAML mapping of config keys; every problem is a one-line ConfigError.
-    Keys removed in this release are dropped, with a warning through `warn`."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except OSError as e:
-        raise ConfigError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"--config {path}: not UTF-8 text (byte {e.start})") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except ConfigError as e:
-        raise ConfigError(f"--config {path}: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"--config {path}: not valid YAML{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of option: value, "
-                          f"got {type(data).__name__}")
-    removed = [k for k in data if k in REMOVED]
-    if removed and warn is not None:
-        warn(f"--config {path}: ignoring {', '.join(removed)} (removed; faults for tests are "
-             "injected with the TRAIN_FAULT environment variable)")
-    for key in data:
-        if key not in FIELDS and key not in REMOVED:
-            raise ConfigError(f"--config {path}: unknown key {key!r}{_suggest(str(key))}")
-    return {k: _coerce(k, v) for k, v in data.items() if k not in REMOVED}
-
-
-def _suggest(name: str) -> str:
-    close = difflib.get_close_matches(name.lstrip("-"), list(FIELDS), n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"{hint}; accepted: {', '.join(FIELDS)}"
-
-
-def _bool(text: str) -> bool:
-    value = {"true": True, "false": False, "1": True, "0": False}.get(text.lower())
-    if value is None:
-        raise ValueError(text)
-    return value
-
-
-_bool.__name__ = "bool"  # argparse names the type in "invalid bool value"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and no usage dump (the contract is: one line, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        if message.startswith("unrecognized arguments:"):
-            bad = message.split(":", 1)[1].split()[0]
-            message = f"unknown option {bad}{_suggest(bad)}"
-        elif m := re.match(r"argument --(\w+): invalid \w+ value: (.*)", message):
-            message = f"--{m[1]}: expected {_expected(m[1])}, got {m[2]}"
-        elif m := re.match(r"argument --(\w+): expected one argument", message):
-            message = f"--{m[1]}: expected {_expected(m[1])} after it"
-        raise ConfigError(message)
-
-
-def build_parser(prog: str = "python -m train", description: str | None = None) -> _Parser:
-    """The command line: --config plus one flag per Config field, defaults left unset."""
-    p = _Parser(prog=prog, description=description or DESCRIPTION,
-                argument_default=argparse.SUPPRESS, allow_abbrev=False)
-    p.add_argument("--config", metavar="FILE", help="YAML file of option: value pairs; "
-                   "flags given on the command line override it")
-    for name, f in FIELDS.items():
-        help_ = f"{f.metadata['help']} (default: {f.default!r})"
-        if _type(name) is bool:  # `--quiet` alone means true; `--standardize false` is explicit
-            p.add_argument(f"--{name}", nargs="?", const=True, type=_bool, help=help_,
-                           metavar="true|false")
-        else:
-            choices = f.metadata.get("choices")  # checked by validate(), shown by --help
-            p.add_argument(f"--{name}", type=_type(name), help=help_,
-                           metavar="{" + ",".join(choices) + "}" if choices else name.upper())
-    return p
-
-
-def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
-                 base: dict[str, Any] | None = None, warn: Any = None, check: bool = True,
-                 **overrides: Any) -> tuple[Config, argparse.Namespace]:
-    """defaults < `base` < YAML < `overrides` < flags; returns the validated (unless not
-    `check`) config and flags. `ns.given` holds the keys set by YAML, overrides or flags."""
-    parser = parser or build_parser()
-    ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    values: dict[str, Any] = dict(base or {})
-    given: dict[str, Any] = {}
-    if getattr(ns, "config", None):
-        given.update(load_yaml(ns.config, warn))
-    given.update(overrides)
-    given.update({k: v for k, v in vars(ns).items() if k in FIELDS})
-    values.update(given)
-    ns.given = set(given)
-    try:
-        cfg = Config(**values)
-    except TypeError as e:  # a base (a saved config.yaml) with a key this release lacks
-        raise ConfigError(f"config: {e}") from None
-    return (validate(cfg, ns.given) if check else cfg), ns
 
 
 def config_text(cfg: Config) -> str:
@@ -431,6 +365,35 @@ def config_text(cfg: Config) -> str:
 def save_config(cfg: Config, path: Path) -> None:
     """Write `config_text` atomically (a resumed run rewrites it; a kill must not leave half
     a file)."""
-    from train.output import write_atomic
-
     write_atomic(path, config_text(cfg))
+
+
+def shown_default(f: dataclasses.Field) -> str:
+    """A field's default as README and --help show it."""
+    if "shown" in f.metadata:
+        return f.metadata["shown"]
+    if isinstance(f.default, bool):
+        return "true" if f.default else "off"
+    return f"{f.default}"
+
+
+def options_table() -> str:
+    """README's option table, from the fields (tests/test_config.py checks README holds it)."""
+    rows = ["| flag | default | on `--resume` | meaning |", "|---|---|---|---|"]
+    resume = {"refuse": "refused", "allow": "may change"}
+    for name, f in FIELDS.items():
+        m = f.metadata
+        shown = shown_default(f)
+        default = shown if shown in ("none", "off") or " " in shown or "`" in shown \
+            else f"`{shown}`"
+        where = {"synthetic": "synthetic source only: ", "file": "`--data` only: ",
+                 "both": ""}[m["source"]]
+        on_resume = "-" if m["invocation"] else resume[m["resume"]]
+        rows.append(f"| `--{name}` | {default} | {on_resume} | {where}{m['help']} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m train.config --markdown  (prints README's option table)")
+    print(options_table(), end="")

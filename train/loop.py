@@ -18,20 +18,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor
 
 from pipeline import eval_chunks, make_train_dataset
-from pipeline.dataset import steps_per_item
 from train.checkpoint import Checkpoint, CheckpointDir
 from train.cluster import Cluster
-from train.config import Config
-from train.faults import Faults
 from train.loss import make_loss
-from train.model import format_params, linear_params, make_model, mixed_precision
+from train.model import (
+    LOSS_SCALE_COUNTER,
+    LOSS_SCALE_VALUE,
+    format_params,
+    linear_params,
+    make_model,
+    mixed_precision,
+)
 from train.output import OutputError, RunOutput
 from train.step import (
     GuardedSGD,
@@ -42,6 +46,9 @@ from train.step import (
     make_train_step,
 )
 from train.stop import Preempted, StopRequest
+
+if TYPE_CHECKING:
+    from train.plan import RunPlan
 
 AGREE_SECONDS = 1.0  # target spacing of the ranks' stop agreements
 RING_MAX = 4096  # most steps between two reads of the device's step record
@@ -61,9 +68,9 @@ def state_tensors(optimizer: GuardedSGD, scaler: Any = None) -> dict[str, Parame
     out = {p.name: p for p in (*optimizer.parameters, *optimizer.accum, *optimizer.stat,
                                optimizer.global_step)}
     if scaler is not None:
-        out["loss_scale.value"] = scaler.scale_value
+        out[LOSS_SCALE_VALUE] = scaler.scale_value
         if hasattr(scaler, "counter"):
-            out["loss_scale.counter"] = scaler.counter
+            out[LOSS_SCALE_COUNTER] = scaler.counter
     return out
 
 
@@ -77,12 +84,12 @@ class Trainer:
     """One rank's run: `run()` trains up to epochs x steps_per_epoch steps and returns the
     summary. With `ckpt` it continues from it: the result equals the uninterrupted run."""
 
-    def __init__(self, cfg: Config, cluster: Cluster, out: RunOutput, source: Any,
-                 ckpt: Checkpoint | None, faults: Faults, stop: StopRequest,
-                 fingerprint: dict[str, Any]) -> None:
-        self.cfg, self.cluster, self.out, self.source = cfg, cluster, out, source
-        self.faults, self.stop, self.fingerprint = faults, stop, fingerprint
-        self.total = cfg.epochs * source.steps_per_epoch
+    def __init__(self, plan: RunPlan, cluster: Cluster, out: RunOutput,
+                 stop: StopRequest) -> None:
+        cfg, ckpt, faults = plan.cfg, plan.ckpt, plan.faults
+        self.cfg, self.cluster, self.out, self.source = cfg, cluster, out, plan.source
+        self.faults, self.stop, self.fingerprint = faults, stop, plan.fingerprint
+        self.total, self.chunk = plan.total, plan.chunk
         self.start = ckpt.step if ckpt else 0
         self.state = {**FRESH_STATE, **(ckpt.state if ckpt else {})}
         self.state["skipped"] = list(self.state["skipped"])
@@ -144,7 +151,7 @@ class Trainer:
         cfg, cl = self.cfg, self.cluster
         a = cfg.accum_steps
         sink = self.sink
-        chunk = 1 if sink else steps_per_item(a * cfg.batch_size)
+        chunk = 1 if sink else self.chunk
         data = make_train_dataset(
             self.source.stream, cfg.batch_size, a, self.source.steps_per_epoch, cfg.epochs,
             num_shards=cl.world_size, shard_id=cl.rank, start_step=self.start, chunk=chunk)
@@ -342,8 +349,8 @@ class Trainer:
         if not self.out.main:  # parameters are identical on every rank: one writer is enough
             return
         # The loss scaler's adjust() leaves its scalars shaped (1,): saved as the scalars they are.
-        tensors = {n: p.asnumpy().reshape(()) if n.startswith("loss_scale.") else p.asnumpy()
-                   for n, p in self.tensors.items()}
+        tensors = {n: p.asnumpy().reshape(()) if n in (LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER)
+                   else p.asnumpy() for n, p in self.tensors.items()}
         state = {**self.state, **self._totals(), "fingerprint": self.fingerprint,
                  "data_stats": self.source.stats}
         try:

@@ -28,16 +28,33 @@ def _shapes(features: int, hidden: list[int]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def state_layout(features: int, hidden: list[int]) -> dict[str, tuple[tuple[int, ...], str]]:
+# Optimizer and loss-scaler state beside the parameters, by name prefix or name.
+OPTIMIZER_PREFIXES = ("accum.", "stat.")
+STEP_COUNTER = "global_step"
+LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER = "loss_scale.value", "loss_scale.counter"
+
+
+def state_layout(features: int, hidden: list[int], loss_scale: str = "none"
+                 ) -> dict[str, tuple[tuple[int, ...], str]]:
     """Every tensor of the training state: parameters, SGD's momentum buffers (`accum.`) and
-    first-step flags (`stat.`), and its step counter. Not the lr and momentum values, which the
-    config sets at every step."""
+    first-step flags (`stat.`), its step counter, and the loss scaler's scale (and, dynamic, its
+    good-step counter). Not the lr and momentum values, which the config sets at every step."""
     layout: dict[str, tuple[tuple[int, ...], str]] = {}
     shapes = _shapes(features, hidden)
-    for prefix in ("", "accum.", "stat."):
+    for prefix in ("", *OPTIMIZER_PREFIXES):
         layout.update({prefix + n: (s, "float32") for n, s in shapes.items()})
-    layout["global_step"] = ((1,), "int32")
+    layout[STEP_COUNTER] = ((1,), "int32")
+    if loss_scale != "none":
+        layout[LOSS_SCALE_VALUE] = ((), "float32")
+    if loss_scale == "dynamic":
+        layout[LOSS_SCALE_COUNTER] = ((), "int32")
     return layout
+
+
+def trained_parameters(tensors: dict[str, Any]) -> dict[str, Any]:
+    """The model's parameters among a checkpoint's tensors (not optimizer or scaler state)."""
+    return {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIXES)
+            and k not in (STEP_COUNTER, LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER)}
 
 
 def initial_params(features: int, hidden: list[int], seed: int) -> dict[str, np.ndarray]:

@@ -14,50 +14,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.fileio import json_text, write_atomic
+from train.config import config_text
+
 IO_EXIT = 74  # EX_IOERR: the run's own files could not be written (disk full, permissions)
 
 
 class OutputError(OSError):
     """A run file could not be written; the message is one line and names the file."""
-
-
-def finite_json(obj: Any) -> Any:
-    """`obj` with every non-finite float replaced by None (strict JSON readers reject NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    return obj
-
-
-def json_text(obj: Any, indent: int | None = None) -> str:
-    """Strict JSON of `obj` (non-finite numbers as null)."""
-    return json.dumps(finite_json(obj), indent=indent, allow_nan=False)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a whole file atomically: a temporary name in the same folder, fsync, rename.
-    On any error the temporary file is removed and the previous `path` is untouched."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _say(text: str, stream: Any) -> None:
@@ -173,8 +143,6 @@ class RunOutput:
 
     def save_config(self, cfg: Any) -> None:
         """config.yaml: the resolved config, readable back with --config."""
-        from train.config import config_text
-
         if self.main:
             self._write("config.yaml", config_text(cfg))
 

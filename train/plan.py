@@ -1,6 +1,11 @@
 """What one process will run, decided before any process group starts: the config (with a
-resumed run's own config as the base), injected faults, the launcher, the data source, the run
-folder and the checkpoint to continue from.
+resumed run's own config as the base), injected faults, the launcher, the data source, the
+automatic options made concrete, the run folder and the checkpoint to continue from.
+
+**Automatic values are decided here, once.** An option left automatic (`delta`, `standardize`;
+for a file, the steps per epoch) takes the value the data suggests (`resolve`); the data layer
+only suggests and never writes into the config. The resolved config is what config.yaml saves,
+what the fingerprint records and what every later stage reads.
 
 Everything here runs without importing MindSpore, so that refusals are cheap and happen before
 `init()`. One process owns its folder and chooses its checkpoint before MindSpore is even
@@ -10,34 +15,43 @@ Nothing in the folder changes until a good checkpoint has been chosen (or none e
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.dataset import steps_per_item
 from train import checkpoint as ck
 from train import cluster as cl
 from train import rundir
-from train.config import Config, ConfigError, load_yaml, parse_config, validate
+from train.config import Config, ConfigError, validate
 from train.faults import Faults, from_env
 from train.model import state_layout
+from train.options import load_yaml, parse_config
 from train.output import default_out_dir, warn
+
+
+class Notes(list):
+    """Warnings of the planning stage: shown at once, kept for the run's log."""
+
+    def __call__(self, msg: str) -> None:
+        self.append(msg)
+        warn(msg)
 
 
 class RunPlan:
     """The decisions of `python -m train` up to the first step."""
 
-    def __init__(self, cfg: Config, faults: Faults, launch: str, world: int, source: Any,
-                 warnings: list[str]) -> None:
+    def __init__(self, cfg: Config, faults: Faults, launch: str, world: int, data: Any,
+                 automatic: set[str], notes: Notes) -> None:
         self.cfg, self.faults, self.launch, self.world = cfg, faults, launch, world
-        self.source, self.warnings = source, warnings
-        self.total = cfg.epochs * source.steps_per_epoch
-        self.fingerprint = ck.fingerprint(cfg, world, source.identity)
-        self.layout = state_layout(source.features, cfg.hidden_sizes())
-        if cfg.loss_scale != "none":
-            self.layout["loss_scale.value"] = ((), "float32")
-            if cfg.loss_scale == "dynamic":
-                self.layout["loss_scale.counter"] = ((), "int32")
+        self.notes = notes
+        self.source = data.source(cfg, world, automatic)
+        self.total = cfg.epochs * cfg.steps_per_epoch
+        self.chunk = steps_per_item(cfg.batch_size * cfg.accum_steps)  # steps per dataset item
+        self.fingerprint = ck.fingerprint(cfg, world, data.identity)
+        self.layout = state_layout(data.features, cfg.hidden_sizes(), cfg.loss_scale)
         self.out_dir = Path(cfg.out) if cfg.out else None
         self.ckpt: ck.Checkpoint | None = None
         self.owner: rundir.Owner | None = None  # holds the folder's lock while it lives
@@ -45,45 +59,38 @@ class RunPlan:
     @classmethod
     def from_argv(cls, argv: list[str] | None) -> RunPlan:
         """Parse and check everything; ConfigError, ClusterError, FaultError on bad input."""
-        from pipeline.source import open_source
+        from pipeline.source import open_data
 
-        warnings: list[str] = []
-
-        def note(msg: str) -> None:
-            warnings.append(msg)
-            warn(msg)
-
+        notes = Notes()
         # A resumed run's own config is the base and flags (e.g. --epochs) override it, so the
         # flags alone are checked only together with it (`--resume --target b` is complete).
-        cfg, ns = parse_config(argv, warn=note, check=False)
+        cfg, ns = parse_config(argv, warn=notes, check=False)
         if cfg.resume is True and isinstance(cfg.out, str) and cfg.out:
             if rundir.kind(Path(cfg.out)) != "run":
                 rundir.check(Path(cfg.out), resume=True)  # "holds no run to continue"
-            base = load_yaml(str(Path(cfg.out) / rundir.CONFIG), warn=note)
-            cfg, _ = parse_config(argv, base=base, warn=note)
+            base = load_yaml(str(Path(cfg.out) / rundir.CONFIG), warn=notes)
+            cfg, _ = parse_config(argv, base=base, warn=notes)
         else:
             cfg = validate(cfg, ns.given)
         faults = from_env()
         launch, world = cl.check_launch(cfg.world_size)
         cl.probe_device(cfg.device)
         _check_compat(cfg, launch, world)
-        source = open_source(cfg, world)
-        _check_memory(cfg, source)
-        return cls(cfg, faults, launch, world, source, warnings)
-
-    def _note(self, msg: str) -> None:
-        self.warnings.append(msg)
-        warn(msg)
+        data = open_data(cfg)
+        cfg, automatic = resolve(cfg, data, world)
+        plan = cls(cfg, faults, launch, world, data, automatic, notes)
+        _check_memory(cfg, plan.source, plan.chunk)
+        return plan
 
     def prepare(self, out_dir: Path | None = None) -> None:
         """Own the run folder and choose the checkpoint (`--resume`); rank 0 or one process."""
         if out_dir is None:
             out_dir = self.out_dir or Path(default_out_dir(stamp()))
         self.out_dir = out_dir
-        self.owner = rundir.claim(out_dir, self.cfg.resume, self._note)
+        self.owner = rundir.claim(out_dir, self.cfg.resume, self.notes)
         if self.cfg.resume:
             self.ckpt = ck.resume_from(out_dir, self.layout, self.fingerprint, self.total,
-                                       self._note)
+                                       self.notes)
             self._check_stats()
             # A data sink runs whole calls from the checkpoint on; CPU runs the host path.
             if self.ckpt is not None and self.cfg.device != "CPU" and self.cfg.sink_size > 1 \
@@ -114,7 +121,7 @@ class RunPlan:
         step = cluster.broadcast_int(self.ckpt.step + 1 if self.ckpt else 0) - 1
         if not cluster.is_main and step >= 0:
             try:
-                self.ckpt = ck.CheckpointDir(out_dir).latest(self.layout, self._note,
+                self.ckpt = ck.CheckpointDir(out_dir).latest(self.layout, self.notes,
                                                              only_step=step)
             except ck.CheckpointError:
                 self.ckpt = None
@@ -128,7 +135,7 @@ class RunPlan:
     def start_output(self, out: Any, cluster: cl.Cluster) -> None:
         """The first writes into the folder, once its checkpoint is chosen: config.yaml, and a
         resumed run's metrics cut back to where it continues."""
-        for msg in self.warnings:
+        for msg in self.notes:
             out.log.warning(msg)
         if self.faults:  # a TRAIN_FAULT left set in a shell must not go unnoticed
             out.warn(f"TRAIN_FAULT={self.faults.text!r} is set: injecting test faults")
@@ -151,11 +158,11 @@ class RunPlan:
             rundir.check(self.out_dir, cfg.resume)
             if cfg.resume:
                 self.ckpt = ck.resume_from(self.out_dir, self.layout, self.fingerprint,
-                                           self.total, self._note)
+                                           self.total, self.notes)
         print(yaml.safe_dump(cfg.saved_dict(), sort_keys=False), end="")
         print(f"# launch: {self.launch}  world_size: {self.world}  global_batch_size: "
               f"{cfg.global_batch_size(self.world)}  out: {cfg.out or 'runs/<time>-<hex>'}")
-        print(f"# device: {cfg.device}  step path: {_step_path(cfg)}")
+        print(f"# device: {cfg.device}  step path: {_step_path(cfg, self.chunk)}")
         print(f"# precision: amp_level {cfg.amp_level}"
               + (f" ({cfg.amp_dtype})" if cfg.amp_level != "O0" else "")
               + f", loss_scale {cfg.loss_scale}, deterministic {cfg.deterministic}, "
@@ -175,10 +182,32 @@ def stamp() -> int:
     return int(time.time()) << 16 | os.getpid() & 0xFFFF
 
 
-def _step_path(cfg: Config) -> str:
-    from pipeline.dataset import steps_per_item
+def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
+    """The config with every automatic value made concrete, and the names of those the data
+    chose: `standardize` and `delta` as the data suggests (pipeline/source.py), and for a file
+    the steps per epoch its training rows give at this global batch."""
+    if cfg.standardize and cfg.synthetic:
+        raise ConfigError("--standardize true is for --data files; the synthetic rows are "
+                          "generated in known units")
+    auto = {k: v for k, v in data.suggested().items() if getattr(cfg, k) is None}
+    cfg = dataclasses.replace(cfg, **auto)
+    if not cfg.synthetic:
+        cfg = dataclasses.replace(
+            cfg, steps_per_epoch=data.train_rows // cfg.global_batch_size(world))
+    return cfg, set(auto)
 
-    k = steps_per_item(cfg.batch_size * cfg.accum_steps)
+
+def open_source(cfg: Config, world: int = 1) -> Any:
+    """The source a (saved, or fresh) config names, resolved as a run resolves it: for the
+    tools that read a run's data (train.plot, train.bench)."""
+    from pipeline.source import open_data
+
+    data = open_data(cfg)
+    cfg, automatic = resolve(cfg, data, world)
+    return data.source(cfg, world, automatic)
+
+
+def _step_path(cfg: Config, k: int) -> str:
     host = f"host feeding, {k} step(s) per dataset item"
     if not cfg.sink_size:
         return host
@@ -213,13 +242,11 @@ def _mem_available() -> int | None:
 _ITEMS_IN_FLIGHT = 20
 
 
-def _check_memory(cfg: Config, source: Any) -> None:
+def _check_memory(cfg: Config, source: Any, chunk: int) -> None:
     """Refuse sizes that cannot fit in this host's free memory, with the size they need, instead
     of an out-of-memory kill (or the dataset engine's message) later."""
-    from pipeline.dataset import steps_per_item
-
     f = source.features
-    rows = cfg.batch_size * cfg.accum_steps * steps_per_item(cfg.batch_size * cfg.accum_steps)
+    rows = cfg.batch_size * cfg.accum_steps * chunk
     # x, y and lr per item; making rows takes ~3 float64 temporaries per column.
     item = rows * (f + 2) * 4 + rows * (f + 5) * 8 * 3
     sizes = [f, *cfg.hidden_sizes(), 1]

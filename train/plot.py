@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from train.config import Config, ConfigError, load_yaml, parse_config
+from train.config import Config, ConfigError
+from train.options import load_yaml, parse_config
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only); ConfigError without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -60,9 +62,9 @@ def read_run(run_dir: Path) -> tuple[Config, list[dict], dict | None]:
 
 def sample_rows(cfg: Config, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """n training rows in the data's own units (synthetic: regenerated from the config)."""
-    from pipeline.source import open_source
+    from train.plan import open_source
 
-    return open_source(cfg, 1).sample_rows(n)
+    return open_source(cfg).sample_rows(n)
 
 
 def draw_data(ax: Any, cfg: Config, curves: dict[str, tuple[list, list]]) -> None:
@@ -89,7 +91,7 @@ def curve_label(summary: dict) -> str:
 
 def plot_run(run_dir: Path) -> list[Path]:
     """Write loss.png (and fit.png for one feature) into run_dir; return the paths."""
-    plt = _pyplot()
+    plt = pyplot()
     cfg, metrics, summary = read_run(run_dir)
     train = [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None]
     evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from train.config import ConfigError, build_parser, parse_config, save_config
+from train.config import ConfigError, save_config
+from train.model import trained_parameters
+from train.options import build_parser, parse_config
 
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 LAUNCHERS = {"msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
@@ -54,9 +56,7 @@ def final_parameters(run_dir: Path) -> dict[str, np.ndarray]:
 
     newest = max((run_dir / "ckpt").glob("ckpt-*.safetensors"),
                  key=lambda p: int(p.stem.split("-")[1]))
-    tensors = load(newest.read_bytes())
-    return {k: v for k, v in tensors.items()
-            if not k.startswith(("accum.", "stat.", "loss_scale.")) and k != "global_step"}
+    return trained_parameters(load(newest.read_bytes()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     save_config(cfg, base)
     n, b, a = args.world_size, cfg.batch_size, cfg.accum_steps
     env = dict(os.environ, NPROC=str(n), LOG_DIR=str(root / "launcher_logs"))
-    from train.cluster import free_port
+    from train.cluster.addresses import free_port
 
     env.setdefault("MASTER_PORT", str(free_port()))
     runs = {

@@ -1,0 +1,307 @@
+"""Reading the formats a table of rows comes in, as float64 chunks of (features..., target).
+
+`.npy` (2-D numeric; the last column is the target), `.npz` (arrays `x`, 2-D, and `y`, 1-D or
+(n, 1)), `.csv` (a header row, numeric cells; `--target` names the target column, default the
+last) and MindSpore's `.mindrecord` (fields `x` and `y`, read with MindSpore's reader).
+`validated_chunks` adds the checks every reader of a table needs (at least one feature, every
+value a float32 number); `NpyWriter` writes the canonical form training maps: a float32 `.npy`.
+Every problem is a `DataError`: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.limits import F32_MAX, DataError
+
+FORMATS = (".npy", ".npz", ".csv", ".mindrecord")
+CHUNK = 1 << 18  # rows per streaming step
+
+def check_file(path: Path, what: str = "--data") -> None:
+    """Exists, is a regular readable file with a known extension."""
+    if path.suffix.lower() not in FORMATS:
+        raise DataError(f"{what} {path}: unknown format {path.suffix or '(no extension)'}; "
+                        f"accepted: {', '.join(FORMATS)}")
+    try:
+        exists = path.exists()
+    except OSError as e:  # a name longer than the file system allows, ...
+        raise DataError(f"{what} {path}: {e.strerror or e}") from None
+    if not exists:
+        raise DataError(f"{what} {path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{what} {path}: not a regular file")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise DataError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
+
+
+def npy_header(f: Any, path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
+    try:
+        version = np.lib.format.read_magic(f)
+        return np.lib.format._read_array_header(f, version)  # noqa: SLF001 - the reader
+    except (ValueError, OSError, SyntaxError) as e:
+        raise DataError(f"{path}: not a valid .npy file ({str(e)[:80]})") from None
+
+
+def _numeric(dtype: np.dtype, path: Path, what: str) -> None:
+    if dtype.kind not in "fiub" or dtype.hasobject:
+        raise DataError(f"{path}: {what} must be numeric, not {dtype}")
+
+
+def _npy_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+    if target:
+        raise DataError(f"--target names a CSV column; in {path.name} (a .npy file) the target "
+                        "is the last column")
+    with open(path, "rb") as f:
+        shape, fortran, dtype = npy_header(f, path)
+    if len(shape) != 2 or shape[1] < 2:
+        raise DataError(f"{path}: expected a 2-D array (rows, features + target), got shape "
+                        f"{shape}")
+    _numeric(dtype, path, "its values")
+    arr = np.load(path, mmap_mode="r")
+    names = [f"x{j}" for j in range(shape[1] - 1)] + ["y"]
+    return names, (np.asarray(arr[i:i + CHUNK], np.float64) for i in range(0, shape[0], CHUNK))
+
+
+def _npz_member(z: zipfile.ZipFile, name: str, path: Path) -> tuple[Any, tuple, np.dtype]:
+    if f"{name}.npy" not in z.namelist():
+        raise DataError(f"{path}: no array {name!r} (it holds {sorted(z.namelist())}); a .npz "
+                        "needs x (rows, features) and y (rows) or (rows, 1)")
+    f = z.open(f"{name}.npy")
+    shape, fortran, dtype = npy_header(f, path)
+    _numeric(dtype, path, f"array {name}")
+    if fortran:
+        raise DataError(f"{path}: array {name} is Fortran-ordered; save it C-ordered")
+    return f, shape, dtype
+
+
+def _npz_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+    if target:
+        raise DataError(f"--target names a CSV column; in {path.name} the target is array y")
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{path}: not a valid .npz file ({e})") from None
+    fx, sx, dx = _npz_member(z, "x", path)
+    fy, sy, dy = _npz_member(z, "y", path)
+    if len(sx) != 2 or sy not in ((sx[0],), (sx[0], 1)):
+        raise DataError(f"{path}: x must be (rows, features) and y (rows,) or (rows, 1) with "
+                        f"the same rows; got x {sx}, y {sy}")
+
+    def gen() -> Iterator[np.ndarray]:
+        for i in range(0, sx[0], CHUNK):
+            k = min(CHUNK, sx[0] - i)
+            x = np.frombuffer(fx.read(k * sx[1] * dx.itemsize), dx).reshape(k, sx[1])
+            y = np.frombuffer(fy.read(k * dy.itemsize), dy).reshape(k, 1)
+            yield np.concatenate([x.astype(np.float64), y.astype(np.float64)], axis=1)
+
+    return [f"x{j}" for j in range(sx[1])] + ["y"], gen()
+
+
+def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        header = next(csv.reader(f), None)
+    if not header or len(header) < 2:
+        raise DataError(f"{path}: a CSV needs a header row naming at least two columns")
+    names = [h.strip() for h in header]
+    if "" in names:
+        raise DataError(f"{path}: column {names.index('') + 1} of the header has no name; every "
+                        "column needs one")
+    if dups := sorted({n for n in names if names.count(n) > 1}):
+        raise DataError(f"{path}: the header names {', '.join(map(repr, dups))} more than once; "
+                        "every column needs a name of its own")
+    if target and target not in names:
+        raise DataError(f"{path}: no column {target!r} for --target; columns: "
+                        f"{', '.join(names)}")
+    return names, names.index(target) if target else len(names) - 1
+
+
+def _csv_locate(lines: list[str], first_row: int, names: list[str]) -> str:
+    """The first cell that is not a number, or the first row of another length, by line."""
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue  # blank lines are skipped, and still counted
+        row = next(csv.reader([line]))
+        if len(row) != len(names):
+            return (f"line {first_row + i} has {len(row)} cells, the header "
+                    f"{len(names)}")
+        for j, cell in enumerate(row):
+            try:
+                if "_" in cell:  # float() takes 1_000, the CSV reader does not
+                    raise ValueError(cell)
+                float(cell)
+            except ValueError:
+                return (f"line {first_row + i}, column {j + 1} ({names[j]!r}): {cell.strip()!r} "
+                        "is not a number")
+    return f"lines {first_row}-{first_row + len(lines) - 1} cannot be read"
+
+
+def _csv_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+    names, t = _csv_columns(path, target)
+    order = [j for j in range(len(names)) if j != t] + [t]
+
+    def gen() -> Iterator[np.ndarray]:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            f.readline()
+            row = 2  # file line of the first data row (the header is line 1)
+            while True:
+                lines = [ln for ln in (f.readline() for _ in range(CHUNK)) if ln]
+                if not lines:
+                    return
+                body = [ln for ln in lines if ln.strip()]
+                if body:
+                    try:
+                        a = np.loadtxt(io.StringIO("".join(body)), delimiter=",", ndmin=2,
+                                       dtype=np.float64, quotechar='"')
+                    except ValueError:
+                        raise DataError(f"{path}: {_csv_locate(lines, row, names)}") from None
+                    if a.shape[1] != len(names):
+                        raise DataError(f"{path}: {_csv_locate(lines, row, names)}")
+                    yield a[:, order]
+                row += len(lines)
+
+    return [names[j] for j in order], gen()
+
+
+def _mindrecord_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+    if target:
+        raise DataError(f"--target names a CSV column; in {path.name} the target is field y")
+    try:
+        from mindspore.mindrecord import FileReader
+
+        reader = FileReader(str(path))
+        first = next(reader.get_next(), None)
+    except Exception as e:  # noqa: BLE001 - MindSpore's reader raises its own kinds
+        why = next((ln.strip() for ln in str(e).splitlines() if ln.startswith("[ERROR]")),
+                   str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise DataError(f"{path}: not a readable MindRecord file ({why[:120]})") from None
+    if first is None or not {"x", "y"} <= first.keys():
+        raise DataError(f"{path}: a MindRecord file needs fields x and y")
+    for name in ("x", "y"):
+        _numeric(np.asarray(first[name]).dtype, path, f"field {name}")
+    features = int(np.asarray(first["x"]).size)
+
+    def gen() -> Iterator[np.ndarray]:
+        rows = []
+        for rec in FileReader(str(path)).get_next():
+            x, y = np.asarray(rec["x"], np.float64).ravel(), np.asarray(rec["y"]).ravel()
+            if x.size != features or y.size != 1:
+                raise DataError(f"{path}: record {len(rows)} has {x.size} features and "
+                                f"{y.size} targets, expected {features} and 1")
+            rows.append(np.append(x, y[0]))
+            if len(rows) == CHUNK:
+                yield np.array(rows)
+                rows = []
+        if rows:
+            yield np.array(rows)
+
+    return [f"x{j}" for j in range(features)] + ["y"], gen()
+
+
+READERS: dict[str, Callable[[Path, str], tuple[list[str], Iterator[np.ndarray]]]] = {
+    ".npy": _npy_chunks, ".npz": _npz_chunks, ".csv": _csv_chunks,
+    ".mindrecord": _mindrecord_chunks}
+
+
+def read_chunks(path: Path, target: str = "",
+                what: str = "--data") -> tuple[list[str], Iterator[np.ndarray]]:
+    """Column names (features..., target) and the rows, streamed as float64 chunks."""
+    check_file(path, what)
+    return _guarded(path, lambda: READERS[path.suffix.lower()](path, target))
+
+
+
+class NpyWriter:
+    """A float32 (rows, columns) .npy written row chunk by row chunk, the row count filled in
+    at the end (the header is padded to a fixed size)."""
+
+    HEADER = 128
+
+    def __init__(self, path: Path, columns: int) -> None:
+        self.path, self.columns, self.rows = path, columns, 0
+        self.f = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.f.write(self._header(0))
+
+    def _header(self, rows: int) -> bytes:
+        d = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {self.columns}), }}"
+        body = d.ljust(self.HEADER - 10 - 1) + "\n"
+        return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode()
+
+    def write(self, rows: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self.f.seek(0)
+        self.f.write(self._header(self.rows))
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
+
+
+def _bad_cells(chunk: np.ndarray) -> np.ndarray:
+    """NaN, inf, or finite but beyond float32's range (inf in the table training reads)."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.abs(chunk) <= F32_MAX)
+
+
+def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = "--data",
+                     counts: dict[str, Any] | None = None
+                     ) -> tuple[list[str], Iterator[np.ndarray]]:
+    """`read_chunks` with the checks every reader of a table needs: at least one feature, every
+    value a float32 number (else refused naming the first row, or the row dropped and counted
+    in `counts["dropped"]`), and a reader's own failure turned into one line. `counts` also
+    gets the rows kept and the largest magnitude (`max_abs`)."""
+    names, chunks = read_chunks(path, target, what)
+    if len(names) < 2:
+        raise DataError(f"{path}: no feature columns (only the target); a table needs at "
+                        "least one feature and the target")
+    counts = counts if counts is not None else {}
+    counts.setdefault("rows", 0)
+    counts.setdefault("dropped", 0)
+    counts.setdefault("max_abs", 0.0)
+
+    def gen() -> Iterator[np.ndarray]:
+        it = iter(chunks)
+        while (chunk := _guarded(path, lambda: next(it, None))) is not None:
+            bad = _bad_cells(chunk)
+            if bad.any():
+                row = int(np.argmax(bad.any(axis=1)))
+                if not drop_nonfinite:
+                    col = names[int(np.argmax(bad[row]))]
+                    raise DataError(f"{path}: row {counts['rows'] + counts['dropped'] + row + 1}"
+                                    f" of the data holds NaN, inf or a value beyond float32's "
+                                    f"range (column {col!r}); clean the file or pass "
+                                    "--drop_nonfinite")
+                keep = ~bad.any(axis=1)
+                counts["dropped"] += int((~keep).sum())
+                chunk = chunk[keep]
+            counts["rows"] += len(chunk)
+            if len(chunk):
+                counts["max_abs"] = max(counts["max_abs"], float(np.abs(chunk).max()))
+            yield chunk
+
+    return names, gen()
+
+
+def _guarded(path: Path, read: Callable[[], Any]) -> Any:
+    """`read()`, with whatever a malformed file makes a reader raise as one DataError."""
+    try:
+        return read()
+    except DataError:
+        raise
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
+        why = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot read it as {path.suffix} ({why})") from None
+

@@ -1,0 +1,141 @@
+"""pipeline/formats.py (through opening a file as a run does, pipeline/files.py and
+pipeline/cache.py included): every bad-data case is one clear line; what a CSV may hold."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import put, table, write_csv
+
+from pipeline import cache, formats
+from pipeline.limits import DataError
+from train.config import Config
+from train.plan import open_source
+
+
+def open_(path, world=1, **kw):
+    """The source a run on this file would train on (through the plan's resolution)."""
+    source = open_source(Config(data=str(path), **{"batch_size": 16, **kw}), world)
+    return source, source.cfg
+
+
+def test_the_target_column_is_chosen_by_name(tmp_path):
+    path = write_csv(tmp_path / "s.csv", ["temp", "pressure", "power"], table())
+    src, cfg = open_(path, target="temp")
+    assert src.meta["columns"] == ["pressure", "power", "temp"]  # features, then the target
+    x, y = src.sample_rows(5)
+    assert src.describe().count("target 'temp'") == 1
+
+
+def bad_csv(tmp_path, body):
+    (tmp_path / "bad.csv").write_text(body)
+    return tmp_path / "bad.csv"
+
+
+BAD = {
+    "missing": (lambda t: t / "nope.csv", {}, "nope.csv: no such file"),
+    "a folder": (lambda t: (t / "d.csv").mkdir() or t / "d.csv", {}, "not a regular file"),
+    "unknown extension": (lambda t: put(t / "d.parquet", "x"), {},
+                          "unknown format .parquet; accepted: .npy, .npz, .csv, .mindrecord"),
+    "not a number": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,oops,6\n"), {},
+                     "line 3, column 2 ('b'): 'oops' is not a number"),
+    "unequal rows": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,5\n"), {},
+                     "line 3 has 2 cells, the header 3"),
+    "NaN": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,nan,6\n"), {},
+            "row 2 of the data holds NaN, inf or a value beyond float32's range (column 'b'); "
+            "clean the file or pass --drop_nonfinite"),
+    "no such target": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n"), {"target": "z"},
+                       "no column 'z' for --target; columns: a, b, y"),
+    "constant column": (lambda t: bad_csv(t, "a,b,y\n" + "".join(
+        f"{i},7,{i}\n" for i in range(100))), {}, "column 'b' has the same value in every "
+                                                  "training row"),
+    "too few rows": (lambda t: bad_csv(t, "a,y\n" + "".join(f"{i},{2 * i}\n" for i in range(12))),
+                     {}, "training rows are fewer than one global batch of 16"),
+    "npy not 2-D": (lambda t: np.save(t / "v.npy", np.ones(5)) or t / "v.npy", {},
+                    "expected a 2-D array (rows, features + target), got shape (5,)"),
+    "npy and --target": (lambda t: np.save(t / "m.npy", np.ones((5, 2))) or t / "m.npy",
+                         {"target": "y"}, "in m.npy (a .npy file) the target is the last column"),
+    "npz without y": (lambda t: np.savez(t / "z.npz", x=np.ones((5, 2))) or t / "z.npz", {},
+                      "no array 'y'"),
+    "npz rows differ": (lambda t: np.savez(t / "z.npz", x=np.ones((5, 2)), y=np.ones(4))
+                        or t / "z.npz", {}, "x must be (rows, features) and y (rows,)"),
+    "broken npy": (lambda t: put(t / "b.npy", b"\x93NUMPY garbage"), {},
+                   "not a valid .npy file"),
+    "npy shorter than its header says": (lambda t: truncated_npy(t), {},
+                                         "cannot read it as .npy"),
+    "beyond float32": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,1e39,6\n"), {},
+                       "row 2 of the data holds NaN, inf or a value beyond float32's range "
+                       "(column 'b')"),
+    "no features": (lambda t: np.savez(t / "z.npz", x=np.ones((5, 0)), y=np.ones(5))
+                    or t / "z.npz", {}, "no feature columns (only the target)"),
+    "duplicate column names": (lambda t: bad_csv(t, "a,a,y\n1,2,3\n"), {"target": "a"},
+                               "the header names 'a' more than once"),
+    "unnamed column": (lambda t: bad_csv(t, "a,,y\n1,2,3\n"), {},
+                       "column 2 of the header has no name"),
+    "underscore in a number": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,1_000,6\n"), {},
+                               "line 3, column 2 ('b'): '1_000' is not a number"),
+    "name too long": (lambda t: t / ("a" * 300 + ".csv"), {}, "File name too long"),
+    "empty --eval_data": (lambda t: bad_csv(t, "a,y\n" + "".join(f"{i},{i}\n" for i in range(99)))
+                          and put(t / "e.csv", "a,y\n") and t / "bad.csv",
+                          {"eval_data": "{t}/e.csv"}, "e.csv holds no rows"),
+    "huge values unstandardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
+        f"{i},{i * 1e16}\n" for i in range(99))), {"standardize": False},
+        "values up to 9.8e+17 are too large to train on as they are"),
+    "huge held-out values unstandardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
+        f"{i},{i}\n" for i in range(99))) and put(t / "e.csv", "a,y\n1,2e20\n") and t / "bad.csv",
+        {"standardize": False, "eval_data": "{t}/e.csv"}, "values up to 2e+20 are too large"),
+    "delta that vanishes when standardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
+        f"{i},{i * 100}\n" for i in range(99))), {"delta": 1e-37},
+        "in standardized units, which float32 cannot hold"),
+}
+
+
+def truncated_npy(t):
+    np.save(t / "t.npy", np.ones((100, 3), np.float32))
+    (t / "t.npy").write_bytes((t / "t.npy").read_bytes()[:-40])
+    return t / "t.npy"
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_data_is_one_clear_error(tmp_path, case):
+    make, kw, message = BAD[case]
+    path = make(tmp_path)
+    kw = {k: v.format(t=tmp_path) if isinstance(v, str) else v for k, v in kw.items()}
+    with pytest.raises(DataError) as e:
+        open_(path, **kw)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    # a refused pass leaves nothing in the cache but its records (no half-written table)
+    folder = Path(cache.cache_dir())
+    left = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] if folder.exists() \
+        else []
+    assert not left
+
+
+def test_a_csv_may_start_with_a_byte_order_mark_and_quote_its_numbers(tmp_path):
+    path = put(tmp_path / "q.csv", '\ufeffa,b,y\n"1","2",3\n4,"5.5",6\n'.encode())
+    names, chunks = formats.read_chunks(path, "a")
+    assert names == ["b", "y", "a"]
+    assert np.concatenate(list(chunks)).tolist() == [[2, 3, 1], [5.5, 6, 4]]
+
+
+def test_blank_lines_count_in_line_numbers_and_never_end_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(formats, "CHUNK", 1)  # a chunk of nothing but a blank line, mid-file
+    path = bad_csv(tmp_path, "a,b,y\n1,2,3\n\n\n4,5,6\n7,8,9\n")
+    names, chunks = formats.read_chunks(path, "")
+    assert np.concatenate(list(chunks)).tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    path.write_text("a,b,y\n1,2,3\n\n\n4,oops,6\n")
+    with pytest.raises(DataError, match="line 5, column 2"):
+        list(formats.read_chunks(path, "")[1])
+
+
+def test_non_finite_rows_can_be_dropped_and_are_counted(tmp_path):
+    rows = table(200)
+    rows[[3, 50], 1] = [np.nan, np.inf]
+    np.save(tmp_path / "d.npy", rows.astype(np.float32))
+    with pytest.raises(DataError, match="row 4 of the data holds NaN, inf"):
+        open_(tmp_path / "d.npy")
+    src, _ = open_(tmp_path / "d.npy", drop_nonfinite=True)
+    assert src.meta["rows"] == 198 and src.meta["dropped_nonfinite"] == 2
+    assert "2 non-finite dropped" in src.describe()
+
+

@@ -1,0 +1,182 @@
+"""`python -m train.bench [--quick] [--out DIR] [--memory_gib N]`: every row, the table,
+bench.json and bench.png (train/bench/__init__.py lists the rows)."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import train.bench
+from train.bench import PARAM_TOL, timed
+from train.bench.jobs import run_job, run_memory
+from train.bench.reference import run_numpy, run_torch, torch_available
+from train.bench.rows import (
+    npy_stream,
+    run_model_train,
+    run_pipeline,
+    run_prepared,
+    run_seed_loop,
+)
+
+
+def _check(row: dict[str, Any], ref: list[float], name: str) -> dict[str, Any]:
+    diff = max(abs(a - b) for a, b in zip(row["params"], ref))
+    row.update(name=name, param_diff=diff, params_ok=diff <= PARAM_TOL)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every row, print the table, write bench.json and bench.png."""
+    p = argparse.ArgumentParser(prog="python -m train.bench",
+                                description=train.bench.__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="fewer steps and repeats (about a minute on 2 cores)")
+    p.add_argument("--out", default="", help="folder for bench.json and bench.png "
+                   "(default: runs/bench-<time>)")
+    p.add_argument("--memory_gib", type=int, default=0, metavar="N",
+                   help="instead: the trainer's own memory (RssAnon) on an N GiB .npy against "
+                   "a synthetic run (needs 2N GiB of free disk in the temp folder)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    # Data files and job folders (GBs with --memory_gib): removed however the bench ends.
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    if args.memory_gib > 0:
+        found = run_memory(args.memory_gib, scratch)
+        print("\n".join(f"{k:<24} {v:,.0f}" for k, v in found.items()))
+        return 0
+    out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    import mindspore as ms
+
+    ms.set_device("CPU")
+    q = args.quick
+    repeats = 3 if q else 5
+    sizes = {256: 600 if q else 2000, 4096: 200 if q else 600, 65536: 30 if q else 100}
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(f"{row['name']:<34} {row.get('batch', ''):>6} {row['samples_per_s']:>14,.0f} "
+              f"{row['param_diff']:>9.1e} {'ok' if row['params_ok'] else 'DIFFERENT'}",
+              flush=True)
+
+    print(f"{'row':<34} {'batch':>6} {'samples/s':>14} {'|dparam|':>9}")
+    seed_steps = 1000 if q else 3000
+    numpy_seed = run_numpy(1, seed_steps)[1]
+    add({**_check(timed(lambda: run_seed_loop(seed_steps), repeats), numpy_seed,
+                  "seed article loop"), "batch": 1})
+    for batch, steps in sizes.items():
+        ref = timed(lambda: run_pipeline(batch, steps), repeats)  # noqa: B023
+        add({**_check(ref, ref["params"], "pipeline (GeneratorDataset)"), "batch": batch})
+        for name, fn in (("prepared tensors (no pipeline)", run_prepared),
+                         ("numpy hand-written", run_numpy),
+                         *((("torch eager", run_torch),) if torch_available() else ())):
+            row = timed(lambda: fn(batch, steps), repeats)  # noqa: B023
+            add({**_check(row, ref["params"], name), "batch": batch})
+    # The same pipeline reading a .npy file (memory-mapped, shuffled by blocks) instead of
+    # generating rows: efficiency = file pipeline / the same step on the file's tensors.
+    files = scratch / "npy"
+    files.mkdir()
+    for batch, steps in ((256, sizes[256]), (65536, sizes[65536])):
+        stream = npy_stream(batch, steps, files)
+        ref = timed(lambda: run_prepared(batch, steps, stream), repeats)  # noqa: B023
+        add({**_check(ref, ref["params"], "prepared tensors (.npy rows)"), "batch": batch})
+        row = timed(lambda: run_pipeline(batch, steps, stream), repeats)  # noqa: B023
+        add({**_check(row, ref["params"], "pipeline (.npy file)"), "batch": batch})
+    # Model.train is slow at small batches: fewer steps, checked against NumPy on the same rows.
+    for batch, steps in ((256, 150 if q else 400), (65536, 30 if q else 60)):
+        row = timed(lambda: run_model_train(batch, steps), repeats)  # noqa: B023
+        add({**_check(row, run_numpy(batch, steps)[1], "Model.train (no sink)"), "batch": batch})
+
+    root = scratch / "jobs"
+    root.mkdir()
+    job_steps, job_repeats = (300, 1) if q else (1000, 3)
+    jobs: dict[str, list[dict[str, Any]]] = {}
+    for kind, batch in (("single", 512), ("msrun", 256), ("mpirun", 256)):
+        jobs[kind] = [run_job(kind, batch, job_steps, root) for _ in range(job_repeats)]
+    ref = jobs["single"][0]["params"]
+    for kind, label in (("single", "1 process, batch 512"), ("msrun", "2 ranks msrun, 256 each"),
+                        ("mpirun", "2 ranks mpirun, 256 each")):
+        runs = jobs[kind]
+        row = {"samples_per_s": statistics.median(r["samples_per_s"] for r in runs),
+               "launch_s": statistics.median(r["launch_s"] for r in runs),
+               "repeats": len(runs), "params": runs[0]["params"], "batch": 512}
+        add(_check(row, ref, f"job: {label}"))
+        print(f"{'':<34} launch to first step: {row['launch_s']:.1f} s")
+
+    def rate(name: str, batch: int) -> float | None:
+        return next((r["samples_per_s"] for r in rows
+                     if r["name"] == name and r.get("batch") == batch), None)
+
+    single = rate("job: 1 process, batch 512", 512)
+    torch_rate = rate("torch eager", 256)
+    headline = {
+        "pipeline_efficiency": rate("pipeline (GeneratorDataset)", 256)
+        / rate("prepared tensors (no pipeline)", 256),
+        "vs_torch_eager": rate("pipeline (GeneratorDataset)", 256) / torch_rate
+        if torch_rate else None,
+        "vs_model_train": rate("pipeline (GeneratorDataset)", 256)
+        / rate("Model.train (no sink)", 256),
+        "samples_per_s_b65536": rate("pipeline (GeneratorDataset)", 65536),
+        "pipeline_efficiency_b65536": rate("pipeline (GeneratorDataset)", 65536)
+        / rate("prepared tensors (no pipeline)", 65536),
+        "npy_efficiency": rate("pipeline (.npy file)", 256)
+        / rate("prepared tensors (.npy rows)", 256),
+        "npy_efficiency_b65536": rate("pipeline (.npy file)", 65536)
+        / rate("prepared tensors (.npy rows)", 65536),
+        "dp2_scaling": rate("job: 2 ranks msrun, 256 each", 512) / single,
+        "dp2_scaling_mpirun": rate("job: 2 ranks mpirun, 256 each", 512) / single,
+        "launch_s_single": next(r["launch_s"] for r in rows if r["name"].startswith("job: 1 ")),
+        "launch_s_msrun2": next(r["launch_s"] for r in rows if "msrun" in r["name"]),
+        "launch_s_mpirun2": next(r["launch_s"] for r in rows if "mpirun" in r["name"]),
+        "all_params_ok": all(r["params_ok"] for r in rows),
+    }
+    print("\n" + "\n".join(f"{k:<24} {v:,.3f}" if isinstance(v, float) else f"{k:<24} {v}"
+                           for k, v in headline.items()))
+    report = {**headline, "quick": q, "rows": rows, "machine": {
+        "cpus": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "mindspore": ms.__version__,
+        "numpy": np.__version__}}
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(rows, out / "bench.png")
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return 0 if headline["all_params_ok"] else 1
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    from train.plot import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for name in ("pipeline (GeneratorDataset)", "prepared tensors (no pipeline)", "torch eager",
+                 "numpy hand-written", "pipeline (.npy file)", "Model.train (no sink)"):
+        pts = sorted((r["batch"], r["samples_per_s"]) for r in rows if r["name"] == name)
+        if pts:
+            ax.plot(*zip(*pts), "o--" if len(pts) == 2 else "o-", label=name)
+    for r in rows:
+        if r["name"] == "seed article loop" or r["name"].startswith("job: "):
+            ax.plot([r["batch"]], [r["samples_per_s"]], "s", label=r["name"])
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("global batch size")
+    ax.set_ylabel("samples / s")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Reading options into a Config: the dataclass defaults, then an optional YAML file
+(`--config FILE`), then flags; `parse_config` validates the result (train/config.py).
+
+Every problem is a one-line `ConfigError` naming the option and what it accepts: an unknown
+key or flag (with the closest name), a duplicate key, a wrong type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.config import (
+    DESCRIPTION,
+    FIELDS,
+    REMOVED,
+    Config,
+    ConfigError,
+    coerce,
+    expected,
+    shown_default,
+    validate,
+    value_type,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats (`1e-2` is a number, as in `--lr 1e-2`) and
+    duplicate keys refused (PyYAML keeps the last one silently)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)
+        if key in out:
+            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_yaml(path: str, warn: Any = None) -> dict[str, Any]:
+    """Read a YAML mapping of config keys; every problem is a one-line ConfigError.
+    Keys removed in this release are dropped, with a warning through `warn`."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"--config {path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option: value, "
+                          f"got {type(data).__name__}")
+    removed = [k for k in data if k in REMOVED]
+    if removed and warn is not None:
+        warn(f"--config {path}: ignoring {', '.join(removed)} (removed; faults for tests are "
+             "injected with the TRAIN_FAULT environment variable)")
+    for key in data:
+        if key not in FIELDS and key not in REMOVED:
+            raise ConfigError(f"--config {path}: unknown key {key!r}{_suggest(str(key))}")
+    if "config" in data:
+        raise ConfigError(f"--config {path}: a config file cannot name another (config: ...)")
+    return {k: coerce(k, v) for k, v in data.items() if k not in REMOVED}
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name.lstrip("-"), list(FIELDS), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{hint}; accepted: {', '.join(FIELDS)}"
+
+
+def _bool(text: str) -> bool:
+    value = {"true": True, "false": False, "1": True, "0": False}.get(text.lower())
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
+_bool.__name__ = "bool"  # argparse names the type in "invalid bool value"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and no usage dump (the contract is: one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            bad = message.split(":", 1)[1].split()[0]
+            message = f"unknown option {bad}{_suggest(bad)}"
+        elif m := re.match(r"argument --(\w+): invalid \w+ value: (.*)", message):
+            message = f"--{m[1]}: expected {expected(m[1])}, got {m[2]}"
+        elif m := re.match(r"argument --(\w+): expected one argument", message):
+            message = f"--{m[1]}: expected {expected(m[1])} after it"
+        raise ConfigError(message)
+
+
+def build_parser(prog: str = "python -m train", description: str | None = None) -> _Parser:
+    """The command line: one flag per Config field (--config among them), defaults unset."""
+    p = _Parser(prog=prog, description=description or DESCRIPTION,
+                argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    for name, f in FIELDS.items():
+        help_ = f"{f.metadata['help']} (default: {shown_default(f)})".replace("`", "")
+        help_ = help_.replace("%", "%%")  # argparse formats help strings
+        if name == "config":
+            p.add_argument("--config", metavar="FILE", help=help_)
+        elif value_type(name) is bool:  # `--quiet` alone means true; `--standardize false` explicit
+            p.add_argument(f"--{name}", nargs="?", const=True, type=_bool, help=help_,
+                           metavar="true|false")
+        else:
+            choices = f.metadata.get("choices")  # checked by validate(), shown by --help
+            p.add_argument(f"--{name}", type=value_type(name), help=help_,
+                           metavar="{" + ",".join(choices) + "}" if choices else name.upper())
+    return p
+
+
+def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
+                 base: dict[str, Any] | None = None, warn: Any = None, check: bool = True,
+                 **overrides: Any) -> tuple[Config, argparse.Namespace]:
+    """defaults < `base` < YAML < `overrides` < flags; returns the validated (unless not
+    `check`) config and flags. `ns.given` holds the keys set by YAML, overrides or flags."""
+    parser = parser or build_parser()
+    ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    values: dict[str, Any] = dict(base or {})
+    given: dict[str, Any] = {}
+    if getattr(ns, "config", None):
+        given.update(load_yaml(ns.config, warn))
+    given.update(overrides)
+    given.update({k: v for k, v in vars(ns).items() if k in FIELDS})
+    values.update(given)
+    ns.given = set(given)
+    try:
+        cfg = Config(**values)
+    except TypeError as e:  # a base (a saved config.yaml) with a key this release lacks
+        raise ConfigError(f"config: {e}") from None
+    return (validate(cfg, ns.given) if check else cfg), ns
+
+
