@@ -27,7 +27,7 @@ from pipeline.limits import DataError
 CACHE_ENV = "TRAIN_CACHE_DIR"
 # Part of every cache key: bumped when the checks or the conversion change, so that an entry a
 # release with weaker checks made is made again, not trusted.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file for its identity
 
 

@@ -32,6 +32,32 @@ from pipeline.limits import F32_TINY, MAX_ABS_VALUE, DataError
 from pipeline.split import Split
 from pipeline.stats import statistics
 
+# Automatic training values for a file (README "Training on a file: automatic values"): the
+# global batch is the largest power of two <= train rows / ROWS_PER_BATCH, at most MAX_BATCH
+# (above 2**20 rows, train rows / MAX_EPOCH_STEPS, up to 65,536, so that an epoch stays below
+# ~8k steps); the epochs give about TARGET_STEPS optimizer steps (twice as many for an MLP);
+# the learning rate is 1 over the curvature of the data (the largest eigenvalue of the second
+# moment of [features, 1] in the units the model trains in).
+ROWS_PER_BATCH, MAX_BATCH, MAX_EPOCH_STEPS = 8, 256, 4096
+TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 2000, 2, 1000
+OBJECTIVE_ROWS = 1 << 21  # training rows the convergence check reads at most
+
+
+def _pow2_floor(v: float) -> int:
+    return 1 << max(0, int(v).bit_length() - 1)
+
+
+def auto_global_batch(train_rows: int) -> int:
+    """The automatic global batch for a file of `train_rows` training rows."""
+    if train_rows > 1 << 20:
+        return min(65536, max(MAX_BATCH, _pow2_floor(train_rows / MAX_EPOCH_STEPS)))
+    return min(MAX_BATCH, _pow2_floor(max(train_rows / ROWS_PER_BATCH, 1)))
+
+
+def auto_epochs(steps_per_epoch: int, target: int = TARGET_STEPS) -> int:
+    """Epochs for about `target` optimizer steps (MIN_EPOCHS..MAX_EPOCHS)."""
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, -(-target // max(steps_per_epoch, 1))))
+
 
 def _map(table: Path, source: Path) -> np.ndarray:
     """The canonical table, memory-mapped; DataError if it is not a readable .npy."""
@@ -118,9 +144,19 @@ class FileData:
         self.max_abs = max(self.meta["max_abs"], eval_max)  # every row, held-out ones included
         self.identity = {"file": self.meta["source"], "eval_data": self.eval_id}
 
-    def suggested(self) -> dict[str, Any]:
-        """What the data suggests for the options left automatic."""
-        return {"standardize": True, "delta": float(f"{self.stats['delta']:.6g}")}
+    def suggested(self, cfg: Any, world: int) -> dict[str, Any]:
+        """What the data suggests for every automatic option, given the options the user set
+        (a given batch size sets the steps per epoch the epochs follow from, ...)."""
+        std = True if cfg.standardize is None else bool(cfg.standardize)
+        linear = not cfg.hidden_sizes()
+        batch = cfg.batch_size or max(
+            1, auto_global_batch(self.train_rows) // (world * cfg.accum_steps))
+        steps = self.train_rows // (batch * cfg.accum_steps * world)
+        lr = 1.0 / self.stats["curvature_std" if std else "curvature_raw"]
+        return {"standardize": True, "delta": float(f"{self.stats['delta']:.6g}"),
+                "batch_size": batch, "lr": float(f"{lr:.4g}"),
+                "epochs": auto_epochs(steps, TARGET_STEPS if linear else 2 * TARGET_STEPS),
+                "init": "least_squares" if linear else "random"}
 
     def source(self, cfg: Any, world: int, automatic: set[str]) -> FileSource:
         """The source the trainer reads, for a config whose automatic values are resolved;
@@ -140,7 +176,7 @@ class FileSource:
         self.global_batch = cfg.global_batch_size(world)
         self.steps_per_epoch = cfg.steps_per_epoch
         self.dropped_last = self.split.train_rows - self.steps_per_epoch * self.global_batch
-        stats = data.stats
+        stats = self.data_stats = data.stats
         self.mean, self.std = np.array(stats["mean"]), np.array(stats["std"])
         self.lo, self.hi = stats["min"], stats["max"]
         std = bool(cfg.standardize)
@@ -179,6 +215,34 @@ class FileSource:
                             f"multiple of --sink_size {cfg.sink_size} (epoch ends must fall on "
                             "sink calls)")
 
+    @property
+    def columns(self) -> list[str]:
+        """The features' names, then the target's."""
+        return list(self.meta["columns"])
+
+    def start(self) -> tuple[list[float], float]:
+        """The least-squares fit (`--init least_squares`) in the units the model trains in."""
+        w, b = np.array(self.data_stats["ls_w"]), float(self.data_stats["ls_b"])
+        if not self.cfg.standardize:
+            return w.tolist(), b
+        sx, sy, mx, my = self.std[:-1], self.std[-1], self.mean[:-1], self.mean[-1]
+        return (w * sx / sy).tolist(), float((b + w @ mx - my) / sy)
+
+    def objective_rows(self) -> Any:
+        """The training rows the objective is measured on (at most OBJECTIVE_ROWS, evenly
+        spread), in training units, as (x, y) chunks."""
+        n = self.split.train_rows
+        pos = np.arange(n) if n <= OBJECTIVE_ROWS else \
+            np.linspace(0, n - 1, OBJECTIVE_ROWS).astype(np.int64)
+        for i in range(0, len(pos), 1 << 16):
+            idx = np.sort(self.split.rows_at(self.split.train_blocks, pos[i:i + (1 << 16)]))
+            a = self.stream.standardize(self.stream.table[idx])
+            yield a[:, :-1], a[:, -1:]
+
+    def target_mean(self) -> float:
+        """The training rows' mean target, in the data's units (the model that predicts it)."""
+        return float(self.mean[-1])
+
     def eval_rows(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The held-out rows (at most `size`, in file order), in training units."""
         if self.eval_table is not None:
@@ -187,6 +251,16 @@ class FileSource:
             a = self.stream.table[self.split.eval_rows(size)]
         a = self.stream.standardize(a)
         return np.ascontiguousarray(a[:, :-1]), np.ascontiguousarray(a[:, -1:])
+
+    def held_out(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The held-out rows (at most `size`, in file order) in the data's units: features
+        (rows, features) and target (rows,), float64."""
+        if self.eval_table is not None:
+            a = self.eval_table[:min(size, len(self.eval_table))]
+        else:
+            a = self.stream.table[self.split.eval_rows(size)]
+        a = np.asarray(a, np.float64)
+        return a[:, :-1], a[:, -1]
 
     def max_eval_rows(self) -> int:
         """Held-out rows available."""

@@ -64,7 +64,7 @@ def _npy_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray
                         "is the last column")
     with open(path, "rb") as f:
         shape, fortran, dtype = npy_header(f, path)
-    if len(shape) != 2 or shape[1] < 2:
+    if len(shape) != 2 or shape[1] < 1:
         raise DataError(f"{path}: expected a 2-D array (rows, features + target), got shape "
                         f"{shape}")
     _numeric(dtype, path, "its values")
@@ -111,8 +111,8 @@ def _npz_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray
 def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         header = next(csv.reader(f), None)
-    if not header or len(header) < 2:
-        raise DataError(f"{path}: a CSV needs a header row naming at least two columns")
+    if not header:
+        raise DataError(f"{path}: a CSV needs a header row naming its columns")
     names = [h.strip() for h in header]
     if "" in names:
         raise DataError(f"{path}: column {names.index('') + 1} of the header has no name; every "
@@ -257,14 +257,15 @@ def _bad_cells(chunk: np.ndarray) -> np.ndarray:
 
 
 def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = "--data",
-                     counts: dict[str, Any] | None = None
+                     counts: dict[str, Any] | None = None, min_columns: int = 2
                      ) -> tuple[list[str], Iterator[np.ndarray]]:
     """`read_chunks` with the checks every reader of a table needs: at least one feature, every
     value a float32 number (else refused naming the first row, or the row dropped and counted
     in `counts["dropped"]`), and a reader's own failure turned into one line. `counts` also
-    gets the rows kept and the largest magnitude (`max_abs`)."""
+    gets the rows kept and the largest magnitude (`max_abs`). `min_columns`: 1 for a table of
+    features alone (train.predict)."""
     names, chunks = read_chunks(path, target, what)
-    if len(names) < 2:
+    if len(names) < min_columns:
         raise DataError(f"{path}: no feature columns (only the target); a table needs at "
                         "least one feature and the target")
     counts = counts if counts is not None else {}

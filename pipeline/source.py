@@ -16,6 +16,8 @@ import numpy as np
 
 from pipeline.synthetic import DataSpec, SyntheticStream
 
+OBJECTIVE_ROWS = 1 << 18  # first-epoch rows the convergence check reads
+
 
 class SyntheticSource:
     """y = x·w + b + noise (+ outliers), generated; results are in the data's own units."""
@@ -32,6 +34,23 @@ class SyntheticSource:
         self.stream = SyntheticStream(spec, cfg.seed)
         self.features = cfg.features
         self.steps_per_epoch = cfg.steps_per_epoch
+
+    @property
+    def columns(self) -> list[str]:
+        """The features' names (x0, x1, ...), then the target's (y)."""
+        return [f"x{j}" for j in range(self.features)] + ["y"]
+
+    def objective_rows(self) -> Any:
+        """The rows the objective is measured on: the first OBJECTIVE_ROWS of the first epoch
+        (the population is infinite; a sample this size measures its objective to ~1e-3), as
+        (x, y) chunks. The same whatever the batch or the number of ranks."""
+        for i in range(0, OBJECTIVE_ROWS, 1 << 16):
+            yield self.stream.rows(0, i, 1 << 16)
+
+    def target_mean(self) -> float:
+        """The mean target of the first epoch's rows (the model that predicts it)."""
+        ys = [y for _, y in self.objective_rows()]
+        return float(np.concatenate(ys).astype(np.float64).mean())
 
     def eval_rows(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The clean held-out set (its own stream, no outliers)."""
@@ -85,9 +104,11 @@ class SyntheticData:
     def __init__(self, cfg: Any) -> None:
         self.features = cfg.features
 
-    def suggested(self) -> dict[str, Any]:
-        """Generated rows are in known units: no standardization, delta 1 (the noise's std)."""
-        return {"standardize": False, "delta": 1.0}
+    def suggested(self, cfg: Any, world: int) -> dict[str, Any]:
+        """Generated rows are in known units: no standardization, delta 1 (the noise's std),
+        and the defaults of the quick start."""
+        return {"standardize": False, "delta": 1.0, "batch_size": 256, "epochs": 5, "lr": 0.01,
+                "init": "random"}
 
     def source(self, cfg: Any, world: int, automatic: set[str]) -> SyntheticSource:
         """The source the trainer reads, for a resolved config."""

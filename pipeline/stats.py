@@ -1,8 +1,16 @@
-"""Statistics of a table's training rows, in one streaming pass: mean, standard deviation,
-minimum and maximum of every column, and the automatic Huber delta.
+"""Statistics of a table's training rows, in one streaming pass and in float64: mean, standard
+deviation, minimum and maximum of every column, the least-squares fit, the curvature the
+automatic learning rate needs, and the automatic Huber delta.
+
+The pass accumulates the centred co-moment matrix (Chan's parallel update, chunk by chunk), so
+that nothing is computed from raw sums of large numbers: a column like 1e7 + a small signal
+keeps its signal. From it: the standard deviations (its diagonal), the correlation matrix of the
+features, the least-squares fit in standardized units (the same fit the automatic delta and the
+`least_squares` start use), and the largest eigenvalue of the second-moment matrix of
+[features, 1] in standardized and in raw units (the curvature that bounds a stable step).
 
 The delta is 1.345 times the robust scale (1.4826 x the median absolute deviation) of the
-residuals of a least-squares fit, the classical choice (95% efficiency at Gaussian noise,
+least-squares fit's residuals, the classical choice (95% efficiency at Gaussian noise,
 Huber 1964).
 """
 
@@ -19,48 +27,86 @@ HUBER_TUNING = 1.345  # delta = 1.345 sigma: 95% efficiency under Gaussian noise
 DELTA_SAMPLE = 200_000  # residuals used for the robust scale of the first fit
 
 
-def _combine(n: int, mean: np.ndarray, m2: np.ndarray, chunk: np.ndarray
-             ) -> tuple[int, np.ndarray, np.ndarray]:
-    """Chan's parallel update of (count, mean, sum of squared deviations) with a chunk."""
-    k = len(chunk)
-    if k == 0:
-        return n, mean, m2
-    cm = chunk.mean(axis=0)
-    cm2 = ((chunk - cm) ** 2).sum(axis=0)
-    total = n + k
-    d = cm - mean
-    return total, mean + d * k / total, m2 + cm2 + d * d * n * k / total
+class _Moments:
+    """Count, mean and centred co-moment matrix of rows, updated chunk by chunk (Chan et al.).
+    The diagonal (`m2`) is kept apart, computed as earlier releases did, so that the means and
+    standard deviations - stored with every checkpoint - stay bitwise theirs."""
+
+    def __init__(self, cols: int) -> None:
+        self.n, self.mean = 0, np.zeros(cols)
+        self.m2, self.c = np.zeros(cols), np.zeros((cols, cols))
+
+    def add(self, chunk: np.ndarray) -> None:
+        k = len(chunk)
+        if k == 0:
+            return
+        cm = chunk.mean(axis=0)
+        d0 = chunk - cm
+        total = self.n + k
+        d = cm - self.mean
+        self.m2 = self.m2 + (d0 ** 2).sum(axis=0) + d * d * self.n * k / total
+        self.c += d0.T @ d0 + np.outer(d, d) * (self.n * k / total)
+        self.mean = self.mean + d * k / total
+        self.n = total
+
+    def covariance(self) -> np.ndarray:
+        """The covariance matrix, with the diagonal from `m2`."""
+        cov = self.c / max(self.n, 1)
+        np.fill_diagonal(cov, self.m2 / max(self.n, 1))
+        return cov
 
 
-def statistics(table: np.ndarray, split: Split) -> dict[str, Any]:
-    """One streaming pass over the training rows: mean, std, min and max of every column,
-    and the automatic delta from the residuals of a least-squares fit."""
+def statistics(table: np.ndarray, split: Split, offset: np.ndarray | None = None
+               ) -> dict[str, Any]:
+    """One streaming pass over the training rows (`table` values plus `offset`, the per-column
+    shift a converted table was stored with); see the module docstring."""
     cols = table.shape[1]
-    n, mean, m2 = 0, np.zeros(cols), np.zeros(cols)
+    offset = np.zeros(cols) if offset is None else np.asarray(offset, np.float64)
+    mom = _Moments(cols)
     lo, hi = np.full(cols, np.inf), np.full(cols, -np.inf)
-    xtx, xty = np.zeros((cols, cols)), np.zeros(cols)
     for i in range(0, split.rows, CHUNK):
         idx = np.arange(i, min(i + CHUNK, split.rows))
         chunk = np.asarray(table[i:i + CHUNK], np.float64)[split.is_train(idx)]
-        n, mean, m2 = _combine(n, mean, m2, chunk)
+        mom.add(chunk)  # centred: the offset changes only the mean
         if len(chunk):
             lo, hi = np.minimum(lo, chunk.min(axis=0)), np.maximum(hi, chunk.max(axis=0))
-        x1 = np.concatenate([chunk[:, :-1], np.ones((len(chunk), 1))], axis=1)
-        xtx += x1.T @ x1
-        xty += x1.T @ chunk[:, -1]
-    std = np.sqrt(m2 / max(n, 1))
-    stats = {"rows": n, "mean": mean.tolist(), "std": std.tolist(), "min": lo.tolist(),
-             "max": hi.tolist()}
-    stats["delta"] = _robust_delta(table, split, np.linalg.lstsq(xtx, xty, rcond=None)[0])
+    n = max(mom.n, 1)
+    mean, std = mom.mean + offset, np.sqrt(mom.m2 / n)
+    stats = {"rows": mom.n, "mean": mean.tolist(), "std": std.tolist(),
+             "min": (lo + offset).tolist(), "max": (hi + offset).tolist()}
+    stats.update(_fit(mom.covariance(), mean, std))
+    stats["delta"] = _robust_delta(table, split, offset, mean, stats["ls_w"])
     return stats
 
 
-def _robust_delta(table: np.ndarray, split: Split, coef: np.ndarray) -> float:
+def _fit(cov: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+    """The least-squares fit (raw units) and the curvatures, from the covariance matrix."""
+    sx = np.where(std[:-1] > 0, std[:-1], 1.0)  # a constant column is refused later
+    corr = cov[:-1, :-1] / np.outer(sx, sx)
+    xy = cov[:-1, -1] / sx
+    w_std_x = np.linalg.lstsq(corr, xy, rcond=1e-10)[0]  # per unit of x's std, y's units
+    w = w_std_x / sx
+    b = float(mean[-1] - w @ mean[:-1])
+    # Second moment of [x, 1]: standardized it is corr (x is centred) beside 1; raw it is
+    # cov + mean mean' bordered by the mean.
+    f = len(sx)
+    raw = np.empty((f + 1, f + 1))
+    raw[:f, :f] = cov[:-1, :-1] + np.outer(mean[:-1], mean[:-1])
+    raw[:f, f] = raw[f, :f] = mean[:-1]
+    raw[f, f] = 1.0
+    return {"ls_w": w.tolist(), "ls_b": b,
+            "curvature_std": max(float(np.linalg.eigvalsh(corr)[-1]), 1.0) if f else 1.0,
+            "curvature_raw": float(np.linalg.eigvalsh(raw)[-1])}
+
+
+def _robust_delta(table: np.ndarray, split: Split, offset: np.ndarray, mean: np.ndarray,
+                  w: list[float]) -> float:
     """1.345 times the residuals' robust scale (1.4826 x median absolute deviation) of the
-    least-squares fit, on an evenly spread sample of training rows."""
+    least-squares fit, on an evenly spread sample of training rows, centred in float64."""
     pos = np.linspace(0, split.train_rows - 1, min(DELTA_SAMPLE, split.train_rows)).astype(int)
     rows = np.asarray(table[np.sort(split.rows_at(split.train_blocks, pos))], np.float64)
-    resid = rows[:, -1] - rows[:, :-1] @ coef[:-1] - coef[-1]
+    centred = rows + (offset - mean)
+    resid = centred[:, -1] - centred[:, :-1] @ np.asarray(w)
     mad = float(np.median(np.abs(resid - np.median(resid))))
     scale = 1.4826 * mad
     if not scale > 0:  # a perfect fit: any small delta will do

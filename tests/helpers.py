@@ -27,6 +27,11 @@ TINY = ["--epochs", "1", "--steps_per_epoch", "20", "--log_every", "10", "--eval
 MARK = "TRAIN_TEST_MARK"
 _CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ms-dp-test-cache-{os.getpid()}")
 os.environ.setdefault("TRAIN_CACHE_DIR", _CACHE)  # in-process uses too
+# A config's automatic values as a run resolves them (train/plan.py), for tests that build a
+# fingerprint or a source without the plan.
+RESOLVED = {"delta": 1.0, "standardize": False, "batch_size": 256, "epochs": 5, "lr": 0.01,
+            "init": "random"}
+RESOLVED_FILE = {**RESOLVED, "standardize": True, "init": "least_squares"}
 current = {"mark": "outside-a-test"}  # set for each test by conftest.py
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from helpers import (
     LAUNCH,
+    RESOLVED,
     TINY,
     final_params,
     finished_run,
@@ -119,7 +120,7 @@ def test_format_versions(tmp_path):
 
 def _fp(world_size, **kw):
     """The fingerprint of a resolved synthetic config."""
-    return ck.fingerprint(Config(delta=1.0, standardize=False, **kw), world_size=world_size)
+    return ck.fingerprint(Config(**{**RESOLVED, **kw}), world_size=world_size)
 
 
 def test_fingerprint_names_every_difference():

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import yaml
+from helpers import RESOLVED, RESOLVED_FILE
 
 from train import checkpoint as ck
 from train.config import (
@@ -26,7 +27,8 @@ from train.options import build_parser, load_yaml, parse_config
 def test_defaults():
     cfg, _ = parse_config([])
     assert cfg == Config()
-    assert cfg.global_batch_size(4) == 256 * 4
+    assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.init) == (None, None, None, "auto")
+    assert Config(batch_size=256).global_batch_size(4) == 256 * 4
 
 
 def test_yaml_then_flags(tmp_path):
@@ -154,12 +156,11 @@ def test_every_field_says_what_it_is():
 
 def test_derived_lists_follow_the_metadata():
     assert set(INVOCATION) == {"config", "out", "resume", "dry_run"}
-    synthetic = Config(delta=1.0, standardize=False).saved_dict()
+    synthetic = Config(**RESOLVED).saved_dict()
     assert not (set(INVOCATION) | set(DATA_ONLY)) & synthetic.keys()
-    on_file = Config(data="d.csv", delta=1.0, standardize=True).saved_dict()
+    on_file = Config(data="d.csv", **RESOLVED_FILE).saved_dict()
     assert not (set(INVOCATION) | set(SYNTHETIC_ONLY)) & on_file.keys()
-    for cfg in (Config(delta=1.0, standardize=False), Config(data="d.csv", delta=1.0,
-                                                             standardize=True)):
+    for cfg in (Config(**RESOLVED), Config(data="d.csv", **RESOLVED_FILE)):
         keys = set(ck.fingerprint(cfg, 1, None))
         assert keys == set(resume_keys(cfg.synthetic)) | {"data", "global_batch_size"}
 
@@ -182,8 +183,8 @@ def _another(name, value):
 def test_every_refused_option_is_named_when_a_resume_changes_it(name):
     """Adding a `resume: refuse` option is enough for a resume that changes it to be refused by
     name: the fingerprint is made from the metadata, nothing else to edit."""
-    base = Config(delta=1.0, standardize=False) if applies(name, True) else \
-        Config(data="d.csv", delta=1.0, standardize=True)
+    base = Config(**RESOLVED) if applies(name, True) else \
+        Config(data="d.csv", **RESOLVED_FILE)
     changed = dataclasses.replace(base, **{name: _another(name, getattr(base, name))})
     with pytest.raises(ck.CheckpointError, match=rf"in .*\b{name} "):
         ck.check_fingerprint(ck.fingerprint(base, 1), ck.fingerprint(changed, 1))

@@ -23,6 +23,7 @@ from helpers import (
     train_cli,
     wait_for,
 )
+from PIL import Image
 
 from train.bench.jobs import big_npy
 from train.verify import final_parameters
@@ -157,9 +158,15 @@ def test_plot_and_compare_read_runs_on_files(sensors, tmp_path):
     assert "trained an MLP (16)" in r.stdout
     r = run([sys.executable, "-m", "train.plot", "mlp"], tmp_path)
     assert r.returncode == 0 and (tmp_path / "mlp" / "fit.png").exists(), r.stderr
+    assert (tmp_path / "mlp" / "predicted.png").exists()  # held-out predicted vs actual
+    assert not (tmp_path / "mlp" / "coefficients.png").exists()  # an MLP has none
     r = run([sys.executable, "-m", "train.compare", "--out", "cmp", "--data", str(one),
              "--epochs", "1", "--batch_size", "64"], tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "held-out MSE" in r.stdout
+    assert "held-out MSE" in r.stdout and "\ntemp " in r.stdout  # coefficients by name
     res = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert res.keys() == {"huber", "mse"} and len(res["huber"]["w"]) == 1
+    assert list(res["huber"]["coefficients"]) == ["temp"]
+    for png in ("compare.png", "huber/predicted.png", "huber/coefficients.png"):
+        with Image.open(tmp_path / "cmp" / png) as im:
+            assert im.format == "PNG" and im.size[0] >= 500

@@ -91,17 +91,12 @@ def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
 
 
 def _final_line(cfg: Config, summary: dict, out: RunOutput) -> None:
-    if summary["w"] is not None:
-        w = ", ".join(f"{v:.4f}" for v in summary["w"])
-        truth = (f" (true {cfg.true_w})", f" (true {cfg.true_b})") if cfg.synthetic else ("", "")
-        what = f"learned w = [{w}]{truth[0]}, b = {summary['b']:.4f}{truth[1]}"
-    else:
-        what = f"trained an MLP ({cfg.hidden})"
-    if summary["eval_loss"] is None:
-        out.info(f"{what}; no held-out rows; {out.dir}")
-        return
-    out.info(f"{what}; eval {cfg.loss} loss {summary['eval_loss']:.4f}, eval MSE "
-             f"{summary['eval_mse']:.4f}; {out.dir}")
+    from train.report import final_lines
+
+    line, warnings = final_lines(cfg, summary, out.dir)
+    for msg in warnings:
+        out.warn(msg)
+    out.info(line)
 
 
 def _first_line(e: BaseException) -> str:

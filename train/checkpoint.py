@@ -50,15 +50,16 @@ from train.config import FIELDS, resume_keys, resume_missing
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _NAME = re.compile(r"ckpt-(\d+)\.json")
-_MANIFEST_MAX = 1 << 20  # bytes; a manifest is a few kB
+MANIFEST_MAX = 1 << 20  # bytes; a manifest is a few kB
 # Run state: type checks, and the defaults for keys older versions did not write.
 _STATE_TYPES: dict[str, tuple[type, ...]] = {
     "window_loss": (float, int), "window_n": (int,), "timed_steps": (int,),
     "train_s": (float, int), "wall_s": (float, int), "segments": (int,),
     "loss": (float, int, type(None)), "eval_loss": (float, int, type(None)),
     "eval_mse": (float, int, type(None)), "skipped": (list,), "overflow_skips": (int,),
-    "fingerprint": (dict,), "data_stats": (dict, type(None))}
-_STATE_DEFAULTS: dict[str, Any] = {"overflow_skips": 0, "data_stats": None}
+    "fingerprint": (dict,), "data_stats": (dict, type(None)), "columns": (list, type(None))}
+# What a checkpoint of an older version implied for a key it lacked (columns: names unknown).
+_STATE_DEFAULTS: dict[str, Any] = {"overflow_skips": 0, "data_stats": None, "columns": None}
 
 
 class CheckpointError(RuntimeError):
@@ -113,7 +114,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _read_regular(path: Path, max_bytes: int) -> bytes:
+def read_regular(path: Path, max_bytes: int) -> bytes:
     """The bytes of a regular file of at most `max_bytes`; never follows a symlink and never
     blocks on a FIFO or device."""
     try:
@@ -168,6 +169,17 @@ def _check_state(raw: Any) -> dict[str, Any]:
         raise _Unusable("its state has a malformed 'skipped' list")
     if state["segments"] < 1:
         raise _Unusable("its state has segments < 1")
+    cols = state["columns"]
+    if cols is not None and not (len(cols) >= 2 and all(isinstance(c, str) and c for c in cols)):
+        raise _Unusable("its state has malformed column names")
+    stats = state["data_stats"]
+    if stats is not None and not (
+            isinstance(stats.get("mean"), list) and isinstance(stats.get("std"), list)
+            and len(stats["mean"]) == len(stats["std"])
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in stats["mean"] + stats["std"])
+            and all(v > 0 for v in stats["std"])):
+        raise _Unusable("its state has malformed data statistics")
     return state
 
 
@@ -268,7 +280,7 @@ class CheckpointDir:
         from safetensors.numpy import load as st_load
 
         try:
-            body = json.loads(_read_regular(manifest, _MANIFEST_MAX),
+            body = json.loads(read_regular(manifest, MANIFEST_MAX),
                               parse_constant=_parse_constant)
         except (UnicodeDecodeError, ValueError) as e:
             raise _Unusable(f"not valid JSON ({str(e)[:80]})") from None
@@ -292,7 +304,7 @@ class CheckpointDir:
             check_fingerprint(state["fingerprint"], fingerprint)
         # Bound the read by what this model's tensors can take (plus a generous header).
         limit = 2 * sum(4 * int(np.prod(s)) for s, _ in layout.values()) + (1 << 20)
-        raw = _read_regular(self.dir / body["file"], limit)
+        raw = read_regular(self.dir / body["file"], limit)
         if "bytes" in body and body["bytes"] != len(raw):
             raise _Unusable(f"its tensor file is {len(raw)} bytes, not {body['bytes']} "
                             "(truncated?)")

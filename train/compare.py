@@ -26,7 +26,15 @@ import numpy as np
 
 from train.config import ConfigError, save_config
 from train.options import build_parser, parse_config
-from train.plot import curve_label, draw_data, plot_run, pyplot
+from train.plot import (
+    curve_label,
+    draw_data,
+    draw_predictions,
+    held_out_predictions,
+    plot_run,
+    pyplot,
+    read_run,
+)
 from train.rundir import kind
 
 DEFAULTS = {"outlier_fraction": 0.2, "outlier_scale": 100.0}
@@ -47,7 +55,8 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Any, Any, Path]:
     # Compare's defaults sit under the user's YAML and flags, not over them (synthetic only).
     base = DEFAULTS if "--data" not in rest else {}
     cfg, _ = parse_config(rest, parser=build_parser("python -m train.compare"), base=base)
-    plt = pyplot() if cfg.synthetic and cfg.features == 1 else None  # refuse before training
+    pyplot()  # refuse before training if matplotlib is missing
+    plt = pyplot() if cfg.synthetic and cfg.features == 1 else None
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     if kind(out) not in ("absent", "empty"):
         raise ConfigError(f"--out {out} is not empty; choose a new folder")
@@ -75,18 +84,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"see {run_dir}/logs", file=sys.stderr)
             return 1
         s = json.loads((run_dir / "summary.json").read_text())
-        results[loss] = {"w": s["w"], "b": s["b"], "eval_loss": s["eval_mse"],
-                         "curve": s.get("curve")}
-        if s.get("curve"):
-            plot_run(run_dir)  # loss.png and fit.png of each run
+        results[loss] = {"w": s["w"], "b": s["b"], "coefficients": s.get("coefficients"),
+                         "eval_loss": s["eval_mse"], "curve": s.get("curve"),
+                         "converged": s.get("converged")}
+        plot_run(run_dir)  # loss.png, fit.png (one feature), predicted.png (a file)
     _table(cfg, results)
     (out / "compare.json").write_text(json.dumps(
         {k: {n: v for n, v in r.items() if n != "curve"} for k, r in results.items()},
         indent=2) + "\n")
     if plt is not None:
         _figure(plt, cfg, results, out / "compare.png")
-    print(f"\nwrote {out / 'compare.json'}" + (f" and {out / 'compare.png'}"
-                                                if plt is not None else ""))
+    elif not cfg.synthetic:
+        _figure_file(pyplot(), out, out / "compare.png")
+    print(f"\nwrote {out / 'compare.json'} and {out / 'compare.png'}")
     return 0
 
 
@@ -95,8 +105,15 @@ def _table(cfg: Any, results: dict[str, dict]) -> None:
         print(f"\n{cfg.outlier_fraction:.0%} of rows with outliers of scale "
               f"{cfg.outlier_scale:g}; true w = {cfg.true_w:g}, b = {cfg.true_b:g}")
     else:
-        print(f"\n{cfg.data}: held-out MSE in the target's units")
-    linear = all(r["w"] is not None for r in results.values())
+        print(f"\n{cfg.data}: w and b and the held-out MSE in the data's own units")
+        coefficients = {k: r["coefficients"] for k, r in results.items() if r["coefficients"]}
+        if coefficients:
+            names = list(next(iter(coefficients.values())))
+            print(f"{'feature':<16} " + " ".join(f"{k:>12}" for k in coefficients))
+            for n in names:
+                print(f"{n[:16]:<16} " + " ".join(f"{c[n]:>12.6g}" for c in coefficients.values()))
+            print(f"{'b':<16} " + " ".join(f"{results[k]['b']:>12.6g}" for k in coefficients))
+    linear = cfg.synthetic and all(r["w"] is not None for r in results.values())
     print(f"{'loss':<6} " + (f"{'w':>18} {'b':>9} " if linear else "")
           + (f"{'|w - true|':>11} {'|b - true|':>11} " if linear and cfg.synthetic else "")
           + f"{'held-out MSE' if not cfg.synthetic else 'clean MSE':>12}")
@@ -109,6 +126,21 @@ def _table(cfg: Any, results: dict[str, dict]) -> None:
                 we = max(abs(v - cfg.true_w) for v in r["w"])
                 cells += f"{we:>11.4f} {abs(r['b'] - cfg.true_b):>11.4f} "
         print(f"{loss:<6} {cells}{r['eval_loss']:>12.4f}")
+
+
+def _figure_file(plt: Any, out: Path, path: Path) -> None:
+    """A file: each loss's held-out predictions against the actual target, and residuals."""
+    fig, (ax, ax_res) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    for loss in LOSSES:
+        cfg, _, _ = read_run(out / loss)
+        found = held_out_predictions(out / loss, cfg)
+        if found is not None:
+            draw_predictions(ax, ax_res, loss, *found)
+    ax.set_title("held-out rows: predicted against actual (the data's units)")
+    ax_res.set_title("residuals")
+    ax.legend()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _figure(plt: Any, cfg: Any, results: dict[str, dict], path: Path) -> None:

@@ -41,6 +41,7 @@ GRAD_BACKENDS = ("mindspore", "mpi")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 AMP_DTYPES = ("float16", "bfloat16")
 JIT_LEVELS = ("O0", "O1")
+INITS = ("auto", "random", "least_squares")
 SOURCES = ("synthetic", "file", "both")
 RESUME = ("refuse", "allow")
 # Keys of earlier releases that are gone; a saved config holding them still loads (warned).
@@ -95,8 +96,10 @@ class Config:
                                   resume="refuse", shown="true for files", resume_missing=False)
     drop_nonfinite: bool = _f(False, "drop rows holding NaN or inf (counted) instead of refusing "
                                      "the file", resume="refuse", source="file")
-    batch_size: int = _f(256, "rows per rank per micro-batch (a resume may change it at the same "
-                              "global batch)", resume="allow", at_least=1)
+    batch_size: int | None = _f(None, "rows per rank per micro-batch (a resume may change it at "
+                                      "the same global batch). Files: automatic, see \"Training "
+                                      "on a file: automatic values\"", resume="allow", at_least=1,
+                                shown="256; files: automatic")
     accum_steps: int = _f(1, "micro-batches accumulated into one optimizer step", resume="allow",
                           at_least=1)
     features: int = _f(1, "columns of x; the true weight is `true_w` for every column",
@@ -117,12 +120,21 @@ class Config:
     # --- model and optimisation ---
     hidden: str = _f("", "widths of hidden ReLU layers, e.g. `64,64` (an MLP); none = the linear "
                          "model", resume="refuse", shown="none")
-    epochs: int = _f(5, "passes over the data (synthetic: `steps_per_epoch` steps of fresh rows); "
-                        "a resume may raise it to train on", resume="allow", at_least=1)
+    epochs: int | None = _f(None, "passes over the data (synthetic: `steps_per_epoch` steps of "
+                                  "fresh rows); a resume may raise it to train on. Files: "
+                                  "automatic", resume="allow", at_least=1,
+                            shown="5; files: automatic")
     steps_per_epoch: int = _f(200, "optimizer steps per epoch; for a file it follows from the "
                                    "rows", resume="refuse", source="synthetic", at_least=1,
                               with_data="follows from the file")
-    lr: float = _f(0.01, "SGD learning rate (the peak, with a schedule)", resume="refuse")
+    lr: float | None = _f(None, "SGD learning rate (the peak, with a schedule). Files: automatic, "
+                                "from the curvature of the data", resume="refuse",
+                          shown="0.01; files: automatic")
+    init: str = _f("auto", "where training starts: `random` (seeded), `least_squares` (the linear "
+                           "model at the least-squares fit of the training rows, which the "
+                           "automatic delta computes anyway; files only) or `auto` (least_squares "
+                           "for the linear model on a file, else random)", resume="refuse",
+                   choices=INITS, resume_missing="random")
     lr_schedule: str = _f("cosine", "`cosine` (decay to 0 over all steps: final weights settle "
                                     "instead of jittering with the noise) or `constant`",
                           resume="refuse", choices=LR_SCHEDULES)
@@ -184,7 +196,7 @@ class Config:
                              resume="allow", at_least=0)
 
     def global_batch_size(self, world_size: int) -> int:
-        """Rows per optimizer step across all ranks."""
+        """Rows per optimizer step across all ranks (of a resolved config)."""
         return self.batch_size * self.accum_steps * world_size
 
     @property
@@ -241,8 +253,15 @@ def resume_missing(name: str) -> Any:
     return meta["resume_missing"] if "resume_missing" in meta else FIELDS[name].default
 
 
+def saved_missing() -> dict[str, Any]:
+    """What a config.yaml of an older release implied for the options it lacks (those whose
+    `resume_missing` differs from "use the default"): the base of a resumed old run."""
+    return {n: f.metadata["resume_missing"] for n, f in FIELDS.items()
+            if f.metadata.get("resume_missing") is not None}
+
+
 _PY_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "bool | None": bool,
-             "float | None": float}
+             "float | None": float, "int | None": int}
 
 
 def value_type(name: str) -> type:
@@ -289,13 +308,13 @@ def _check_types(cfg: Config) -> None:
 
 def _check_ranges(cfg: Config) -> None:
     for name, f in FIELDS.items():
-        if "at_least" in f.metadata:
+        if "at_least" in f.metadata and getattr(cfg, name) is not None:
             low, value = f.metadata["at_least"], getattr(cfg, name)
             _check(value >= low, name, f"an integer >= {low}" if name != "world_size" else
                    "0 (any) or the number of ranks", value)
     # float32 is what the step computes in: a smaller value rounds to 0 (or a denormal) there
     tiny = f"> 0 (at least {F32_TINY:.2g}, float32's smallest normal number)"
-    _check(cfg.lr >= F32_TINY, "lr", tiny, cfg.lr)
+    _check(cfg.lr is None or cfg.lr >= F32_TINY, "lr", tiny, cfg.lr)
     _check(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)
     _check(cfg.delta is None or cfg.delta >= F32_TINY, "delta", tiny, cfg.delta)
     _check(cfg.clip_norm >= 0, "clip_norm", ">= 0 (0 = off)", cfg.clip_norm)
@@ -349,6 +368,10 @@ def validate(cfg: Config, given: set[str] | None = None) -> Config:
     if cfg.eval_data and "eval_fraction" in (given or ()) and cfg.eval_fraction > 0:
         raise ConfigError("--eval_data and --eval_fraction both choose the held-out rows; "
                           "give one of them")
+    if cfg.init == "least_squares" and (cfg.hidden_sizes() or cfg.synthetic):
+        raise ConfigError("--init least_squares starts the linear model on a file at its "
+                          "least-squares fit; use --init random or auto"
+                          + (" with --hidden" if cfg.hidden_sizes() else " without --data"))
     if cfg.grad_backend == "mpi" and cfg.device != "CPU":
         raise ConfigError(f"grad_backend mpi is for CPU runs; with --device {cfg.device} use "
                           "mindspore (HCCL/NCCL)")

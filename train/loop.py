@@ -25,6 +25,7 @@ import numpy as np
 from mindspore import Parameter, Tensor
 
 from pipeline import eval_chunks, make_train_dataset
+from train import report
 from train.checkpoint import Checkpoint, CheckpointDir
 from train.cluster import Cluster
 from train.loss import make_loss
@@ -51,11 +52,12 @@ if TYPE_CHECKING:
     from train.plan import RunPlan
 
 AGREE_SECONDS = 1.0  # target spacing of the ranks' stop agreements
+EPOCH_LINES = 20  # console lines for the epochs of a run, at most about (every epoch is logged)
 RING_MAX = 4096  # most steps between two reads of the device's step record
 FRESH_STATE: dict[str, Any] = {
     "window_loss": 0.0, "window_n": 0, "timed_steps": 0, "train_s": 0.0, "wall_s": 0.0,
     "loss": None, "eval_loss": None, "eval_mse": None, "skipped": [], "overflow_skips": 0,
-    "segments": 0, "data_stats": None}
+    "segments": 0, "data_stats": None, "columns": None}
 
 
 class NonFiniteError(RuntimeError):
@@ -89,7 +91,7 @@ class Trainer:
         cfg, ckpt, faults = plan.cfg, plan.ckpt, plan.faults
         self.cfg, self.cluster, self.out, self.source = cfg, cluster, out, plan.source
         self.faults, self.stop, self.fingerprint = faults, stop, plan.fingerprint
-        self.total, self.chunk = plan.total, plan.chunk
+        self.total, self.chunk, self.start_params = plan.total, plan.chunk, plan.start
         self.start = ckpt.step if ckpt else 0
         self.state = {**FRESH_STATE, **(ckpt.state if ckpt else {})}
         self.state["skipped"] = list(self.state["skipped"])
@@ -116,7 +118,8 @@ class Trainer:
 
     def _build_model(self, ckpt: Checkpoint | None) -> None:
         cfg = self.cfg
-        self.net = make_model(self.source.features, cfg.seed, cfg.hidden_sizes())
+        self.net = make_model(self.source.features, cfg.seed, cfg.hidden_sizes(),
+                              self.start_params)
         model = self.net
         if cfg.amp_level != "O0":
             model = mixed_precision(self.net, cfg.amp_level, cfg.amp_dtype)
@@ -326,14 +329,23 @@ class Trainer:
             self.state["eval_mse"] = float(total[1]) / float(total[2]) * unit
         self.out.metrics({"epoch": epoch, "step": step, "eval_loss": self.state["eval_loss"],
                           "eval_mse": self.state["eval_mse"]})
-        params = self.source.params_in_units(linear_params(self.net))
-        self.out.info(f"epoch {epoch}/{self.cfg.epochs}  step {step}  loss "
-                      f"{_fmt(self.state['loss'], self.source.loss_unit)}  eval_loss "
-                      f"{_fmt(self.state['eval_loss'], 1.0)}"
-                      + (f"  {format_params(*params)}" if params else ""))
+        every = -(-self.cfg.epochs // EPOCH_LINES)  # many epochs: about EPOCH_LINES lines
+        if epoch % every and epoch != self.cfg.epochs:
+            self.out.log.info(f"epoch {epoch}/{self.cfg.epochs} eval_loss "
+                              f"{self.state['eval_loss']}")
+        else:
+            self._epoch_line(epoch, step)
         if self.state["eval_loss"] is not None and not math.isfinite(self.state["eval_loss"]):
             raise NonFiniteError(f"non-finite held-out loss at step {step} on rank "
                                  f"{self.cluster.rank}")
+
+    def _epoch_line(self, epoch: int, step: int) -> None:
+        params = self.source.params_in_units(linear_params(self.net))
+        names = None if self.cfg.synthetic else self.source.columns[:-1]
+        self.out.info(f"epoch {epoch}/{self.cfg.epochs}  step {step}  loss "
+                      f"{_fmt(self.state['loss'], self.source.loss_unit)}  eval_loss "
+                      f"{_fmt(self.state['eval_loss'], 1.0)}"
+                      + (f"  {format_params(*params, names)}" if params else ""))
 
     def _checkpoint(self, step: int) -> None:
         """Rank 0 writes the tensors and the run state (every rank's window made global)."""
@@ -352,7 +364,7 @@ class Trainer:
         tensors = {n: p.asnumpy().reshape(()) if n in (LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER)
                    else p.asnumpy() for n, p in self.tensors.items()}
         state = {**self.state, **self._totals(), "fingerprint": self.fingerprint,
-                 "data_stats": self.source.stats}
+                 "data_stats": self.source.stats, "columns": self.source.columns}
         try:
             self.ckpts.save(step, tensors, state)
         except OSError as e:
@@ -398,8 +410,20 @@ class Trainer:
         run = self._totals()
         wb = linear_params(self.net)
         params = self.source.params_in_units(wb)
+        conv: dict[str, Any] = {}
+        base: dict[str, Any] = {}
+        if cl.is_main:  # rank 0 reports; the figures need no other rank
+            conv = report.convergence({p.name: p.asnumpy() for p in self.optimizer.parameters},
+                                      cfg, self.source)
+            base = report.mean_baseline(cfg, self.source)
         return {
             "w": params[0] if params else None, "b": params[1] if params else None,
+            "features": self.source.columns[:-1], "target": self.source.columns[-1],
+            "coefficients": report.named(self.source, params[0] if params else None),
+            "units": "w, b, coefficients, losses, convergence figures: the data's units; "
+                     "*_standardized: the standardized units the model trains in",
+            "converged": bool(conv.get("converged")), "convergence": conv,
+            "baseline": base,
             "curve": self._curve(),
             **self.source.summary_extra(wb),
             "final_loss": None if self.state["loss"] is None

@@ -57,9 +57,14 @@ def trained_parameters(tensors: dict[str, Any]) -> dict[str, Any]:
             and k not in (STEP_COUNTER, LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER)}
 
 
-def initial_params(features: int, hidden: list[int], seed: int) -> dict[str, np.ndarray]:
+def initial_params(features: int, hidden: list[int], seed: int,
+                   start: tuple[list[float], float] | None = None) -> dict[str, np.ndarray]:
     """Initial values drawn with NumPy from the seed: independent of device, launch order and
-    MindSpore's global RNG. Linear: w ~ N(0, 0.1), b = 0. MLP: He-normal weights, zero biases."""
+    MindSpore's global RNG. Linear: w ~ N(0, 0.1), b = 0, or the given `start` (w, b) (the
+    least-squares fit). MLP: He-normal weights, zero biases."""
+    if start is not None and not hidden:
+        return {"weight": np.asarray(start[0], np.float32).reshape(1, features),
+                "bias": np.asarray([start[1]], np.float32)}
     rng = np.random.default_rng([seed, 0x5EED])
     out = {}
     for name, shape in _shapes(features, hidden).items():
@@ -71,12 +76,14 @@ def initial_params(features: int, hidden: list[int], seed: int) -> dict[str, np.
     return out
 
 
-def make_model(features: int, seed: int, hidden: list[int] | None = None) -> Any:
-    """`nn.Dense(features, 1)`, or Dense-ReLU-...-Dense for `hidden` widths, from `seed`."""
+def make_model(features: int, seed: int, hidden: list[int] | None = None,
+               start: tuple[list[float], float] | None = None) -> Any:
+    """`nn.Dense(features, 1)`, or Dense-ReLU-...-Dense for `hidden` widths, from `seed` (or,
+    linear, from `start`)."""
     from mindspore import Tensor, nn
 
     hidden = hidden or []
-    init = initial_params(features, hidden, seed)
+    init = initial_params(features, hidden, seed, start)
     if not hidden:
         return nn.Dense(features, 1, weight_init=Tensor(init["weight"]),
                         bias_init=Tensor(init["bias"]))
@@ -117,6 +124,8 @@ def linear_params(model: Any) -> tuple[list[float], float] | None:
     return model.weight.asnumpy().ravel().tolist(), float(model.bias.asnumpy()[0])
 
 
-def format_params(w: list[float], b: float) -> str:
-    """`w [2.0001]  b 2.9999` for console lines."""
-    return "w [" + ", ".join(f"{v:.4f}" for v in w) + f"]  b {b:.4f}"
+def format_params(w: list[float], b: float, names: list[str] | None = None) -> str:
+    """`w [2.0001]  b 2.9999` (or `w [temp 1.5002, pressure -1.9987]  b ...`) for console
+    lines."""
+    names = names or [""] * len(w)
+    return "w [" + ", ".join(f"{n} {v:.4f}".strip() for n, v in zip(names, w)) + f"]  b {b:.4f}"

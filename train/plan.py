@@ -25,7 +25,7 @@ from pipeline.dataset import steps_per_item
 from train import checkpoint as ck
 from train import cluster as cl
 from train import rundir
-from train.config import Config, ConfigError, validate
+from train.config import Config, ConfigError, saved_missing, validate
 from train.faults import Faults, from_env
 from train.model import state_layout
 from train.options import load_yaml, parse_config
@@ -48,6 +48,10 @@ class RunPlan:
         self.cfg, self.faults, self.launch, self.world = cfg, faults, launch, world
         self.notes = notes
         self.source = data.source(cfg, world, automatic)
+        self.automatic = {k: getattr(cfg, k) for k in sorted(automatic)} if not cfg.synthetic \
+            else {}
+        # where the linear model starts: the least-squares fit, or the seeded random weights
+        self.start = self.source.start() if cfg.init == "least_squares" else None
         self.total = cfg.epochs * cfg.steps_per_epoch
         self.chunk = steps_per_item(cfg.batch_size * cfg.accum_steps)  # steps per dataset item
         self.fingerprint = ck.fingerprint(cfg, world, data.identity)
@@ -69,7 +73,7 @@ class RunPlan:
             if rundir.kind(Path(cfg.out)) != "run":
                 rundir.check(Path(cfg.out), resume=True)  # "holds no run to continue"
             base = load_yaml(str(Path(cfg.out) / rundir.CONFIG), warn=notes)
-            cfg, _ = parse_config(argv, base=base, warn=notes)
+            cfg, _ = parse_config(argv, base={**saved_missing(), **base}, warn=notes)
         else:
             cfg = validate(cfg, ns.given)
         faults = from_env()
@@ -144,10 +148,19 @@ class RunPlan:
             if self.cfg.resume:
                 out.truncate_metrics(self.ckpt.step if self.ckpt else 0)
         out.info(f"# {self.source.describe()}")
+        if self.automatic:
+            out.info(f"# {self.describe_automatic()}")
         start = (f"resuming from checkpoint step {self.ckpt.step}" if self.ckpt else
                  "resuming from step 0 (no checkpoint yet)" if self.cfg.resume else "")
         if start:
             out.info(start)
+
+    def describe_automatic(self) -> str:
+        """One line: the values the data chose for the options left automatic (not delta and
+        standardize, which the data line already gives)."""
+        shown = {k: v for k, v in self.automatic.items() if k not in ("delta", "standardize")}
+        return "chosen from the data (README: automatic values): " + ", ".join(
+            f"{k} {v}" for k, v in shown.items())
 
     def dry_run(self) -> int:
         """Print the resolved config and what the launcher would start; write nothing."""
@@ -168,6 +181,8 @@ class RunPlan:
               + f", loss_scale {cfg.loss_scale}, deterministic {cfg.deterministic}, "
                 f"jit_level {cfg.jit_level}")
         print(f"# {self.source.describe()}")
+        if self.automatic:
+            print(f"# {self.describe_automatic()}")
         if cfg.resume:
             print("# resume: " + (f"from checkpoint step {self.ckpt.step}" if self.ckpt
                                   else "from step 0 (the folder has no checkpoint yet)"))
@@ -184,12 +199,14 @@ def stamp() -> int:
 
 def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
     """The config with every automatic value made concrete, and the names of those the data
-    chose: `standardize` and `delta` as the data suggests (pipeline/source.py), and for a file
-    the steps per epoch its training rows give at this global batch."""
+    chose: what the data suggests (pipeline/source.py, pipeline/files.py) for each option left
+    automatic (None, or `auto`), and for a file the steps per epoch its training rows give at
+    this global batch."""
     if cfg.standardize and cfg.synthetic:
         raise ConfigError("--standardize true is for --data files; the synthetic rows are "
                           "generated in known units")
-    auto = {k: v for k, v in data.suggested().items() if getattr(cfg, k) is None}
+    auto = {k: v for k, v in data.suggested(cfg, world).items()
+            if getattr(cfg, k) in (None, "auto")}
     cfg = dataclasses.replace(cfg, **auto)
     if not cfg.synthetic:
         cfg = dataclasses.replace(

@@ -3,7 +3,10 @@
 - `loss.png`: training loss (per logged interval) and held-out loss (per epoch) against step;
 - `fit.png` (one feature only, finished runs): a sample of the training rows with the learned
   curve (`summary.json`'s `curve`: the linear model's line or the MLP's function) and, for the
-  synthetic source, the true line.
+  synthetic source, the true line;
+- a finished run on a file: `predicted.png` (the held-out rows' predicted against actual
+  target, and the residuals, in the data's units) and, for the linear model,
+  `coefficients.png` (the coefficients by feature name, in standardized units, comparable).
 
 metrics.jsonl stays the source of truth; these are drawn from it, summary.json and the config.
 A folder that is not a run, or whose files are malformed, is one line and exit 2.
@@ -117,6 +120,71 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set_title(f"{run_dir.name}: data and fitted function")
         written.append(run_dir / "fit.png")
         fig.savefig(written[1], bbox_inches="tight")
+        plt.close(fig)
+    if summary is not None and not cfg.synthetic:
+        written += _held_out_figures(plt, run_dir, cfg, summary)
+    return written
+
+
+def held_out_predictions(run_dir: Path, cfg: Config, limit: int = 5000
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(actual, predicted) target of a file run's held-out rows (at most `limit`), in the
+    data's units, predicted by its newest good checkpoint (train/infer.py); None without
+    held-out rows."""
+    from train.infer import InferError, load_run
+    from train.plan import open_source
+
+    source = open_source(cfg)
+    x, y = source.held_out(limit)
+    if len(y) == 0:
+        return None
+    try:
+        model = load_run(run_dir)
+    except InferError as e:
+        raise ConfigError(str(e)) from None
+    return y, model.predict(x).astype(np.float64)
+
+
+def draw_predictions(ax: Any, ax_res: Any, label: str, actual: np.ndarray,
+                     predicted: np.ndarray) -> None:
+    """Predicted against actual (with the diagonal) and the residuals against predicted."""
+    ax.scatter(actual, predicted, s=5, alpha=0.5, label=label)
+    lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax_res.scatter(predicted, actual - predicted, s=5, alpha=0.5, label=label)
+    ax_res.axhline(0, color="k", ls="--", lw=1)
+    ax_res.set_xlabel("predicted")
+    ax_res.set_ylabel("actual - predicted")
+    for a in (ax, ax_res):
+        a.grid(alpha=0.3)
+
+
+def _held_out_figures(plt: Any, run_dir: Path, cfg: Config, summary: dict) -> list[Path]:
+    """predicted.png (held-out rows) and, for the linear model, coefficients.png."""
+    written = []
+    found = held_out_predictions(run_dir, cfg)
+    if found is not None:
+        fig, (ax, ax_res) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+        draw_predictions(ax, ax_res, "held-out rows", *found)
+        target = summary.get("target", "target")
+        ax.set_title(f"{run_dir.name}: {target}, held-out rows (the data's units)")
+        ax_res.set_title("residuals")
+        written.append(run_dir / "predicted.png")
+        fig.savefig(written[-1], bbox_inches="tight")
+        plt.close(fig)
+    std = summary.get("w_standardized")
+    if isinstance(std, list) and summary.get("features"):
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(std) + 2), 4.5), dpi=100)
+        ax.bar(summary["features"], std)
+        ax.axhline(0, color="k", lw=1)
+        ax.set_ylabel("coefficient, standardized units")
+        ax.set_title(f"{run_dir.name}: target stds per feature std (comparable across "
+                     "features)")
+        ax.tick_params(axis="x", rotation=45)
+        written.append(run_dir / "coefficients.png")
+        fig.savefig(written[-1], bbox_inches="tight")
         plt.close(fig)
     return written
 

@@ -15,6 +15,7 @@ input, one line).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -23,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.limits import DataError
 from train.config import ConfigError, save_config
 from train.model import trained_parameters
 from train.options import build_parser, parse_config
+from train.plan import open_source
 
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 LAUNCHERS = {"msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
@@ -69,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise ConfigError(f"{bad[0]} is decided by train.verify itself")
         cfg, _ = parse_config(rest, parser=build_parser("python -m train.verify"))
-    except ConfigError as e:
+        # automatic values resolved once, for N ranks: the three runs share them
+        cfg = open_source(cfg, args.world_size).cfg
+    except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     root = Path(args.out or tempfile.mkdtemp(prefix="verify-"))
@@ -102,17 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return _report(params, args.tol, root)
+    summary = json.loads((root / "run0" / "summary.json").read_text())
+    units = "standardized units" if summary.get("data", {}).get("standardized") else \
+        "the data's units"
+    return _report(params, args.tol, root, summary.get("features") or [], units)
 
 
-def _report(params: dict[str, dict[str, np.ndarray]], tol: float, root: Path) -> int:
+def _report(params: dict[str, dict[str, np.ndarray]], tol: float, root: Path,
+            features: list[str], units: str) -> int:
     ref = next(iter(params.values()))
     diff = max(float(np.abs(p[k].astype(np.float64) - ref[k]).max())
                for p in params.values() for k in ref)
+    if set(ref) == {"weight", "bias"}:
+        print(f"the trained parameters, in the units the model trains in ({units}):")
     for name, p in params.items():
         if set(p) == {"weight", "bias"}:  # the linear model: show it
-            w = [round(float(v), 6) for v in p["weight"].ravel()]
-            print(f"  {name:<32} w = {w}  b = {float(p['bias'][0]):.6f}")
+            w = ", ".join(f"{n} {float(v):.6f}" for n, v in zip(features, p["weight"].ravel()))
+            print(f"  {name:<32} w = [{w}]  b = {float(p['bias'][0]):.6f}")
         else:
             print(f"  {name:<32} {sum(v.size for v in p.values())} parameters")
     verdict = "PASS" if diff <= tol else "FAIL"

@@ -1,0 +1,51 @@
+"""train/export.py: a MindIR that MindSpore loads and runs on raw float32 features, any number of
+rows, predicting what train.predict predicts, with the features' names beside it."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from helpers import REPO, finished_run, run
+
+DIABETES = REPO / "tests" / "data" / "diabetes.csv"
+
+LOAD = """
+import sys, json, numpy as np, mindspore as ms
+from mindspore import nn
+ms.set_device("CPU")
+net = nn.GraphCell(ms.load(sys.argv[1]))
+x = np.loadtxt(sys.argv[2], delimiter=",", skiprows=1, dtype=np.float32)[:, :-1]
+print(json.dumps({str(n): net(ms.Tensor(x[:n])).asnumpy().tolist() for n in (1, 7, len(x))}))
+"""
+
+
+@pytest.mark.parametrize("model", [[], ["--hidden", "8,4"]])
+def test_the_mindir_predicts_what_predict_prints_on_any_number_of_rows(tmp_path, model):
+    runs = finished_run(tmp_path, ["--data", str(DIABETES), "--epochs", "3", *model,
+                                   "--quiet"], "run")
+    r = run([sys.executable, "-m", "train.export", str(runs), "--out", "m.mindir"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "m.json").read_text())
+    header = open(DIABETES).readline().strip().split(",")
+    assert meta["features"] == header[:-1] and meta["target"] == "target"
+    assert "age, sex, bmi" in r.stdout  # the order is printed too
+    r = run([sys.executable, "-c", LOAD, "m.mindir", str(DIABETES)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    p = run([sys.executable, "-m", "train.predict", str(runs), "--data", str(DIABETES),
+             "--out", "p.csv"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    pred = np.loadtxt(tmp_path / "p.csv", skiprows=1)
+    for n, values in got.items():
+        assert len(values) == int(n)
+        np.testing.assert_allclose(values, pred[:int(n)], rtol=1e-5)
+
+
+def test_bad_output_names_are_refused(tmp_path):
+    r = run([sys.executable, "-m", "train.export", str(tmp_path), "--out", "m.onnx"], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "error: --out m.onnx: a MindIR file's name ends in .mindir"
+    r = run([sys.executable, "-m", "train.export", str(tmp_path), "--out", "m.mindir"], tmp_path)
+    assert r.returncode == 2 and "is not a run folder (no config.yaml)" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -1,0 +1,124 @@
+"""train/predict.py (and train/infer.py behind it): a trained run's predictions, in the data's
+units, for the rows of a file matched by column name; metrics when the file holds the target;
+every bad run folder or file is one line and exit 2."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from helpers import REPO, TINY, finished_run, run, write_csv
+
+DIABETES = REPO / "tests" / "data" / "diabetes.csv"
+
+
+def predict(cwd, *args):
+    return run([sys.executable, "-m", "train.predict", *map(str, args)], cwd)
+
+
+@pytest.fixture(scope="module")
+def linear_run(tmp_path_factory):
+    """The diabetes table with every automatic value (checkpoints every 20 steps)."""
+    cwd = tmp_path_factory.mktemp("linear")
+    return finished_run(cwd, ["--data", str(DIABETES), "--ckpt_every", "20", "--keep_ckpts",
+                              "200", "--quiet"], "dia")
+
+
+@pytest.fixture(scope="module")
+def table():
+    a = np.loadtxt(DIABETES, delimiter=",", skiprows=1)
+    names = open(DIABETES).readline().strip().split(",")
+    return a, names
+
+
+def test_columns_are_matched_by_name_and_rows_keep_their_order(linear_run, table, tmp_path):
+    a, names = table
+    s = json.loads((linear_run / "summary.json").read_text())
+    order = [9, 3, 10, 0, 5, 1, 2, 8, 4, 7, 6]  # shuffled, with the target in the middle
+    path = write_csv(tmp_path / "rows.csv", [names[j] for j in order] + ["note"],
+                     [[*r[order], 7] for r in a])
+    r = predict(tmp_path, linear_run, "--data", path, "--out", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr
+    got = np.loadtxt(tmp_path / "p.csv", skiprows=1)
+    assert (tmp_path / "p.csv").read_text().startswith("prediction\n")
+    expected = s["b"] + a[:, :-1] @ np.array([s["coefficients"][n] for n in names[:-1]])
+    np.testing.assert_allclose(got, expected, rtol=1e-4)  # the data's units, file order
+    assert f"{path}: 442 rows; huber loss" in r.stdout and "R² 0." in r.stdout
+
+
+def test_metrics_are_those_of_the_predictions(linear_run, tmp_path):
+    r = predict(tmp_path, linear_run, "--data", DIABETES, "--json", "--out", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    y = np.loadtxt(DIABETES, delimiter=",", skiprows=1)[:, -1]
+    pred = np.loadtxt(tmp_path / "p.csv", skiprows=1)
+    e = pred - y
+    c = np.clip(e, -m["delta"], m["delta"])
+    assert m["rows"] == 442 and m["target"] == "target"
+    assert m["mse"] == pytest.approx(np.mean(e * e)) and m["mae"] == pytest.approx(
+        np.mean(np.abs(e)))
+    assert m["huber_loss"] == pytest.approx(np.mean(c * (e - c / 2)))
+    assert m["r2"] == pytest.approx(1 - np.sum(e * e) / np.sum((y - y.mean()) ** 2))
+
+
+def test_without_out_the_predictions_go_to_stdout(linear_run, table, tmp_path):
+    a, names = table
+    path = write_csv(tmp_path / "x.csv", names[:-1], a[:5, :-1])
+    r = predict(tmp_path, linear_run, "--data", path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "prediction" and len(r.stdout.splitlines()) == 6
+
+
+def test_a_named_checkpoint_is_used(linear_run, tmp_path):
+    a = predict(tmp_path, linear_run, "--data", DIABETES, "--json", "--ckpt", "20")
+    b = predict(tmp_path, linear_run, "--data", DIABETES, "--json")
+    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+    assert json.loads(a.stdout)["checkpoint"] == "ckpt-00000020"
+    assert json.loads(a.stdout)["mse"] != json.loads(b.stdout)["mse"]
+
+
+def test_an_mlp_and_a_synthetic_run_predict_too(tmp_path):
+    mlp = finished_run(tmp_path, ["--data", str(DIABETES), "--hidden", "8", "--epochs", "2",
+                                  "--quiet"], "mlp")
+    r = predict(tmp_path, mlp, "--data", DIABETES, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["rows"] == 442, r.stderr
+    syn = finished_run(tmp_path, TINY, "syn")
+    path = write_csv(tmp_path / "x.csv", ["x0"], [[-1.0], [0.0], [2.5]])
+    r = predict(tmp_path, syn, "--data", path, "--out", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((syn / "summary.json").read_text())
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "p.csv", skiprows=1),
+                               s["b"] + s["w"][0] * np.array([-1.0, 0.0, 2.5]), rtol=1e-5)
+
+
+BAD = {
+    "missing column": (lambda t, a, n: write_csv(t / "m.csv", n[1:], a[:3, 1:]), "",
+                       "has no column 'age', a feature of this run"),
+    "not a number": (lambda t, a, n: (t / "b.csv").write_text(",".join(n) + "\n" + "1," * 10
+                                                             + "x\n") and t / "b.csv", "",
+                     "line 2, column 11 ('target'): 'x' is not a number"),
+    "wrong columns": (lambda t, a, n: np.save(t / "w.npy", a[:, :4]) or t / "w.npy", "",
+                      "has 4 columns; this run's model takes 10 feature(s)"),
+    "not a run": (lambda t, a, n: DIABETES, "not-a-run", "is not a run folder (no config.yaml)"),
+    "no checkpoint": (lambda t, a, n: DIABETES, "no-ckpt", "holds no checkpoint yet"),
+    "unknown checkpoint": (lambda t, a, n: DIABETES, "--ckpt=999", "has no checkpoint '999'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_and_exit_2(linear_run, table, tmp_path, case):
+    make, which, message = BAD[case]
+    path = make(tmp_path, *table)
+    run_dir, extra = linear_run, []
+    if which == "not-a-run":
+        run_dir = tmp_path
+    elif which == "no-ckpt":
+        run_dir = tmp_path / "empty"
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text((linear_run / "config.yaml").read_text())
+    elif which:
+        extra = [which]
+    r = predict(tmp_path, run_dir, "--data", path, *extra)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr

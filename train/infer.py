@@ -1,0 +1,167 @@
+"""A trained run as a model to use: a run folder's newest good checkpoint (or a named one), its
+features' names, and its standardization built into the network, so that it takes features in
+the data's own units and predicts the target in its own units.
+
+`train.predict` and `train.export` both use `load_run`, so the exported MindIR computes what
+`train.predict` prints. The folder is data from outside: config.yaml is parsed and validated as a
+resumed run's is, and the checkpoint is verified as `--resume` verifies it (train/checkpoint.py)
+before any tensor reaches MindSpore. Every problem is an `InferError`: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train import checkpoint as ck
+from train.config import Config, ConfigError, saved_missing
+from train.model import state_layout, trained_parameters
+from train.options import load_yaml, parse_config
+
+
+class InferError(ValueError):
+    """A run folder that cannot be used for inference; one line for the console (exit 2)."""
+
+
+@dataclass
+class RunModel:
+    """A verified checkpoint of a run, ready to predict."""
+
+    cfg: Config
+    columns: list[str]  # the features' names, then the target's
+    params: dict[str, np.ndarray]  # the model's parameters, in training units
+    stats: dict[str, list[float]] | None  # mean and std of every column (standardized runs)
+    checkpoint: Path
+
+    @property
+    def features(self) -> list[str]:
+        """The features' names, in the order the model takes them."""
+        return self.columns[:-1]
+
+    @property
+    def target(self) -> str:
+        """The target's name."""
+        return self.columns[-1]
+
+    def network(self) -> Any:
+        """A MindSpore cell: float32 features (rows, features) in the data's units -> the
+        target (rows,) in its units, standardization built in."""
+        from mindspore import Tensor, nn, ops
+
+        from train.model import make_model
+
+        net = make_model(len(self.features), self.cfg.seed, self.cfg.hidden_sizes())
+        for name, p in net.parameters_and_names():
+            p.set_data(Tensor(self.params[name]))
+        f = len(self.features)
+        mean = np.array(self.stats["mean"]) if self.stats else np.zeros(f + 1)
+        std = np.array(self.stats["std"]) if self.stats else np.ones(f + 1)
+        # the same float32 arithmetic as training's standardization (pipeline/files.py)
+        shift, scale = mean[:-1].astype(np.float32), (1.0 / std[:-1]).astype(np.float32)
+        y_scale, y_shift = np.float32(std[-1]), np.float32(mean[-1])
+
+        class Predictor(nn.Cell):
+            """Features in the data's units -> the target in its units."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = net
+                self.shift, self.scale = Tensor(shift), Tensor(scale)
+                self.y_scale, self.y_shift = Tensor(y_scale), Tensor(y_shift)
+
+            def construct(self, x: Tensor) -> Tensor:
+                y = self.model((x - self.shift) * self.scale) * self.y_scale + self.y_shift
+                return ops.reshape(y, (-1,))
+
+        return Predictor()
+
+    def predict(self, x: np.ndarray, net: Any = None) -> np.ndarray:
+        """Predictions (rows,) for features x (rows, features) in the data's units."""
+        from mindspore import Tensor
+
+        net = net or self.network()
+        return net(Tensor(np.ascontiguousarray(x, np.float32))).asnumpy()
+
+
+def load_run(run_dir: Path, checkpoint: str = "") -> RunModel:
+    """The run in `run_dir` at its newest good checkpoint, or at `checkpoint` (a step, or a
+    name like ckpt-00000100); InferError for anything else."""
+    cfg = _config(run_dir)
+    ckdir = ck.CheckpointDir(run_dir)
+    try:
+        manifests = ckdir.manifests()
+    except ck.CheckpointError as e:
+        raise InferError(str(e)) from None
+    if checkpoint:
+        step = _step_of(checkpoint)
+        manifests = [(s, p) for s, p in manifests if s == step]
+        if not manifests:
+            raise InferError(f"{run_dir} has no checkpoint {checkpoint!r}; it has: "
+                             + (", ".join(p.stem for _, p in ckdir.manifests()) or "none"))
+    if not manifests:
+        raise InferError(f"{run_dir} holds no checkpoint yet (a run writes one every "
+                         "--ckpt_every steps and at its end)")
+    why = []
+    for step, manifest in manifests:
+        try:
+            return _load(cfg, ckdir, step, manifest)
+        except (ck.CheckpointError, ValueError) as e:
+            why.append(f"{manifest.name}: {e}")
+    raise InferError(f"{run_dir}: no usable checkpoint ({'; '.join(why)[:300]})")
+
+
+def _config(run_dir: Path) -> Config:
+    if not (run_dir / "config.yaml").is_file():
+        raise InferError(f"{run_dir} is not a run folder (no config.yaml)")
+    try:
+        base = {**saved_missing(), **load_yaml(str(run_dir / "config.yaml"))}
+        return parse_config([], base=base)[0]
+    except ConfigError as e:
+        raise InferError(f"{run_dir}/config.yaml: {e}") from None
+
+
+def _step_of(name: str) -> int:
+    m = re.fullmatch(r"(?:ckpt-)?(\d+)(?:\.json|\.safetensors)?", Path(name).name)
+    if not m:
+        raise InferError(f"--ckpt {name!r}: expected a step (100) or a checkpoint name "
+                         "(ckpt-00000100)")
+    return int(m[1])
+
+
+def _load(cfg: Config, ckdir: ck.CheckpointDir, step: int, manifest: Path) -> RunModel:
+    """One checkpoint, verified against the layout its own column names imply."""
+    columns = _columns(cfg, manifest)
+    layout = state_layout(len(columns) - 1, cfg.hidden_sizes(), cfg.loss_scale)
+    got = ckdir.load(step, manifest, layout)  # ValueError (unusable) says why
+    stats = got.state.get("data_stats")
+    if cfg.standardize and (stats is None or len(stats["mean"]) != len(columns)):
+        raise ValueError("a standardized run's checkpoint without matching statistics")
+    return RunModel(cfg, columns, trained_parameters(got.tensors),
+                    stats if cfg.standardize else None, manifest)
+
+
+def _columns(cfg: Config, manifest: Path) -> list[str]:
+    """The names a checkpoint records; older checkpoints: the run's data file's header, or the
+    synthetic names."""
+    try:
+        state = json.loads(ck.read_regular(manifest, ck.MANIFEST_MAX)).get("state", {})
+        cols = state.get("columns") if isinstance(state, dict) else None
+    except (ValueError, AttributeError, OSError):
+        cols = None
+    if isinstance(cols, list) and len(cols) >= 2 and all(isinstance(c, str) for c in cols):
+        return cols
+    if cfg.synthetic:
+        return [f"x{j}" for j in range(cfg.features)] + ["y"]
+    from pipeline.formats import read_chunks
+    from pipeline.limits import DataError
+
+    try:
+        return read_chunks(Path(cfg.data), cfg.target)[0]
+    except DataError as e:
+        raise InferError(f"this run's checkpoint predates column names and its --data file "
+                         f"cannot tell them ({e})") from None

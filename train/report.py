@@ -1,0 +1,93 @@
+"""What a finished run tells its user: convergence, the baseline of predicting the mean, the
+named coefficients (all for summary.json), and the final line with its warnings.
+
+Decided on rank 0 (the console and summary.json are rank 0's); NumPy only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from train import converge
+
+
+def convergence(params: dict[str, np.ndarray], cfg: Any, source: Any) -> dict[str, Any]:
+    """train/converge.py's figures for this run, with the objective in the data's units."""
+    found = converge.measure(params, cfg.hidden_sizes(), cfg.loss, source.loss_delta(cfg.delta),
+                             source.objective_rows())
+    for key in ("objective", "excess"):
+        if key in found:
+            found[key] *= source.loss_unit
+    return found
+
+
+def mean_baseline(cfg: Any, source: Any) -> dict[str, float | None]:
+    """The held-out loss and MSE, in the data's units, of predicting every row the training
+    rows' mean target: the model to beat. None without held-out rows."""
+    if source.max_eval_rows() == 0:
+        return {"eval_loss_predicting_mean": None, "eval_mse_predicting_mean": None}
+    _, y = source.eval_rows(cfg.eval_size)
+    e = source.from_model(np.asarray(y, np.float64)) - source.target_mean()
+    d = cfg.delta
+    c = np.clip(e, -d, d)
+    loss = np.mean(c * (e - 0.5 * c)) if cfg.loss == "huber" else np.mean(e * e)
+    return {"eval_loss_predicting_mean": float(loss), "eval_mse_predicting_mean":
+            float(np.mean(e * e))}
+
+
+def named(source: Any, w: list[float] | None) -> dict[str, float] | None:
+    """Coefficients by feature name."""
+    return None if w is None else dict(zip(source.columns[:-1], w))
+
+
+def final_lines(cfg: Any, summary: dict[str, Any], out_dir: Any) -> tuple[str, list[str]]:
+    """The run's last console line, and the warnings that go before it."""
+    target = summary["target"]
+    if summary["w"] is None:
+        what = f"trained an MLP ({cfg.hidden})"
+    elif cfg.synthetic:
+        w = ", ".join(f"{v:.4f}" for v in summary["w"])
+        what = f"learned w = [{w}] (true {cfg.true_w}), b = {summary['b']:.4f} (true {cfg.true_b})"
+    else:
+        terms = " ".join(f"{'-' if v < 0 else '+'} {abs(v):.4g}·{n}"
+                         for n, v in summary["coefficients"].items())
+        what = f"learned {target} = {summary['b']:.4g} {terms} (the data's units)"
+    conv = summary["convergence"]
+    state = "converged" if summary["converged"] else "NOT converged"
+    if "relative_excess" in conv:
+        state += f" ({_percent(conv['relative_excess'])} above the optimum)"
+    if summary["eval_loss"] is None:
+        line = f"{what}; no held-out rows; {state}; {out_dir}"
+    else:
+        line = (f"{what}; eval {cfg.loss} loss {summary['eval_loss']:.4f}, eval MSE "
+                f"{summary['eval_mse']:.4f}; {state}; {out_dir}")
+    return line, _warnings(cfg, summary)
+
+
+def _percent(r: float) -> str:
+    if not np.isfinite(r):
+        return "an unbounded amount"
+    return f"{100 * r:.0f}%" if r >= 0.1 else f"{100 * r:.2g}%"
+
+
+def _warnings(cfg: Any, summary: dict[str, Any]) -> list[str]:
+    found = []
+    if not summary["converged"]:
+        conv = summary["convergence"]
+        more = max(2 * summary["epochs"], summary["epochs"] + 1)
+        found.append(f"not converged: the training objective is still "
+                     f"{_percent(conv.get('relative_excess', float('inf')))} above its optimum "
+                     f"(criterion {_percent(conv.get('tol', converge.TOL))}); train longer "
+                     f"(--resume --epochs {more}), or leave --epochs, --lr and --batch_size "
+                     "automatic" + ("" if not cfg.synthetic else " with --data"))
+    # Compared in the loss the run minimises: with outliers among the held-out rows, the MSE
+    # of a good robust fit is theirs, and no better than the mean's.
+    base = summary["baseline"].get("eval_loss_predicting_mean")
+    if base is not None and summary["eval_loss"] is not None and summary["eval_loss"] > base:
+        found.append(f"the held-out {cfg.loss} loss {summary['eval_loss']:.6g} is worse than "
+                     f"predicting the training mean ({base:.6g}): this "
+                     f"{'linear fit' if summary['w'] is not None else 'model'} does not help "
+                     "on these rows")
+    return found
