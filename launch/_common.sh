@@ -19,9 +19,14 @@ need_int() {
   fi
 }
 
-# The checkout these scripts belong to comes first on the import path, whatever other `train`
-# is installed (an editable install of another checkout would otherwise run silently).
-export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+# From a checkout: the checkout these scripts belong to comes first on the import path, whatever
+# other `train` is installed (an editable install of another checkout would otherwise run
+# silently). Installed (train/_launch/ in site-packages, `python -m train.launch --path`): the
+# package imports as installed.
+_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -f "$_root/train/__init__.py" ]]; then
+  export PYTHONPATH="$_root${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 # need_choice NAME CHOICE...: $NAME must be one of the choices.
 need_choice() {

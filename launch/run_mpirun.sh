@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Data-parallel job started by an MPI launcher; mpi4py turns it into a MindSpore cluster
-# (train/cluster.py: rank 0 starts the scheduler and broadcasts its address).
+# (train/cluster/mpi.py: rank 0 starts the scheduler and broadcasts its address).
 #   NPROC=4 launch/run_mpirun.sh --epochs 10
 #   MPIRUN=mpiexec MPI_ARGS="--hostfile hosts" NPROC=16 launch/run_mpirun.sh ...
-# Every argument goes to the trainer (python -m train --help). Exit code = the job's.
+# Every argument goes to the trainer (python -m train --help). Exit code: the job's (0 done,
+# non-zero failed), 75 when SIGTERM, SIGINT or SIGUSR1 stopped it with a checkpoint (continue
+# with --resume), 2 for a refused configuration.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=launch/_common.sh
@@ -25,6 +27,17 @@ need_dir LOG_DIR
 if [[ -n "${MASTER_PORT:-}" ]]; then need_int MASTER_PORT 1024 65535; fi
 export CLUSTER_TIMEOUT LOG_DIR MS_NODE_TIMEOUT=$NODE_TIMEOUT
 
+# Signals: Open MPI's mpirun ends the job on SIGTERM or SIGINT (it kills the ranks: no
+# checkpoint) and forwards only SIGUSR1 and SIGUSR2 to every rank on every host. So mpirun runs
+# in a session of its own (a terminal's Ctrl-C reaches this script only; mpirun dies with it),
+# and the script turns every stop signal into a SIGUSR1 to mpirun: each rank checkpoints and
+# exits 75, and so does the script. A signal before mpirun starts ends the script with 75.
+pid='' stop=''
+forward() { stop=$1; [[ -n "$pid" ]] && kill -USR1 "$pid" 2>/dev/null; true; }
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+trap 'forward USR1' USR1
+
 if ! command -v "$MPIRUN" >/dev/null; then
   echo "error: MPI launcher '$MPIRUN' not found; pip install '.[mpi]' or load your site MPI" >&2
   exit 2
@@ -34,7 +47,7 @@ if ! python -c 'import mpi4py' 2>/dev/null; then
   exit 2
 fi
 # The flags, data, run folder and world size as every rank will see them, checked once.
-OMPI_COMM_WORLD_SIZE=$NPROC preflight "$@" >/dev/null
+OMPI_COMM_WORLD_SIZE=$NPROC preflight "$@" >/dev/null || exit $?
 if [[ -n "${MASTER_PORT:-}" ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
@@ -42,15 +55,52 @@ version=$("$MPIRUN" --version 2>/dev/null || true)  # not `| grep -q`: SIGPIPE u
 if [[ "$version" == *"Open MPI"* ]]; then
   # Open MPI pins each rank to one core by default; MindSpore's runtime threads then share it.
   MPI_ARGS="--bind-to none $MPI_ARGS"
-  # Ranks on other hosts get only what is forwarded: the knobs above and the import path.
-  for v in PATH PYTHONPATH LOG_DIR CLUSTER_TIMEOUT MS_NODE_TIMEOUT MASTER_ADDR MASTER_PORT \
-           MASTER_IFACE TRAIN_FAULT TRAIN_NO_DEVICE_PROBE DEVICE_ID; do
+  # Ranks on other hosts get only what is forwarded: the knobs above, the import and library
+  # paths, and the device's environment (CANN's ASCEND_*, HCCL_* timeouts, ...).
+  for v in PATH PYTHONPATH LD_LIBRARY_PATH LOG_DIR CLUSTER_TIMEOUT MS_NODE_TIMEOUT MASTER_ADDR \
+           MASTER_PORT MASTER_IFACE TRAIN_FAULT TRAIN_NO_DEVICE_PROBE TRAIN_CACHE_DIR DEVICE_ID \
+           $(compgen -e | grep -E '^(ASCEND_|HCCL_|GLOG_)' || true); do
     if [[ -n "${!v+x}" ]]; then export "${v?}"; MPI_ARGS="$MPI_ARGS -x $v"; fi
   done
 fi
 if [[ $EUID -eq 0 ]]; then  # containers run as root; Open MPI refuses that unless told
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
+if [[ -n "$stop" ]]; then
+  echo "stopped: SIG$stop before the job started; nothing ran" >&2
+  exit 75
+fi
 
+# mpirun's "one or more processes exited with non-zero status" block, for ranks that stopped
+# with 75 as asked, says nothing the ranks' own `stopped:` lines do not.
+quiet_stops() {
+  trap '' INT TERM  # a terminal's Ctrl-C or Slurm's TERM to the job must not end the filter
+  awk '/^-+$/ && length($0) >= 20 {  # (mawk: no interval expressions)
+         blk = blk $0 "\n"
+         if (inblk) { if (blk !~ /Exit code: +75\n/) printf "%s", blk; fflush(); blk = ""; inblk = 0 }
+         else inblk = 1
+         next }
+       inblk { blk = blk $0 "\n"; next }
+       { print; fflush() }' >&2
+}
 # shellcheck disable=SC2086  # MPI_ARGS is a list of flags
-exec "$MPIRUN" -n "$NPROC" $MPI_ARGS python -m train "$@"
+python -m train.cluster exec-supervised --keep-signals "$MPIRUN" -n "$NPROC" $MPI_ARGS \
+  python -m train "$@" 2> >(quiet_stops) &
+pid=$!
+while :; do  # a trapped signal ends `wait` early: wait again until mpirun itself has ended
+  rc=0; wait "$pid" || rc=$?
+  if (( rc > 128 )) && kill -0 "$pid" 2>/dev/null; then continue; fi
+  break
+done
+if (( rc > 128 )); then  # the signal and mpirun's end at once: its own status, if unreaped
+  again=0; wait "$pid" 2>/dev/null || again=$?
+  (( again == 127 )) || rc=$again
+fi
+if [[ -n "$stop" && $rc -ne 0 && $rc -ne 75 ]] && \
+   ! grep -qs "^error: " "$LOG_DIR"/worker_*.log; then
+  # Ranks ended by the signal before their handlers were in place: nothing had trained.
+  echo "stopped: SIG$stop while the job was starting; nothing was trained" >&2
+  rc=75
+fi
+sleep 0.2  # let the stderr filter print the last lines
+exit "$rc"

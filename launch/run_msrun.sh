@@ -64,6 +64,11 @@ if [[ "$BIND_CORE" == auto ]]; then
   BIND_CORE=false
   [[ "$plan" == *"# device: Ascend"* ]] && BIND_CORE=true
 fi
+cpuset=/sys/fs/cgroup/cpuset/cpuset.cpus  # the only file msrun's --bind_core reads
+if [[ "$BIND_CORE" == true ]] && ! { [[ -r $cpuset ]] && [[ -n "$(cat "$cpuset" 2>/dev/null)" ]]; }; then
+  echo "warning: BIND_CORE: msrun --bind_core reads only cgroup v1's $cpuset, which this host" \
+    "lacks (cgroup v2?): it turns itself off and the workers are not bound to cores" >&2
+fi
 if [[ "$NODE_RANK" == 0 ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
@@ -74,21 +79,26 @@ for ((r = NODE_RANK * NPROC; r < (NODE_RANK + 1) * NPROC; r++)); do
   rm -f "$LOG_DIR/worker_$r.log"
 done
 if [[ "$NODE_RANK" == 0 ]]; then rm -f "$LOG_DIR/scheduler.log"; fi
+rm -f "$LOG_DIR/msrun_node$NODE_RANK.log"
 if [[ -n "$stop" ]]; then
   echo "stopped: SIG$stop before the job started; nothing ran" >&2
   exit 75
 fi
 # msrun's own `tail -f` would outlive a killed msrun: the script tails instead (tail --pid
-# ends with the script), and msrun is given a rank to tail that no worker has.
+# ends with the script), and msrun is given a rank to tail that no worker has. The console
+# shows the trainer's lines; msrun's own and MindSpore's (`[WARNING] ...`, the start-up's
+# "Failed to connect to the meta server" retries) stay in the logs (msrun_node<K>.log).
 python -m train.cluster exec-supervised msrun --worker_num $((NPROC * NNODES)) \
   --local_worker_num "$NPROC" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
   --node_rank "$NODE_RANK" --log_dir "$LOG_DIR" --join True \
   --cluster_time_out "$CLUSTER_TIMEOUT" --tail_worker_log -2 \
-  --bind_core "$BIND_CORE" "$here/trainer.py" "$@" 2> >(grep -v "tail_worker_log" >&2) &
+  --bind_core "$BIND_CORE" "$here/trainer.py" "$@" > "$LOG_DIR/msrun_node$NODE_RANK.log" 2>&1 &
 pid=$!
+ours() { grep --line-buffered -v -E '^\[(WARNING|INFO|ERROR|DEBUG|CRITICAL|EXCEPTION)\] '; }
 tails=()
 for r in $tail_ranks; do
-  tail --pid=$$ -n +1 -F "$LOG_DIR/worker_$r.log" 2>/dev/null &
+  # (not `| ours`: $! must be tail, which the end below kills; a filter ends with its input)
+  tail --pid=$$ -n +1 -F "$LOG_DIR/worker_$r.log" 2>/dev/null > >(ours) &
   tails+=($!)
 done
 # The workers' `error:` and `stopped:` lines, into $found. A scheduler's SIGTERM reaches every
@@ -119,6 +129,10 @@ rc=0
 { wait "$pid"; } 2>/dev/null || rc=$?  # (quiet: bash would report the kill above)
 sleep 0.3  # let the tails print the last lines
 kill "${tails[@]}" 2>/dev/null || true
+if [[ -z "$tail_ranks" ]]; then  # nothing echoed: the run's result still reaches the console
+  grep -hs -E "^(warning: |learned |trained an MLP )" "$LOG_DIR/worker_$((NODE_RANK * NPROC)).log" \
+    || true
+fi
 outcome; lines=$found
 if [[ "$lines" == *"stopped: "* && "$lines" != *"error: "* ]]; then
   exit 75                                   # stopped with a checkpoint: continue with --resume

@@ -1,12 +1,17 @@
 """msrun needs a script path (not `-m`); this is it. Python puts this folder first on sys.path,
 which is why the shim lives here and not inside train/, whose module names would then shadow
-top-level ones. It imports the `train` of the checkout it belongs to, not whichever one is
-installed (an editable install of another checkout would otherwise run silently)."""
+top-level ones. From a checkout it imports the `train` of that checkout, not whichever one is
+installed (an editable install of another checkout would otherwise run silently); installed
+(train/_launch/), the package as installed."""
 
 import sys
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # this checkout, not launch/
+_root = Path(__file__).resolve().parent.parent
+if (_root / "train" / "__init__.py").is_file():
+    sys.path[0] = str(_root)  # this checkout, not launch/
+else:
+    del sys.path[0]  # installed: this folder must not shadow anything
 
 from train.__main__ import main  # noqa: E402 - after the path is set
 

@@ -12,9 +12,15 @@ written, the next process does the pass again.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +33,16 @@ from pipeline.limits import DataError
 CACHE_ENV = "TRAIN_CACHE_DIR"
 # Part of every cache key: bumped when the checks or the conversion change, so that an entry a
 # release with weaker checks made is made again, not trusted.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file for its identity
+# A column whose mean is this many of its standard deviations is stored centred: float32's
+# rounding then costs it less than ~1.5e-5 of its spread instead of ~6e-8 x mean / std.
+OFFSET_RATIO = 256
 
 
 def identity(path: Path) -> dict[str, Any]:
-    """What makes a file the same file: path, size, modification time, head and tail hash."""
+    """What makes a file the same file: path, size, modification time, head and tail hash
+    (and, for a MindRecord file, its index's)."""
     st = path.stat()
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -40,8 +50,11 @@ def identity(path: Path) -> dict[str, Any]:
         if st.st_size > HEAD_TAIL:
             f.seek(max(HEAD_TAIL, st.st_size - HEAD_TAIL))
             h.update(f.read(HEAD_TAIL))
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "head_tail_sha256": h.hexdigest()}
+    found = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+             "head_tail_sha256": h.hexdigest()}
+    if path.suffix.lower() == ".mindrecord":
+        found["index"] = identity(Path(f"{path}.db"))
+    return found
 
 
 def cache_dir() -> Path:
@@ -76,56 +89,158 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 class CacheLock:
     """An exclusive lock on one cache entry while it is made: ranks that open the same file
-    at once wait for the first one's conversion instead of all converting it."""
+    at once wait for the first one's conversion instead of all converting it. The wait polls,
+    calling `stop()` between tries, so that a stop signal is acted on while waiting."""
 
-    def __init__(self, key: str) -> None:
-        self.path = cache_dir() / f"{key}.lock"
+    def __init__(self, key: str, stop: Callable[[], None] | None = None) -> None:
+        self.path, self.stop, self.fd = cache_dir() / f"{key}.lock", stop, None
 
     def __enter__(self) -> CacheLock:
-        import fcntl
-
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise DataError(f"cannot use the data cache {cache_dir()} ({e.strerror or e}); "
                             f"set {CACHE_ENV} to a folder you can write") from None
-        return self
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if self.stop:
+                    try:
+                        self.stop()
+                    except BaseException:
+                        os.close(self.fd)
+                        raise
+                time.sleep(0.1)
+            except OSError as e:
+                os.close(self.fd)
+                raise DataError(f"cannot lock the data cache {cache_dir()} "
+                                f"({e.strerror or e})") from None
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.close(self.fd)
 
 
-def canonical(path: Path, target: str, drop_nonfinite: bool,
-              what: str = "--data") -> tuple[Path, dict[str, Any]]:
+def canonical(path: Path, target: str, drop_nonfinite: bool, what: str = "--data",
+              stop: Callable[[], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """The float32 (rows, features + target) .npy training reads, and what is known of it:
     the file itself when it is one (after a validating pass), else a converted copy in the
-    cache. Cached by identity and options: a second call (another rank) reads the record."""
+    cache. Cached by identity and options: a second call (another rank) reads the record.
+    `stop()` is called while waiting and between chunks: it raises to abandon the work (a
+    stop signal), which leaves nothing behind."""
     check_file(path, what)
+    check_index(path)
     ident = identity(path)
     key = entry_key("table", ident, target, drop_nonfinite)
     meta_path = cache_dir() / f"{key}.json"
     meta = read_json(meta_path)
     if _usable(meta, path):
         return Path(meta["table"]), meta  # type: ignore[index]
+    sweep_temporaries()
     if path.suffix.lower() == ".npy" and _is_float32_c(path):
-        return _make_table(path, target, drop_nonfinite, key, ident)  # nothing to convert: no lock
-    with CacheLock(key):
+        # nothing to convert: no lock
+        return _make_table(path, target, drop_nonfinite, key, ident, stop)
+    with CacheLock(key, stop):
         meta = read_json(meta_path)  # another rank may have made it while we waited
         if _usable(meta, path):
             return Path(meta["table"]), meta  # type: ignore[index]
-        return _make_table(path, target, drop_nonfinite, key, ident)
+        return _make_table(path, target, drop_nonfinite, key, ident, stop)
+
+
+def check_index(path: Path) -> None:
+    """A MindRecord file's index (`<file>.db`) must name this file: MindSpore's reader reads
+    the file its index names, so a copied pair would read (and train on) the original."""
+    if path.suffix.lower() != ".mindrecord":
+        return
+    db = Path(f"{path}.db")
+    if not db.is_file():
+        raise DataError(f"{path}: no index {db.name} beside it (a MindRecord file comes with "
+                        "its .db)")
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            names = [r[0] for r in con.execute("SELECT NAME FROM SHARD_NAME")]
+    except sqlite3.Error as e:
+        raise DataError(f"{path}: its index {db.name} is not readable ({e})") from None
+    if names != [path.name]:
+        raise DataError(f"{path}: its index {db.name} names {', '.join(map(repr, names))}, not "
+                        f"{path.name!r} (a copied or renamed MindRecord reads the file its index "
+                        "names); convert the original, or rename the pair back")
+
+
+_META_TYPES = {"table": str, "rows": int, "columns": list, "dropped_nonfinite": int,
+               "max_abs": (int, float), "source": dict}
 
 
 def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
-    return meta is not None and (meta.get("table") == str(path.resolve())
-                                 or Path(str(meta.get("table", ""))).is_file())
+    """A record to trust: the expected fields and types, and a table that is what the record
+    says (the user's own file, whose identity is in the key; or a table of the cache's, whose
+    size and sampled hash were recorded when it was written)."""
+    if meta is None or not all(isinstance(meta.get(k), t) for k, t in _META_TYPES.items()):
+        return False
+    offset = meta.get("offset")
+    if offset is not None and not (isinstance(offset, list) and
+                                   len(offset) == len(meta["columns"])):
+        return False
+    if meta["table"] == str(path.resolve()):
+        return True
+    table = Path(meta["table"])
+    try:
+        return (table.parent == cache_dir() and table.stat().st_size == meta.get("table_bytes")
+                and sampled_hash(table) == meta.get("table_hash"))
+    except OSError:
+        return False
 
 
-def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str, ident: dict[str, Any]
-                ) -> tuple[Path, dict[str, Any]]:
+def sampled_hash(path: Path, block: int = 1 << 16, blocks: int = 64) -> str:
+    """SHA-256 of a file's size and of `blocks` evenly spread blocks of it (all of a small
+    file): a truncated, damaged or replaced table shows, for a few MB of reading."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= block * blocks:
+            h.update(f.read())
+        else:
+            for i in range(blocks):
+                f.seek((size - block) * i // (blocks - 1))
+                h.update(f.read(block))
+    return h.hexdigest()
+
+
+_TMP = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp$")
+STALE_SECONDS = 24 * 3600  # a temporary of another host: left alone until this old
+
+
+def sweep_temporaries() -> None:
+    """Remove what killed writers left in the cache: their temporary files (named by host and
+    pid, pipeline/fileio.py). This host's: when that pid no longer runs; another host's: when
+    older than a day (its liveness cannot be seen from here)."""
+    me = socket.gethostname()
+    try:
+        entries = list(cache_dir().glob(".*.tmp"))
+    except OSError:
+        return
+    for p in entries:
+        m = _TMP.search(p.name)
+        if not m:
+            continue
+        try:
+            if p.name[:m.start()].endswith(f".{me}"):
+                os.kill(int(m[1]), 0)  # ProcessLookupError: its writer is gone
+                continue
+            if time.time() - p.stat().st_mtime < STALE_SECONDS:
+                continue
+        except ProcessLookupError:
+            pass
+        except OSError:  # alive but not ours (EPERM), or the file went meanwhile
+            continue
+        p.unlink(missing_ok=True)
+
+
+def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str, ident: dict[str, Any],
+                stop: Callable[[], None] | None) -> tuple[Path, dict[str, Any]]:
     """The validating pass, and the conversion when one is needed (a float32 .npy is mapped
     as it is, unless rows must be dropped)."""
     direct = path.suffix.lower() == ".npy" and _is_float32_c(path)
@@ -133,33 +248,53 @@ def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str, ident: 
         counts: dict[str, Any] = {}
         names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts)
         for _ in chunks:
-            pass
+            if stop:
+                stop()
         if not counts["dropped"]:
-            return _record(key, ident, str(path.resolve()), names, counts)
+            return _record(key, ident, path.resolve(), names, counts, None)
         # rows to drop: the file cannot be mapped as it is, a cleaned copy after all
     out = cache_dir() / f"{key}.npy"
     counts = {}
     names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts)
     writer = _writer(out, len(names))
+    offset, first = None, True
     try:
         for chunk in chunks:
-            writer.write(chunk)
+            if stop:
+                stop()
+            if first and len(chunk):
+                offset, first = _offset(chunk), False
+            writer.write(chunk if offset is None else chunk - offset)
         writer.close()
-        writer.path.replace(out)  # under the entry's lock: no reader has it mapped yet
-    except BaseException:
+        writer.path.replace(out)  # a job that maps an older table keeps its own (inode)
+    except OSError as e:
+        raise DataError(f"cannot write the data cache {out.parent} ({e.strerror or e}); free "
+                        f"space there or set {CACHE_ENV} to another folder") from None
+    finally:
         writer.f.close()
         writer.path.unlink(missing_ok=True)
-        raise
-    return _record(key, ident, str(out), names, counts)
+    return _record(key, ident, out, names, counts, offset)
 
 
-def _record(key: str, ident: dict[str, Any], table: str, names: list[str],
-            counts: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    meta = {"table": table, "rows": counts["rows"], "columns": names,
+def _offset(chunk: np.ndarray) -> np.ndarray | None:
+    """What to store a column relative to: the first rows' mean for a column whose values
+    are large against their spread (float32 keeps 1e7 + a small signal only centred; the
+    statistics add the offset back), else nothing (the table then holds the file's values,
+    rounded to float32 as they always were). None when no column needs one."""
+    mean, std = chunk.mean(axis=0), chunk.std(axis=0)
+    offset = np.where(np.abs(mean) > OFFSET_RATIO * std, mean, 0.0)
+    return offset if offset.any() else None
+
+
+def _record(key: str, ident: dict[str, Any], table: Path, names: list[str],
+            counts: dict[str, Any], offset: np.ndarray | None) -> tuple[Path, dict[str, Any]]:
+    meta = {"table": str(table), "rows": counts["rows"], "columns": names,
             "dropped_nonfinite": counts["dropped"], "max_abs": counts["max_abs"],
-            "source": ident}
+            "source": ident, "offset": None if offset is None else offset.tolist()}
+    if table.parent == cache_dir():  # ours: what it is, to verify before each use
+        meta.update(table_bytes=table.stat().st_size, table_hash=sampled_hash(table))
     write_json(cache_dir() / f"{key}.json", meta)
-    return Path(table), meta
+    return table, meta
 
 
 def _writer(out: Path, columns: int) -> NpyWriter:
@@ -175,4 +310,3 @@ def _is_float32_c(path: Path) -> bool:
     with open(path, "rb") as f:
         shape, fortran, dtype = npy_header(f, path)
     return dtype == np.dtype("<f4") and not fortran and len(shape) == 2
-

@@ -22,13 +22,15 @@ target's units), and `--delta` is always in the target's units.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline import cache
-from pipeline.limits import F32_TINY, MAX_ABS_VALUE, DataError
+from pipeline.guard import MappedFile
+from pipeline.limits import F32_MAX, F32_TINY, MAX_ABS_VALUE, DataError
 from pipeline.split import Split
 from pipeline.stats import statistics
 
@@ -59,6 +61,30 @@ def auto_epochs(steps_per_epoch: int, target: int = TARGET_STEPS) -> int:
     return min(MAX_EPOCHS, max(MIN_EPOCHS, -(-target // max(steps_per_epoch, 1))))
 
 
+def _offset(meta: dict[str, Any], columns: int) -> np.ndarray:
+    """What a cached table's values are relative to (pipeline/cache.py), per column."""
+    found = meta.get("offset")
+    return np.zeros(columns) if found is None else np.asarray(found, np.float64)
+
+
+_STATS_LISTS = ("mean", "std", "min", "max")
+
+
+def _stats_usable(stats: dict[str, Any] | None, columns: int) -> bool:
+    """A cached statistics record with every field, of the right types and lengths."""
+    if not isinstance(stats, dict):
+        return False
+    try:
+        ok = all(len(stats[k]) == columns for k in _STATS_LISTS) and \
+            len(stats["ls_w"]) == columns - 1
+        numbers = [*(v for k in _STATS_LISTS for v in stats[k]), *stats["ls_w"], stats["ls_b"],
+                   stats["delta"], stats["curvature_std"], stats["curvature_raw"]]
+        return ok and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                          for v in numbers)
+    except (KeyError, TypeError):
+        return False
+
+
 def _map(table: Path, source: Path) -> np.ndarray:
     """The canonical table, memory-mapped; DataError if it is not a readable .npy."""
     try:
@@ -74,8 +100,9 @@ class FileStream:
     ~10k blocks instead of 65k rows."""
 
     def __init__(self, table: np.ndarray, split: Split, shift: np.ndarray | None,
-                 scale: np.ndarray | None) -> None:
+                 scale: np.ndarray | None, mapped: MappedFile | None = None) -> None:
         self.table, self.split, self.shift, self.scale = table, split, shift, scale
+        self.mapped = mapped  # asked before every read: a rewritten file stops the run
         self.features = table.shape[1] - 1
         self.flat = np.asarray(table)  # a plain view of the mapping (no memmap overhead)
         bs = split.bs
@@ -83,11 +110,17 @@ class FileStream:
         self.blocks3 = self.flat[:self.full_blocks * bs].reshape(-1, bs, table.shape[1])
 
     def standardize(self, a: np.ndarray) -> np.ndarray:
-        """Rows (features..., target) in the units the model trains in (float32)."""
-        a = np.asarray(a, np.float32)
-        return a if self.shift is None else (a - self.shift) * self.scale
+        """Table rows (features..., target) in the units the model trains in (float32)."""
+        a = np.array(a, np.float32)
+        if self.shift is not None:
+            a -= self.shift
+        if self.scale is not None:
+            a *= self.scale
+        return a
 
     def _gather(self, epoch: int, start: int, count: int) -> np.ndarray:
+        if self.mapped is not None and self.mapped.changed():
+            raise DataError(f"{self.mapped.path} changed while training")
         blocks, starts = self.split.order(epoch)
         bs = self.split.bs
         if bs == 1:
@@ -107,42 +140,64 @@ class FileStream:
         a = self._gather(epoch, start, count)  # a fresh array (gathered): standardized in place
         if self.shift is not None:
             a -= self.shift
+        if self.scale is not None:
             a *= self.scale
         return np.ascontiguousarray(a[:, :-1]), np.ascontiguousarray(a[:, -1:])
 
 
 class FileData:
     """A validated data file (and `--eval_data`): its mapped table, held-out split and training
-    statistics, before any option is resolved."""
+    statistics, before any option is resolved. `stop()` is called during long work (a
+    conversion, a wait for another process's conversion) and raises to abandon it."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, stop: Callable[[], None] | None = None) -> None:
         path = Path(cfg.data)
-        table_path, self.meta = cache.canonical(path, cfg.target, cfg.drop_nonfinite)
+        table_path, self.meta = cache.canonical(path, cfg.target, cfg.drop_nonfinite,
+                                                stop=stop)
         self.path, self.table = path, _map(table_path, path)
-        self.eval_table, self.eval_id, eval_max = None, None, 0.0
+        self.mapped = MappedFile(table_path)  # the run stops if it changes (pipeline/guard.py)
+        self.offset = _offset(self.meta, self.table.shape[1])
+        self.eval_table, self.eval_id, self.eval_offset, self.eval_columns = None, None, None, None
+        eval_max = 0.0
         if cfg.eval_data:
-            eval_path, eval_meta = cache.canonical(Path(cfg.eval_data), cfg.target,
-                                                   cfg.drop_nonfinite, "--eval_data")
-            self.eval_table, self.eval_id = _map(eval_path, Path(cfg.eval_data)), \
-                eval_meta["source"]
-            eval_max = eval_meta["max_abs"]
-            if len(self.eval_table) == 0:
-                raise DataError(f"--eval_data {cfg.eval_data} holds no rows")
-            if self.eval_table.shape[1] != self.table.shape[1]:
-                raise DataError(f"--eval_data {cfg.eval_data} has "
-                                f"{self.eval_table.shape[1] - 1} feature(s), --data {cfg.data} "
-                                f"{self.table.shape[1] - 1}")
+            eval_max = self._open_eval(cfg, stop)
         self.split = Split(len(self.table), cfg.seed, 0.0 if cfg.eval_data else cfg.eval_fraction)
         key = cache.entry_key("stats", self.meta["source"], cfg.target, cfg.drop_nonfinite,
                               cfg.seed, cfg.eval_fraction, self.eval_id)
         self.stats = cache.read_json(cache.cache_dir() / f"{key}.json")
-        if self.stats is None:
-            self.stats = statistics(self.table, self.split)
+        if not _stats_usable(self.stats, self.table.shape[1]):  # absent or damaged: again
+            self.stats = statistics(self.table, self.split, self.offset)
             cache.write_json(cache.cache_dir() / f"{key}.json", self.stats)
         self.features = self.table.shape[1] - 1
         self.train_rows = self.split.train_rows
         self.max_abs = max(self.meta["max_abs"], eval_max)  # every row, held-out ones included
         self.identity = {"file": self.meta["source"], "eval_data": self.eval_id}
+
+    def _open_eval(self, cfg: Any, stop: Callable[[], None] | None) -> float:
+        """The held-out file: its columns matched to the training file's by name (both CSV),
+        else by position. Its largest magnitude."""
+        path = Path(cfg.eval_data)
+        names = path.suffix.lower() == ".csv" and self.path.suffix.lower() == ".csv"
+        # by name, the held-out file's target is the training file's, whatever its position
+        target = (cfg.target or self.meta["columns"][-1]) if names else cfg.target
+        eval_path, meta = cache.canonical(path, target, cfg.drop_nonfinite, "--eval_data",
+                                          stop=stop)
+        self.eval_table, self.eval_id = _map(eval_path, path), meta["source"]
+        self.eval_offset = _offset(meta, self.eval_table.shape[1])
+        train = self.meta["columns"]
+        if names:
+            missing = [c for c in train if c not in meta["columns"]]
+            if missing:
+                raise DataError(f"--eval_data {path} has no column {missing[0]!r} (the "
+                                f"training file's columns: {', '.join(train)}); columns are "
+                                "matched by name")
+            self.eval_columns = [meta["columns"].index(c) for c in train]
+        elif self.eval_table.shape[1] != self.table.shape[1]:
+            raise DataError(f"--eval_data {path} has {self.eval_table.shape[1] - 1} "
+                            f"feature(s), --data {cfg.data} {self.table.shape[1] - 1}")
+        if len(self.eval_table) == 0:
+            raise DataError(f"--eval_data {path} holds no rows")
+        return meta["max_abs"]
 
     def suggested(self, cfg: Any, world: int) -> dict[str, Any]:
         """What the data suggests for every automatic option, given the options the user set
@@ -180,16 +235,30 @@ class FileSource:
         self.mean, self.std = np.array(stats["mean"]), np.array(stats["std"])
         self.lo, self.hi = stats["min"], stats["max"]
         std = bool(cfg.standardize)
-        shift = self.mean.astype(np.float32) if std else None
-        with np.errstate(divide="ignore"):  # a constant column is refused in check()
+        self.mapped, self.offset = data.mapped, data.offset
+        self.eval_offset, self.eval_columns = data.eval_offset, data.eval_columns
+        # table values are relative to the offset (pipeline/cache.py): centred in float64
+        shift = (self.mean - self.offset).astype(np.float32) if std else \
+            (-self.offset).astype(np.float32) if self.offset.any() else None
+        with np.errstate(divide="ignore", over="ignore"):  # refused in check()
             scale = (1.0 / self.std).astype(np.float32) if std else None
-        self.stream = FileStream(data.table, self.split, shift, scale)
+        self.stream = FileStream(data.table, self.split, shift, scale, data.mapped)
         self.loss_unit = float(self.std[-1]) ** 2 if std else 1.0
         self.stats = {"mean": stats["mean"], "std": stats["std"]} if std else None
 
     def check(self) -> None:
         """Refuse what cannot train with the resolved options."""
         cfg, names, path = self.cfg, self.meta["columns"], self.path
+        if cfg.standardize:  # first: everything below divides by these
+            with np.errstate(divide="ignore", over="ignore"):
+                flat = [(names[j], s) for j, s in enumerate(self.std)
+                        if not (s > 0 and abs(np.float32(1.0 / s)) <= F32_MAX)]
+            if flat:
+                name, s = flat[0]
+                how = "the same value" if s == 0 else f"almost the same value (std {s:.3g})"
+                raise DataError(f"{path}: column {name!r} has {how} in every training row, so "
+                                "it cannot be standardized in float32; drop it or pass "
+                                "--standardize false")
         if not cfg.standardize:
             big = self.max_abs  # every row of the file(s), held-out ones included
             if big >= MAX_ABS_VALUE:
@@ -200,12 +269,6 @@ class FileSource:
         if not np.float32(delta) >= F32_TINY:
             raise DataError(f"--delta {cfg.delta} is {delta:.3g} in standardized units, which "
                             "float32 cannot hold; give a larger --delta")
-        if cfg.standardize:
-            flat = [names[j] for j, s in enumerate(self.std) if not s > 0]
-            if flat:
-                raise DataError(f"{path}: column {flat[0]!r} has the same value in every "
-                                "training row, so it cannot be standardized; drop it or pass "
-                                "--standardize false")
         if self.steps_per_epoch == 0:
             raise DataError(f"{path}: {self.split.train_rows} training rows are fewer than one "
                             f"global batch of {self.global_batch} (batch_size x accum_steps x "
@@ -243,23 +306,38 @@ class FileSource:
         """The training rows' mean target, in the data's units (the model that predicts it)."""
         return float(self.mean[-1])
 
+    def changed(self) -> bool:
+        """True when the mapped table is no longer the file it was (pipeline/guard.py)."""
+        return self.mapped.changed()
+
+    def hold(self) -> str:
+        """Lease the mapped table for the training process (pipeline/guard.py); "" or why
+        not."""
+        return "" if self.mapped.hold() else self.mapped.why
+
     def eval_rows(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The held-out rows (at most `size`, in file order), in training units."""
-        if self.eval_table is not None:
-            a = self.eval_table[:min(size, len(self.eval_table))]
-        else:
-            a = self.stream.table[self.split.eval_rows(size)]
-        a = self.stream.standardize(a)
+        if self.eval_table is None:
+            a = self.stream.standardize(self.stream.table[self.split.eval_rows(size)])
+        else:  # another file, with its own offset and column order: via the data's units
+            x, y = self.held_out(size)
+            a = np.concatenate([x, y[:, None]], axis=1)
+            if self.cfg.standardize:
+                a = (a - self.mean) / self.std
+            a = a.astype(np.float32)
         return np.ascontiguousarray(a[:, :-1]), np.ascontiguousarray(a[:, -1:])
 
     def held_out(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The held-out rows (at most `size`, in file order) in the data's units: features
         (rows, features) and target (rows,), float64."""
         if self.eval_table is not None:
-            a = self.eval_table[:min(size, len(self.eval_table))]
+            a = np.asarray(self.eval_table[:min(size, len(self.eval_table))], np.float64)
+            a += self.eval_offset
+            if self.eval_columns is not None:
+                a = a[:, self.eval_columns]
         else:
-            a = self.stream.table[self.split.eval_rows(size)]
-        a = np.asarray(a, np.float64)
+            a = np.asarray(self.stream.table[self.split.eval_rows(size)], np.float64)
+            a += self.offset
         return a[:, :-1], a[:, -1]
 
     def max_eval_rows(self) -> int:
@@ -297,7 +375,7 @@ class FileSource:
     def sample_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The first n training rows in file order, in the data's units."""
         idx = self.split.first_rows(self.split.train_blocks, n)
-        a = np.asarray(self.stream.table[idx], np.float32)
+        a = (np.asarray(self.stream.table[idx], np.float64) + self.offset).astype(np.float32)
         return a[:, :-1], a[:, -1:]
 
     def curve_x(self) -> np.ndarray:

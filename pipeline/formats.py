@@ -48,7 +48,13 @@ def check_file(path: Path, what: str = "--data") -> None:
 def npy_header(f: Any, path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
     try:
         version = np.lib.format.read_magic(f)
-        return np.lib.format._read_array_header(f, version)  # noqa: SLF001 - the reader
+        # NumPy's public readers (its private one is gone in NumPy 2); version 3 (UTF-8 field
+        # names) holds structured arrays, which are not tables of numbers anyway
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f".npy format version {version[0]}.{version[1]}")
+        return read(f)
     except (ValueError, OSError, SyntaxError) as e:
         raise DataError(f"{path}: not a valid .npy file ({str(e)[:80]})") from None
 
@@ -161,8 +167,10 @@ def _csv_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray
                 body = [ln for ln in lines if ln.strip()]
                 if body:
                     try:
+                        # comments=None: a `#` is not a comment in a table of numbers (NumPy
+                        # would read `4#junk` as 4 and drop a line starting with `#`)
                         a = np.loadtxt(io.StringIO("".join(body)), delimiter=",", ndmin=2,
-                                       dtype=np.float64, quotechar='"')
+                                       dtype=np.float64, quotechar='"', comments=None)
                     except ValueError:
                         raise DataError(f"{path}: {_csv_locate(lines, row, names)}") from None
                     if a.shape[1] != len(names):

@@ -10,6 +10,7 @@ starts; nothing here writes into the config: the plan decides (train/plan.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,14 @@ class SyntheticSource:
         self.stream = SyntheticStream(spec, cfg.seed)
         self.features = cfg.features
         self.steps_per_epoch = cfg.steps_per_epoch
+
+    def changed(self) -> bool:
+        """Generated rows do not change under a run."""
+        return False
+
+    def hold(self) -> str:
+        """Nothing to hold."""
+        return ""
 
     @property
     def columns(self) -> list[str]:
@@ -115,10 +124,11 @@ class SyntheticData:
         return SyntheticSource(cfg)
 
 
-def open_data(cfg: Any) -> Any:
-    """The data a config names: `SyntheticData`, or a `FileData` validated (once, cached)."""
+def open_data(cfg: Any, stop: Callable[[], None] | None = None) -> Any:
+    """The data a config names: `SyntheticData`, or a `FileData` validated (once, cached);
+    `stop()` is called during long work and raises to abandon it."""
     if cfg.synthetic:
         return SyntheticData(cfg)
     from pipeline.files import FileData
 
-    return FileData(cfg)
+    return FileData(cfg, stop)

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import helpers
 import pytest
-from helpers import table, write_csv
+from helpers import REPO, table, write_csv
 
 
 @pytest.fixture(autouse=True)
@@ -30,3 +32,17 @@ def sensors(tmp_path):
     rows = table()
     return write_csv(tmp_path / "sensors.csv", ["temp", "pressure", "power"],
                      [[f"{v:.6f}" for v in r] for r in rows]), rows
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """The project's wheel, installed into a folder of its own (its dependencies are this
+    environment's): that folder, for PYTHONPATH."""
+    root = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(root / "dist"), str(REPO)], check=True, capture_output=True)
+    (wheel,) = (root / "dist").glob("*.whl")
+    target = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    return target

@@ -167,3 +167,14 @@ def put(path: Path, data: str | bytes) -> Path:
     """Write a file (text or bytes); its path."""
     (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
     return path
+
+
+def handles_signals(pid: int) -> bool:
+    """True once the trainer `pid` takes stop signals itself (train/stop.py blocks SIGTERM in
+    its threads and waits for it): signalling it before would only kill it."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            blocked = next(int(ln.split()[1], 16) for ln in f if ln.startswith("SigBlk:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(blocked & (1 << (15 - 1)))  # SIGTERM is signal 15

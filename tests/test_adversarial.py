@@ -20,6 +20,7 @@ from helpers import (
     clean_env,
     final_params,
     finished_run,
+    handles_signals,
     newest_ckpt,
     require,
     start,
@@ -229,6 +230,16 @@ def test_a_stop_signal_during_start_up_is_75_and_the_folder_resumes(tmp_path, si
     r = train_cli([*TINY, "--out", "run", "--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert final_params(tmp_path / "run")[1]["steps"] == 20
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_during_a_dry_run_is_75(tmp_path, sig):
+    """A dry run checks and prints; a stop signal meanwhile is acted on, as a run's would be
+    (the launch scripts' pre-flight is a dry run)."""
+    proc = start([*TINY, "--dry_run"], tmp_path, TRAIN_FAULT="start_pause=60")
+    wait_for(lambda: handles_signals(proc.pid), proc, what="the trainer's signal handling")
+    assert _stop(proc, sig) == 75
+    assert f"stopped: {sig.name}: stopped during the dry run" in proc.stderr.read()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

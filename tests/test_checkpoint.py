@@ -266,6 +266,9 @@ def test_two_ranks_killed_then_stopped_under_msrun_then_finished_by_one_process(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 75, proc.stderr.read()[-2000:]
     assert leftovers() == []
+    r = train_cli([*job, "--out", "run", "--resume"], tmp_path)  # batch 32, one process
+    assert r.returncode == 2 and "global_batch_size 64 -> 32" in r.stderr
+    assert "to resume on 1 rank(s) pass --batch_size 64" in r.stderr  # what to change
     r = train_cli([*job, "--batch_size", "64", "--out", "run", "--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
     got, s = final_params(tmp_path / "run")

@@ -104,7 +104,8 @@ def test_bad_yaml(tmp_path, text, match):
     (["--lr", "-1"], "lr must be > 0"),
     (["--outlier_fraction", "1"], r"outlier_fraction must be in \[0, 1\)"),
     (["--momentum", "1"], "momentum"),
-    (["--lr", "nan"], "lr must be a finite number"),
+    (["--lr", "nan"], "--lr: expected a number, got 'nan'"),  # YAML 1.2 spells it .nan
+    (["--lr", ".nan"], "lr must be a finite number"),
     (["--lr", "1e-40"], r"lr must be > 0 \(at least 1.2e-38"),  # 0 in float32: nothing learned
     (["--delta", "1e-50"], r"delta must be > 0 \(at least 1.2e-38"),
     (["--device", "TPU"], "device must be one of CPU, Ascend, GPU, got 'TPU'"),
@@ -202,3 +203,49 @@ def test_readme_option_table_is_the_generated_one():
 def test_help_lists_every_option():
     text = build_parser().format_help()
     assert [n for n in FIELDS if f"--{n}" not in text] == []
+
+
+@pytest.mark.parametrize("text,flags,expected", [
+    ("seed: 010\n", ["--seed", "010"], ("seed", 10)),  # YAML 1.1 read 010 as 8
+    ("hidden: [64, 64]\n", ["--hidden", "64,64"], ("hidden", "64,64")),
+    ("hidden: 64\n", ["--hidden", "64"], ("hidden", "64")),
+    ("device: ascend\n", ["--device", "ascend"], ("device", "Ascend")),
+    ("loss: MSE\n", ["--loss", "MSE"], ("loss", "mse")),
+    ("lr: .5\n", ["--lr", ".5"], ("lr", 0.5)),
+])
+def test_one_meaning_per_value_in_yaml_and_flags(tmp_path, text, flags, expected):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    name, value = expected
+    assert getattr(parse_config(["--config", str(f)])[0], name) == value
+    assert getattr(parse_config(flags)[0], name) == value
+
+
+@pytest.mark.parametrize("text,flags,match", [
+    ("quiet: yes\n", ["--quiet", "yes"], "quiet: expected true or false, got 'yes'"),
+    ("lr: 1_000\n", ["--lr", "1_000"], "lr: expected a number, got '1_000'"),
+    ("seed: 0x10\n", ["--seed", "0x10"], "seed: expected an integer, got '0x10'"),
+])
+def test_what_one_refuses_the_other_refuses(tmp_path, text, flags, match):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    for argv in (["--config", str(f)], flags):
+        with pytest.raises(ConfigError, match=match):
+            parse_config(argv)
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    """Nine levels of nine aliases expand to ~10^9 items: refused before any expansion."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    f = tmp_path / "bomb.yaml"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="a YAML alias \\(\\*name\\) at line 2: not accepted"):
+        load_yaml(str(f))
+
+
+def test_a_huge_config_file_is_refused(tmp_path):
+    f = tmp_path / "big.yaml"
+    f.write_text("lr: 0.1\n" + "#" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1048576 bytes"):
+        load_yaml(str(f))

@@ -1,11 +1,16 @@
-"""pipeline/files.py: N shards of batch B see the rows one process sees with batch N·B, the
-results go back to the data's units, and the launchers refuse bad data before starting."""
+"""pipeline/files.py (and pipeline/guard.py): N shards of batch B see the rows one process sees
+with batch N·B, the results go back to the data's units, held-out columns match by name, large
+values keep their signal, a data file rewritten under a run stops it cleanly, and the launchers
+refuse bad data before starting."""
+
+import json
 
 import numpy as np
 import pytest
-from helpers import LAUNCH, run
+from helpers import LAUNCH, newest_ckpt, run, start, table, train_cli, wait_for, write_csv
 
 from pipeline.dataset import StepSource
+from pipeline.limits import DataError
 from train.config import Config
 from train.plan import open_source
 
@@ -60,3 +65,47 @@ def test_the_launchers_refuse_bad_data_before_starting(tmp_path, port):
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {bad}: line 3, column 2 ('b'): 'oops' is not a number"
     assert not (tmp_path / "logs").exists() and not (tmp_path / "o").exists()
+
+
+def test_held_out_columns_are_matched_by_name(tmp_path):
+    rows = table(400)
+    train = write_csv(tmp_path / "t.csv", ["temp", "pressure", "power"], rows[:300])
+    same = write_csv(tmp_path / "e1.csv", ["temp", "pressure", "power"], rows[300:])
+    shuffled = write_csv(tmp_path / "e2.csv", ["power", "temp", "pressure"],
+                         rows[300:][:, [2, 0, 1]])
+    a, _ = open_(train, eval_data=str(same))
+    b, _ = open_(train, eval_data=str(shuffled))
+    for x, y in zip(a.eval_rows(100), b.eval_rows(100)):
+        np.testing.assert_array_equal(x, y)
+    other = write_csv(tmp_path / "e3.csv", ["temp", "humidity", "power"], rows[300:])
+    with pytest.raises(DataError, match="--eval_data .*e3.csv has no column 'pressure' \\(the "
+                                        "training file's columns: temp, pressure, power\\)"):
+        open_(train, eval_data=str(other))
+
+
+def test_a_column_of_large_values_keeps_its_signal(tmp_path):
+    """1e7 + a small signal: float32 holds it only centred (the cache stores columns relative
+    to an offset, the statistics are float64): the fit finds w = 3, as float64 least squares."""
+    rng = np.random.default_rng(3)
+    s = rng.normal(0, 1, 3000)
+    y = 3 * s + 1 + rng.normal(0, 0.1, 3000)
+    path = write_csv(tmp_path / "big.csv", ["a", "y"], np.c_[1e7 + s, y])
+    r = train_cli(["--data", str(path), "--out", "run", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    w = json.loads((tmp_path / "run" / "summary.json").read_text())["w"][0]
+    assert w == pytest.approx(3.0, abs=0.01)
+
+
+def test_a_data_file_rewritten_during_training_stops_the_run_cleanly(tmp_path):
+    """np.save over a float32 .npy the run maps: never a bus error. The run holds a lease:
+    the writer waits, the run checkpoints and exits 75, then the writer goes on."""
+    rows = table(20000, features=3).astype(np.float32)
+    np.save(tmp_path / "d.npy", rows)
+    proc = start(["--data", str(tmp_path / "d.npy"), "--epochs", "50", "--out", "run"],
+                 tmp_path, TRAIN_FAULT="step_pause=0.01")
+    wait_for(lambda: newest_ckpt(tmp_path / "run") > 0, proc, what="a checkpoint")
+    np.save(tmp_path / "d.npy", rows[:10])  # blocks until the run has let go of the file
+    assert proc.wait(timeout=60) == 75
+    err = proc.stderr.read()
+    assert "stopped: the data file is being rewritten by another process" in err, err
+    assert "Bus error" not in err and len(np.load(tmp_path / "d.npy")) == 10

@@ -84,6 +84,21 @@ BAD = {
     "huge held-out values unstandardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
         f"{i},{i}\n" for i in range(99))) and put(t / "e.csv", "a,y\n1,2e20\n") and t / "bad.csv",
         {"standardize": False, "eval_data": "{t}/e.csv"}, "values up to 2e+20 are too large"),
+    "a # inside a cell": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4#junk,5,6\n"), {},
+                          "line 3, column 1 ('a'): '4#junk' is not a number"),
+    "a line starting with #": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n#4,5,6\n7,8,9\n"), {},
+                               "line 3, column 1 ('a'): '#4' is not a number"),
+    "constant target": (lambda t: bad_csv(t, "a,y\n" + "".join(f"{i},5\n" for i in range(99))),
+                        {}, "column 'y' has the same value in every training row"),
+    "constant bool .npy": (lambda t: np.save(t / "b.npy", np.c_[np.arange(99) % 2 == 0,
+                                                                  np.ones(99, bool)])
+                           or t / "b.npy", {}, "column 'y' has the same value"),
+    "equal huge values": (lambda t: bad_csv(t, "a,y\n" + "".join(f"{i},1e30\n"
+                                                                for i in range(99))), {},
+                          "column 'y' has the same value in every training row"),
+    "std too small for float32": (lambda t: np.save(t / "s.npy", np.c_[
+        np.arange(99.0), np.where(np.arange(99) % 2, 1e-39, 0.0), np.arange(99.0)])
+        or t / "s.npy", {}, "column 'x1' has almost the same value (std 5e-40)"),
     "delta that vanishes when standardized": (lambda t: bad_csv(t, "a,y\n" + "".join(
         f"{i},{i * 100}\n" for i in range(99))), {"delta": 1e-37},
         "in standardized units, which float32 cannot hold"),

@@ -6,6 +6,7 @@ outlives it. Slurm and several simulated hosts: tests/test_slurm.py, tests/test_
 
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -19,6 +20,7 @@ from helpers import (
     finished_run,
     leftovers,
     newest_ckpt,
+    require,
     run,
     start,
     train_cli,
@@ -243,3 +245,66 @@ def test_ranks_stop_within_about_a_second_whatever_log_every_is(tmp_path, port):
     # Paced at 10 ms per step, a second is ~100 steps: far from the log step (3000).
     assert at_signal < stopped < at_signal + 50 + 400, (at_signal, stopped)
     assert leftovers() == []
+
+
+@pytest.mark.parametrize("sig", ["TERM", "INT"])
+def test_a_stop_signal_to_run_mpirun_checkpoints_and_exits_75(tmp_path, sig):
+    """Open MPI's mpirun would end the ranks without a checkpoint: the script turns the stop
+    into a SIGUSR1, which mpirun forwards to every rank. SIGINT goes to the whole process
+    group, as a terminal's Ctrl-C does. The device's environment is forwarded to ranks on
+    other hosts (`-x`)."""
+    args = [*TINY, "--steps_per_epoch", "3000", "--batch_size", "8", "--ckpt_every", "50",
+            "--out", "o"]
+    proc = start(args, tmp_path, cmd=["bash", str(LAUNCH / "run_mpirun.sh")], NPROC="2",
+                 LOG_DIR=str(tmp_path / "logs"), TRAIN_FAULT="step_pause=0.01",
+                 ASCEND_TEST_KNOB="1", HCCL_EXEC_TIMEOUT="68", **FAST_FAIL)
+    wait_for(lambda: newest_ckpt(tmp_path / "o") > 0, proc, what="a checkpoint")
+    (mpirun,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                 if p.name() == "prterun"]
+    forwarded = " ".join(mpirun.cmdline())
+    assert "-x ASCEND_TEST_KNOB" in forwarded and "-x HCCL_EXEC_TIMEOUT" in forwarded
+    if sig == "INT":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 75
+    err = proc.stderr.read()
+    assert f"stopped: SIGUSR1: stopped at step {newest_ckpt(tmp_path / 'o')} with a " \
+           "checkpoint" in err, err[-2000:]
+    assert "exited with non-zero status" not in err  # mpirun's block for the asked-for 75s
+    assert leftovers() == []
+
+
+def test_nothing_outlives_a_killed_run_mpirun(tmp_path):
+    """SIGKILL to the script: mpirun dies with it, the ranks with mpirun."""
+    args = [*TINY, "--steps_per_epoch", "3000", "--batch_size", "8", "--out", "o"]
+    proc = start(args, tmp_path, cmd=["bash", str(LAUNCH / "run_mpirun.sh")], NPROC="2",
+                 LOG_DIR=str(tmp_path / "logs"), TRAIN_FAULT="step_pause=0.01", **FAST_FAIL)
+    wait_for(lambda: newest_ckpt(tmp_path / "o") > 0, proc, what="a checkpoint")
+    proc.kill()
+    proc.wait()
+    assert leftovers() == []
+
+
+def test_the_msrun_console_shows_the_trainers_lines(tmp_path, port):
+    """MindSpore's start-up warnings stay in the logs; with TAIL_WORKER_LOG=none the result
+    still reaches the console."""
+    r = msrun([*TINY, "--batch_size", "8", "--out", "o"], tmp_path, port, TAIL_WORKER_LOG="none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[WARNING]" not in r.stdout + r.stderr and "Start worker" not in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith("learned w = [")
+    assert "Start worker" in (tmp_path / "launcher_logs" / "msrun_node0.log").read_text()
+
+
+def test_bind_core_says_when_it_cannot_work(tmp_path, port):
+    """msrun --bind_core reads only cgroup v1's cpuset: on a host without it (cgroup v2) it
+    turns itself off, and the script says so. (A real mount namespace hides the file.)"""
+    require(None if os.geteuid() == 0 and shutil.which("unshare") else
+            "hiding /sys/fs/cgroup needs root and util-linux's unshare")
+    script = (f"mount -t tmpfs tmpfs /sys/fs/cgroup && exec bash {LAUNCH / 'run_msrun.sh'} "
+              f"{' '.join(TINY)} --out o")
+    r = run(["unshare", "--mount", "sh", "-c", script], tmp_path, NPROC="1",
+            MASTER_PORT=str(port), BIND_CORE="true", LOG_DIR=str(tmp_path / "logs"),
+            **FAST_FAIL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "warning: BIND_CORE: msrun --bind_core reads only cgroup v1's" in r.stderr

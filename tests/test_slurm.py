@@ -8,12 +8,15 @@ failing rank ends the job in seconds, named in the job's output file; nothing ou
 
 import sys
 
+import psutil
 import pytest
 import slurm as local_slurm
 from helpers import (
     FAST_FAIL,
+    MARK,
     REPO,
     clean_env,
+    current,
     final_params,
     finished_run,
     leftovers,
@@ -106,10 +109,16 @@ def test_a_failing_rank_ends_the_job_and_its_output_names_it(slurm, tmp_path, sc
 
 
 def test_msrun_per_node_scancel_term_checkpoints_and_exits_75(slurm, tmp_path):
+    """Also: the node's msrun gets the allocation's CPUs (the script asks for the whole node),
+    not the one core srun would give without --cpus-per-task."""
     job = submit(slurm, SBATCH_MSRUN, [*JOB, "--steps_per_epoch", "3000", "--ckpt_every", "10",
                                        "--out", "run"], tmp_path, msrun=True,
                  TRAIN_FAULT="step_pause=0.02")
     wait_for(lambda: newest_ckpt(tmp_path / "run") > 0, what="a checkpoint", timeout=120)
+    envs = [_env(p) for p in psutil.process_iter()]
+    cpus = {e.get("SLURM_CPUS_PER_TASK") for e in envs
+            if e.get(MARK) == current["mark"] and e.get("MS_ROLE") == "MS_WORKER"}
+    assert cpus == {"2"}  # the test Slurm's node has 2
     slurm.run(["scancel", "--signal=TERM", str(job)])
     info = slurm.wait(job)
     assert info["ExitCode"] == "75:0", output(tmp_path, job)
@@ -117,3 +126,25 @@ def test_msrun_per_node_scancel_term_checkpoints_and_exits_75(slurm, tmp_path):
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("worker_*.log"))
     assert logs.count(f"stopped: SIGTERM: stopped at step {step} with a checkpoint") == 2
     assert leftovers() == []  # msrun's workers (sessions of their own) went with the job
+
+
+def _env(p):
+    """A process's environment ({} if it is gone or not readable)."""
+    try:
+        return p.environ()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return {}
+
+
+def test_an_installed_sbatch_file_runs_a_job(slurm, tmp_path, installed):
+    """`sbatch "$(python -m train.launch --path)/slurm.sbatch"` from a folder that is not a
+    checkout: the script finds the installed scripts and the installed package."""
+    env = clean_env(PYTHONPATH=str(installed), LOG_DIR=str(tmp_path / "logs"), **FAST_FAIL)
+    options = ["--nodes=1", "--ntasks-per-node=2", f"--output={tmp_path}/slurm-%j.out",
+               "--export=ALL"]
+    job = slurm.sbatch(installed / "train" / "_launch" / "slurm.sbatch",
+                       [*JOB, "--out", "run"], tmp_path, env, options)
+    info = slurm.wait(job)
+    assert info["ExitCode"] == "0:0", output(tmp_path, job)
+    assert (tmp_path / "run" / "summary.json").exists()
+    assert leftovers() == []

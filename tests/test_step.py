@@ -4,7 +4,7 @@ step changes nothing, loss scaling is exact, the lr window holds the schedule's 
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from pipeline import DataSpec
 from pipeline.synthetic import SyntheticRegression
@@ -172,3 +172,39 @@ def test_the_lr_window_holds_the_schedules_exact_values():
     assert int(w.base.asnumpy()[0]) == 250
     w.cover(349, 351)  # crosses the end: refill from 349
     assert int(w.base.asnumpy()[0]) == 349
+
+
+class _OtherRankOverflowed(nn.Cell):
+    """As the cross-rank sum of the overflow flag when another rank's NPU flagged one."""
+
+    def construct(self, flag):
+        return flag + 1.0
+
+
+def _never_finite(inputs):
+    """As ms.amp.all_finite on an Atlas chip whose float status saw an overflow: the values
+    themselves are finite (saturated)."""
+    return ops.logical_not(ops.isfinite(inputs[0]).all() | True)
+
+
+@pytest.mark.parametrize("how", ["this device's status", "another rank's status"])
+def test_the_overflow_check_is_mindspores_and_agreed_across_ranks(monkeypatch, how):
+    """Atlas training chips saturate instead of making inf/NaN: the step must obey
+    ms.amp.all_finite (which reads the NPU's float status there) and the ranks' agreement,
+    not only the values. Finite gradients, an overflow said: the update is skipped bitwise."""
+    model = make_model(2, seed=0)
+    opt = GuardedSGD(model.trainable_params())
+    record = StepRecord(8, 2, list(opt.parameters))
+    lr = LrWindow(0.01, "constant", 10)
+    if how == "this device's status":
+        monkeypatch.setattr(ms.amp, "all_finite", _never_finite)
+        agree = None
+    else:
+        agree = _OtherRankOverflowed()
+    step = make_train_step(model, make_loss("huber", 1.0), opt, record, lr, 0.9, agree=agree)
+    before = state(opt)
+    row = step(*rows(16, 1, 0), Tensor(np.int32(0))).asnumpy()
+    after = state(opt)
+    n = 2 * sum(p.size for p in opt.parameters)  # weights, then momentum (then SGD's flags)
+    np.testing.assert_array_equal(after[:n], before[:n])  # untouched, bitwise
+    assert after[-1] == before[-1] + 1 and np.isnan(row[1])  # the host reads it as skipped

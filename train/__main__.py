@@ -34,17 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     from train.faults import FaultError
     from train.output import IO_EXIT, OutputError, one_line
     from train.plan import RunPlan
+    from train.stop import Preempted
 
-    if os.environ.get("MS_ROLE"):
-        die_with_launcher()  # msrun's workers and scheduler must not outlive msrun
+    if cl.detect_launch(os.environ) != "single":
+        die_with_launcher()  # ranks (msrun's, mpirun's) must not outlive their launcher
     # 1. Everything that can be refused is refused before any process group starts.
     try:
-        plan = RunPlan.from_argv(argv)
+        plan = RunPlan.from_argv(argv, stop.check)
         if plan.cfg.dry_run:
-            return plan.dry_run()
+            plan.faults.pause("start_pause", until=lambda: stop.requested)
+            rc = plan.dry_run()
+            stop.check("during the dry run")  # a signal meanwhile: 75, as a run would
+            return rc
         if plan.launch == "single":
             plan.prepare()  # own the folder, choose the checkpoint: before importing MindSpore
-        plan.faults.pause("start_pause")
+        plan.faults.pause("start_pause", until=lambda: stop.requested)
         cluster = cl.setup(plan.cfg.device, plan.cfg.world_size, plan.cfg.deterministic)
         if plan.launch != "single":
             plan.prepare_on_ranks(cluster)  # rank 0 owns the folder and shares its decisions
@@ -54,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return IO_EXIT
+    except Preempted as e:  # a stop signal during start-up (a data conversion, a dry run)
+        print(f"stopped: {one_line(e)}", file=sys.stderr)
+        return PREEMPTED_EXIT
     return _train(plan, cluster, stop)
 
 
@@ -83,6 +90,12 @@ def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
         cluster.abort()  # the other ranks may be waiting for this one in a collective
         return IO_EXIT
     except Exception as e:  # noqa: BLE001 - report, log the traceback, exit non-zero
+        if plan.source.changed():  # the data file was rewritten under the run (a reader fails)
+            out.error(f"rank {cluster.rank} of {cluster.world_size}: {cfg.data} changed while "
+                      "training (rewritten or truncated); the checkpoints written before are "
+                      "intact; --resume once the file is back as it was, or start a new run")
+            cluster.abort()
+            return 2
         out.log.exception("run failed")
         out.error(f"rank {cluster.rank} of {cluster.world_size} failed: {_first_line(e)}")
         cluster.abort()

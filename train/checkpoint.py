@@ -66,6 +66,15 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint, or one that belongs to a different run."""
 
 
+class ConfigChanged(CheckpointError):
+    """The checkpoint belongs to another config: `diffs` maps each differing item to (the
+    checkpoint's value, this run's)."""
+
+    def __init__(self, message: str, diffs: dict[str, tuple[Any, Any]]) -> None:
+        super().__init__(message)
+        self.diffs = diffs
+
+
 class _Unusable(ValueError):
     """One checkpoint is malformed; the message says how."""
 
@@ -88,11 +97,12 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any]) -> None:
     (its default unless the field says otherwise)."""
     saved = {**{k: resume_missing(k) for k in current if k in FIELDS and k not in saved},
              **saved}
-    diff = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}"
-            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
-    if diff:
-        raise CheckpointError("cannot resume: the config differs from the checkpoint's in "
-                              + ", ".join(diff))
+    diffs = {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
+             if saved.get(k) != current.get(k)}
+    if diffs:
+        raise ConfigChanged("cannot resume: the config differs from the checkpoint's in "
+                            + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diffs.items()),
+                            diffs)
 
 
 @dataclass

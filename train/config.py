@@ -278,10 +278,19 @@ def expected(name: str) -> str:
 
 
 def coerce(name: str, value: Any) -> Any:
-    """Check one value's type (YAML gives typed values; ints are accepted for floats)."""
+    """Check one value's type (YAML gives typed values; ints are accepted for floats) and give
+    it its one spelling: a choice in any case (`ascend`), `hidden` as a list or a number."""
     want = value_type(name)
     if value is None and FIELDS[name].default is None:
         return None  # an optional field left to its automatic value
+    choices = FIELDS[name].metadata.get("choices")
+    if choices and isinstance(value, str):
+        value = next((c for c in choices if c.lower() == value.lower()), value)
+    if name == "hidden" and isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        value = ",".join(map(str, value))  # `hidden: [64, 64]` is `--hidden 64,64`
+    if name == "hidden" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if name == "loss_scale" and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = repr(value)  # `loss_scale: 1024` in YAML means the number
     if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -296,14 +305,17 @@ def _check(cond: bool, name: str, accepted: str, value: Any) -> None:
         raise ConfigError(f"{name} must be {accepted}, got {value!r}")
 
 
-def _check_types(cfg: Config) -> None:
+def _check_types(cfg: Config) -> Config:
+    """The config with every value of its field's type and spelling (or ConfigError)."""
+    values = {}
     for name, f in FIELDS.items():
-        value = coerce(name, getattr(cfg, name))
+        value = values[name] = coerce(name, getattr(cfg, name))
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return dataclasses.replace(cfg, **values)
 
 
 def _check_ranges(cfg: Config) -> None:
@@ -354,10 +366,10 @@ def _check_magnitudes(cfg: Config) -> None:
 
 
 def validate(cfg: Config, given: set[str] | None = None) -> Config:
-    """Raise ConfigError for the first value out of range; return cfg unchanged otherwise.
-    `given` are the keys the user set (YAML or flags): those that do not apply to the data
-    source are refused."""
-    _check_types(cfg)
+    """Raise ConfigError for the first value out of range; return the config, each value in
+    its one spelling, otherwise. `given` are the keys the user set (YAML or flags): those that
+    do not apply to the data source are refused."""
+    cfg = _check_types(cfg)
     _check_ranges(cfg)
     bad = [k for k in FIELDS if k in (given or ()) and not applies(k, cfg.synthetic)]
     if bad and cfg.synthetic:

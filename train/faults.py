@@ -13,7 +13,8 @@ tests and scripts rely on them):
   step_pause=SECONDS   pause after every optimizer step (paces a run that a test kills or
                        signals, so that the test never races the machine's speed)
   start_pause=SECONDS  pause during start-up, after the run folder is set up and before the
-                       cluster starts (to signal a process that has not trained yet)
+                       cluster starts, or in a dry run before it prints (to signal a process
+                       that has not trained yet); a stop signal ends the pause
 
 An unknown kind or a malformed value is a one-line error (exit 2). A run with faults warns on
 stderr and records them in run.json, so that a TRAIN_FAULT left set in a shell is noticed.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 ENV = "TRAIN_FAULT"
@@ -64,11 +65,18 @@ class Faults:
         if self.fail.get(step) == rank:
             raise RuntimeError(f"test failure injected at step {step} ({ENV})")
 
-    def pause(self, what: str) -> None:
-        """Sleep for `what` (ckpt_pause, step_pause or start_pause), if set."""
+    def pause(self, what: str, until: Callable[[], bool] | None = None) -> None:
+        """Sleep for `what` (ckpt_pause, step_pause or start_pause), if set; `until()` true
+        ends it early (a stop signal)."""
         seconds = getattr(self, what)
-        if seconds:
+        if not seconds:
+            return
+        if until is None:
             time.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not until() and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
 _ITEM = re.compile(r"(fail)@(\d+):(\d+)|(nan|overflow)@(\d+)|"

@@ -103,6 +103,10 @@ class Trainer:
         self.k = self.sink or 1
         self._build_model(ckpt)
         self._build_eval()
+        why = self.source.hold()  # a data file that is rewritten stops the run (SIGIO)
+        if why:
+            out.log.info(f"no lease on the data file ({why}): a rewrite of it is noticed at "
+                         "the next read of rows instead")
         self.record.read()  # compiles the read now, not inside the timed steps
         self.ckpts = CheckpointDir(out.dir, cfg.keep_ckpts,
                                    on_write=lambda: faults.pause("ckpt_pause"))
@@ -139,7 +143,7 @@ class Trainer:
             cfg.momentum, cfg.accum_steps, cfg.clip_norm,
             None if mpi else self.cluster.grad_reducer(list(self.optimizer.parameters)),
             self.scaler, self.cluster.host_grad_mean() if mpi else None, cfg.jit_level,
-            low_precision=cfg.amp_level != "O0")
+            low_precision=cfg.amp_level != "O0", agree=self.cluster.flag_reducer())
         self.eval_fn = make_eval_step(model, make_loss(cfg.loss, delta, reduction="none"),
                                       low_precision=cfg.amp_level != "O0")
 
@@ -183,7 +187,8 @@ class Trainer:
     def _host_call(self, step: int, xc: Tensor, yc: Tensor, i: Tensor) -> Any:
         scale = self.faults.input_scale(step)
         if scale is not None:  # TRAIN_FAULT nan@/overflow@: this step's inputs only
-            xc = xc * scale
+            # on the host: MindSpore 2.10's eager Tensor * float fails under NumPy 2
+            xc = Tensor(xc.asnumpy() * np.float32(scale))
         return lambda: self.step_fn(xc, yc, i)
 
     # --- run -------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import argparse
 import difflib
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -29,15 +28,40 @@ from train.config import (
     value_type,
 )
 
+# YAML 1.2's core schema, not PyYAML's YAML 1.1: `010` is ten (not eight), `yes` is a string
+# (not true), `1e-2` is a number: what the flags read (one meaning per value, YAML or flag).
+INT = re.compile(r"[-+]?[0-9]+")
+FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                   r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+BOOL = re.compile(r"true|True|TRUE|false|False|FALSE")
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes
+
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats (`1e-2` is a number, as in `--lr 1e-2`) and
-    duplicate keys refused (PyYAML keeps the last one silently)."""
+    """PyYAML's safe loader reading YAML 1.2 core scalars (above), refusing duplicate keys
+    (PyYAML keeps the last one silently) and aliases (`*name`: a config needs none, and an
+    alias bomb expands to gigabytes)."""
+
+    yaml_implicit_resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float")]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML's hook
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"a YAML alias (*name) at line {mark.line + 1}: not accepted in "
+                              "a config")
+        return super().compose_node(parent, index)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"), list("-+0123456789."))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(f"^(?:{BOOL.pattern})$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^(?:{INT.pattern})$"),
+                              list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(f"^(?:{FLOAT.pattern})$"),
+                              list("-+0123456789."))
+_Loader.add_constructor("tag:yaml.org,2002:int",
+                        lambda loader, node: int(loader.construct_scalar(node), 10))
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -57,7 +81,12 @@ def load_yaml(path: str, warn: Any = None) -> dict[str, Any]:
     """Read a YAML mapping of config keys; every problem is a one-line ConfigError.
     Keys removed in this release are dropped, with a warning through `warn`."""
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"--config {path}: larger than {MAX_CONFIG_BYTES} bytes; a config "
+                              "file is a mapping of option: value")
+        text = raw.decode("utf-8")
     except OSError as e:
         raise ConfigError(f"--config {path}: cannot read it ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
@@ -70,6 +99,8 @@ def load_yaml(path: str, warn: Any = None) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"--config {path}: not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path}: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -103,6 +134,24 @@ def _bool(text: str) -> bool:
 _bool.__name__ = "bool"  # argparse names the type in "invalid bool value"
 
 
+def _int(text: str) -> int:
+    """A decimal integer, as YAML 1.2 reads one (`010` is 10; `1_000` is not a number)."""
+    if not INT.fullmatch(text.strip()):
+        raise ValueError(text)
+    return int(text, 10)
+
+
+def _float(text: str) -> float:
+    """A number, as YAML 1.2 reads one."""
+    if not (FLOAT.fullmatch(text.strip()) or INT.fullmatch(text.strip())):
+        raise ValueError(text)
+    return float(text.strip().lower().replace(".inf", "inf").replace(".nan", "nan"))
+
+
+_int.__name__, _float.__name__ = "int", "float"
+_FLAG_TYPES = {int: _int, float: _float, str: str}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and no usage dump (the contract is: one line, exit 2)."""
 
@@ -131,7 +180,7 @@ def build_parser(prog: str = "python -m train", description: str | None = None) 
                            metavar="true|false")
         else:
             choices = f.metadata.get("choices")  # checked by validate(), shown by --help
-            p.add_argument(f"--{name}", type=value_type(name), help=help_,
+            p.add_argument(f"--{name}", type=_FLAG_TYPES[value_type(name)], help=help_,
                            metavar="{" + ",".join(choices) + "}" if choices else name.upper())
     return p
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ class RunPlan:
         self.owner: rundir.Owner | None = None  # holds the folder's lock while it lives
 
     @classmethod
-    def from_argv(cls, argv: list[str] | None) -> RunPlan:
-        """Parse and check everything; ConfigError, ClusterError, FaultError on bad input."""
+    def from_argv(cls, argv: list[str] | None,
+                  stop: Callable[[], None] | None = None) -> RunPlan:
+        """Parse and check everything; ConfigError, ClusterError, FaultError on bad input.
+        `stop()` is called during long work (a data file's conversion) and raises to end it."""
         from pipeline.source import open_data
 
         notes = Notes()
@@ -80,7 +83,7 @@ class RunPlan:
         launch, world = cl.check_launch(cfg.world_size)
         cl.probe_device(cfg.device)
         _check_compat(cfg, launch, world)
-        data = open_data(cfg)
+        data = open_data(cfg, stop)
         cfg, automatic = resolve(cfg, data, world)
         plan = cls(cfg, faults, launch, world, data, automatic, notes)
         _check_memory(cfg, plan.source, plan.chunk)
@@ -93,8 +96,7 @@ class RunPlan:
         self.out_dir = out_dir
         self.owner = rundir.claim(out_dir, self.cfg.resume, self.notes)
         if self.cfg.resume:
-            self.ckpt = ck.resume_from(out_dir, self.layout, self.fingerprint, self.total,
-                                       self.notes)
+            self.ckpt = self._resume_from(out_dir)
             self._check_stats()
             # A data sink runs whole calls from the checkpoint on; CPU runs the host path.
             if self.ckpt is not None and self.cfg.device != "CPU" and self.cfg.sink_size > 1 \
@@ -102,6 +104,20 @@ class RunPlan:
                 raise ConfigError(f"--sink_size {self.cfg.sink_size} does not divide the "
                                   f"checkpoint's step {self.ckpt.step}; resume with one that "
                                   "does")
+
+    def _resume_from(self, out_dir: Path) -> ck.Checkpoint | None:
+        """The checkpoint to continue from; a refusal for another global batch says which
+        --batch_size keeps the checkpoint's on this many ranks."""
+        try:
+            return ck.resume_from(out_dir, self.layout, self.fingerprint, self.total, self.notes)
+        except ck.ConfigChanged as e:
+            saved = e.diffs.get("global_batch_size", (None,))[0]
+            per = self.cfg.accum_steps * self.world
+            if isinstance(saved, int) and saved % per == 0:
+                raise ck.CheckpointError(
+                    f"{e}; to resume on {self.world} rank(s) pass --batch_size {saved // per} "
+                    f"(the checkpoint's global batch is {saved})") from None
+            raise
 
     def _check_stats(self) -> None:
         """A resumed run standardizes with the statistics it started with."""
@@ -170,8 +186,7 @@ class RunPlan:
         if self.out_dir is not None:
             rundir.check(self.out_dir, cfg.resume)
             if cfg.resume:
-                self.ckpt = ck.resume_from(self.out_dir, self.layout, self.fingerprint,
-                                           self.total, self.notes)
+                self.ckpt = self._resume_from(self.out_dir)
         print(yaml.safe_dump(cfg.saved_dict(), sort_keys=False), end="")
         print(f"# launch: {self.launch}  world_size: {self.world}  global_batch_size: "
               f"{cfg.global_batch_size(self.world)}  out: {cfg.out or 'runs/<time>-<hex>'}")

@@ -173,6 +173,7 @@ def make_train_step(
     host_grad_mean: Callable[[np.ndarray], np.ndarray] | None = None,
     jit_level: str = "O0",
     low_precision: bool = False,
+    agree: Callable[[Tensor], Tensor] | None = None,
 ) -> StepFn:
     """Build `step(xc, yc, i) -> [loss, sumsq]`: one optimizer step on micro-batches
     i .. i+A-1 (`i` an int32 scalar tensor) of a chunk xc (K*A, B, F), yc (K*A, B, 1) (see
@@ -186,12 +187,16 @@ def make_train_step(
     `loss` is this rank's mean over the window, `sumsq` the squared global norm of the averaged
     gradient before clipping.
 
+    `agree` (Ascend, several ranks): a cross-rank sum of each rank's overflow flag, so that
+    every rank skips the update that one rank's NPU status flagged.
+
     With `host_grad_mean` (grad_backend=mpi) the step is two jit calls with the cross-rank mean
     on the host between them: the gradients leave the graph as one flat float32 vector (a host
     read every step, by design), are averaged by MPI, and come back for the update.
     """
     weights = optimizer.parameters
     m_value, one = Tensor(np.float32(momentum)), Tensor(np.float32(1.0))
+    nan = Tensor(np.float32(np.nan))
     jit = ms.jit(jit_level=jit_level) if jit_level != "O0" else ms.jit
 
     def forward_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -223,12 +228,20 @@ def make_train_step(
             scale = loss_scaler.scale_value.reshape(())
             grads = loss_scaler.unscale(grads)
         sumsq = ops.addn([ops.reduce_sum(ops.square(g)) for g in grads])
-        ok = ops.isfinite(sumsq)
+        # MindSpore's own overflow check: on Atlas training chips (910A; 910B in saturation
+        # mode) an overflow saturates instead of making inf/NaN, and all_finite reads the
+        # NPU's float status instead; elsewhere it tests the values. The status is this
+        # device's: the ranks agree through `agree` (an all-reduce of the overflow flag).
+        finite = ms.amp.all_finite(grads)
+        if agree is not None:
+            finite = agree(ops.logical_not(finite).astype(ms.float32).reshape((1,)))[0] < 0.5
+        ok = ops.logical_and(finite, ops.isfinite(sumsq))
         if clip_norm > 0:  # global-norm clipping, reusing the norm just computed
             factor = clip_norm / ops.maximum(ops.sqrt(sumsq), clip_norm)
             grads = tuple(g * factor for g in grads)
         step = optimizer.global_step
-        row = ops.stack([loss, sumsq] if loss_scaler is None else [loss, sumsq, scale])
+        recorded = ops.where(ok, sumsq, nan)  # a skipped step reads as non-finite on the host
+        row = ops.stack([loss, recorded] if loss_scaler is None else [loss, recorded, scale])
         record(step, row)
         optimizer(tuple(ops.where(ok, g, 0.0) for g in grads), ops.where(ok, lr(step), 0.0),
                   ops.where(ok, m_value, one))

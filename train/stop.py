@@ -30,7 +30,10 @@ import threading
 from typing import Any
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL, "try again later": the folder is safe to --resume
-WAITED = {signal.SIGTERM, signal.SIGUSR1}
+# SIGIO: the kernel's notice that a process is opening the mapped data file for writing
+# (pipeline/guard.py's lease): stop before it may go on.
+WAITED = {signal.SIGTERM, signal.SIGUSR1, signal.SIGIO}
+DATA_REWRITTEN = "the data file is being rewritten by another process (SIGIO, a lease break)"
 
 
 class Preempted(RuntimeError):
@@ -61,6 +64,8 @@ class StopRequest:
             name = signal.Signals(info.si_signo).name
             if info.si_signo == signal.SIGTERM and info.si_pid == os.getpid():
                 name = "SIGINT"  # MindSpore's SIGINT handler re-sends Ctrl-C as SIGTERM
+            elif info.si_signo == signal.SIGIO:
+                name = DATA_REWRITTEN
             self.request(name)
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -75,6 +80,12 @@ class StopRequest:
     def requested(self) -> bool:
         """True once any stop signal has arrived."""
         return self.signal_name is not None
+
+    def check(self, where: str = "before the run started") -> None:
+        """Raise Preempted if a stop was requested: for long work outside the training loop
+        (a data file's conversion, a wait for another process's)."""
+        if self.requested:
+            raise Preempted(f"{self.signal_name}: stopped {where}; nothing was trained")
 
 
 def unblock_in_child() -> None:

@@ -26,11 +26,11 @@ import numpy as np
 
 from pipeline.limits import DataError
 from train.config import ConfigError, save_config
+from train.launch import scripts_dir
 from train.model import trained_parameters
 from train.options import build_parser, parse_config
 from train.plan import open_source
 
-LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 LAUNCHERS = {"msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
 NOT_HERE = ("--out", "--world_size", "--dry_run", "--resume")
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("MASTER_PORT", str(free_port()))
     runs = {
         f"{n} ranks ({args.launcher}), batch {b}": (
-            ["bash", str(LAUNCH_DIR / LAUNCHERS[args.launcher])],
+            ["bash", str(scripts_dir() / LAUNCHERS[args.launcher])],
             ["--batch_size", str(b), "--accum_steps", str(a), "--world_size", str(n)]),
         f"1 process, batch {n * b}": (
             [sys.executable, "-m", "train"], ["--batch_size", str(n * b), "--accum_steps", str(a)]),

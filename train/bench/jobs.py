@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
-
 
 def run_job(kind: str, batch: int, steps: int, root: Path) -> dict[str, Any]:
     """One training job (`single`, `msrun` or `mpirun`); returns its summary + launch latency."""
     from train.cluster.addresses import free_port
+    from train.launch import scripts_dir
 
     out = root / f"{kind}-{batch}-{time.monotonic_ns()}"
     args = ["--batch_size", str(batch), "--epochs", "1", "--steps_per_epoch", str(steps),
@@ -26,8 +25,8 @@ def run_job(kind: str, batch: int, steps: int, root: Path) -> dict[str, Any]:
             "--eval_size", "256", "--quiet", "--out", str(out)]
     env = dict(os.environ, NPROC="2", MASTER_PORT=str(free_port()), LOG_DIR=str(out) + "-logs")
     cmd = {"single": [sys.executable, "-m", "train"],
-           "msrun": ["bash", str(LAUNCH_DIR / "run_msrun.sh")],
-           "mpirun": ["bash", str(LAUNCH_DIR / "run_mpirun.sh")]}[kind]
+           "msrun": ["bash", str(scripts_dir() / "run_msrun.sh")],
+           "mpirun": ["bash", str(scripts_dir() / "run_mpirun.sh")]}[kind]
     t0 = time.time()
     proc = subprocess.Popen([*cmd, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -88,6 +88,16 @@ class Cluster:
 
         return nn.DistributedGradReducer(params, mean=True, degree=self.world_size)
 
+    def flag_reducer(self) -> Any:
+        """Ascend with several ranks: a sum over ranks inside the jit step, for the overflow
+        flag an NPU's float status gives per device (train/step.py). None elsewhere: the
+        check then reads the all-reduced gradients, the same on every rank."""
+        if self.world_size == 1 or self.device != "Ascend":
+            return None
+        from mindspore import ops
+
+        return ops.AllReduce()
+
     def host_grad_mean(self) -> Any:
         """For grad_backend=mpi: a function averaging a float32 vector over ranks with mpi4py
         (MPI's shared-memory Allreduce: ~1-2 us for 2 floats here, against ~1.2 ms through
@@ -259,11 +269,25 @@ def _join_mpi(env: Mapping[str, str], device: str, world: int,
         if device == "Ascend":  # msrun --bind_core's job for MPI-launched ranks (untested here)
             import mindspore as ms
 
+            if not _cpuset_readable() and comm.Get_rank() == 0:
+                print(f"warning: set_cpu_affinity reads only cgroup v1's {CPUSET}, which this "
+                      "host lacks (cgroup v2?): ranks are not bound to cores", file=sys.stderr)
             ms.runtime.set_cpu_affinity(True)
     except Exception as e:  # noqa: BLE001 - passed on as one line to every rank
         error = f"rank {comm.Get_rank()}: {e}"
     scheduler_ready(error)
     return comm, local_rank, hosts
+
+
+CPUSET = "/sys/fs/cgroup/cpuset/cpuset.cpus"  # the only file MindSpore's core binding reads
+
+
+def _cpuset_readable() -> bool:
+    try:
+        with open(CPUSET) as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False
 
 
 def _gather_hosts(world: int) -> list[str]:

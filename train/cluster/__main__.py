@@ -15,7 +15,8 @@ def preflight(argv: list[str]) -> int:
     `port-free PORT`, `free-port`, `launch-vars`, `resolve HOST` (print its IPv4 address),
     `route-to HOST` (print this host's address on the route to HOST),
     `term-workers PID [SIGNAME]` (forward a signal to msrun's workers) and
-    `exec-supervised CMD ...` (run msrun so that it dies with the script, see below)."""
+    `exec-supervised [--keep-signals] CMD ...` (run msrun or mpirun in a session of its own that
+    dies with the script; without --keep-signals, with SIGTERM and SIGUSR1 ignored)."""
     try:
         if len(argv) == 2 and argv[0] == "port-free" and argv[1].isdigit():
             if port_is_free(int(argv[1])):
@@ -38,6 +39,8 @@ def preflight(argv: list[str]) -> int:
             return 0
         if 2 <= len(argv) <= 3 and argv[0] == "term-workers" and argv[1].isdigit():
             return term_workers(int(argv[1]), *argv[2:])
+        if len(argv) >= 3 and argv[:2] == ["exec-supervised", "--keep-signals"]:
+            exec_supervised(argv[2:], keep_signals=True)
         if len(argv) >= 2 and argv[0] == "exec-supervised":
             exec_supervised(argv[1:])
     except ClusterError as e:
@@ -45,7 +48,7 @@ def preflight(argv: list[str]) -> int:
         return 2
     print("usage: python -m train.cluster {port-free PORT | free-port | launch-vars | "
           "resolve HOST | route-to HOST | term-workers PID [SIGNAME] | "
-          "exec-supervised CMD ...}",
+          "exec-supervised [--keep-signals] CMD ...}",
           file=sys.stderr)
     return 2
 

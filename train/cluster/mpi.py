@@ -84,23 +84,24 @@ def run_scheduler(device: str) -> None:
 
 
 def redirect_output(log_dir: str, rank: int) -> None:
-    """mpi mode: rank r's stdout/stderr go to LOG_DIR/worker_r.log, as msrun does.
+    """mpi mode: rank r's stdout/stderr go to LOG_DIR/worker_r.log, as msrun does: MindSpore's
+    own output (its C++ log lines write to the file descriptors) goes there only.
 
-    Rank 0 also keeps the console (mpirun forwards it): Python-level output is teed. Other
-    ranks keep it for Python-level stderr only - their `error:` and `stopped:` lines - so that
-    a failing rank is named where users look first (the terminal, Slurm's slurm-<id>.out).
+    The console (mpirun forwards it) keeps the trainer's Python-level lines: rank 0's stdout
+    and stderr, the other ranks' stderr only - their `error:` and `stopped:` lines - so that a
+    failing rank is named where users look first (the terminal, Slurm's slurm-<id>.out).
     """
     path = Path(log_dir) / f"worker_{rank}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
-    if rank == 0:
-        sys.stdout = _Tee(sys.stdout, f)
-        sys.stderr = _Tee(sys.stderr, f)
-    else:
-        console = os.fdopen(os.dup(2), "w", buffering=1)
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        sys.stderr = _Tee(console, sys.stderr)
+    console_err = os.fdopen(os.dup(2), "w", buffering=1)
+    console_out = os.fdopen(os.dup(1), "w", buffering=1) if rank == 0 else None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(f.fileno(), 1)
+    os.dup2(f.fileno(), 2)
+    sys.stderr = _Tee(console_err, f)
+    sys.stdout = _Tee(console_out, f) if console_out else f
 
 
 class _Tee:

@@ -30,7 +30,7 @@ def die_with_launcher() -> None:
         os._exit(137)
 
 
-def exec_supervised(argv: list[str]) -> None:
+def exec_supervised(argv: list[str], keep_signals: bool = False) -> None:
     """Become `argv` in a session of its own, killed when our parent (the launch script) dies,
     with SIGTERM and SIGUSR1 ignored: a scheduler that signals every process of a job (Slurm's
     step) must not kill msrun before its workers have checkpointed; the script forwards those

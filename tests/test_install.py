@@ -1,0 +1,41 @@
+"""Installed, not only checked out: the wheel holds the launch scripts and the sbatch files
+(train/launch.py); `python -m train.launch` runs them from site-packages, one process, msrun
+and mpirun, with the installed package, from a folder that is not a checkout."""
+
+import sys
+
+import pytest
+from helpers import FAST_FAIL, TINY, leftovers, run
+
+SCRIPTS = {"__init__.py", "_common.sh", "run_local.sh", "run_msrun.sh", "run_mpirun.sh",
+           "slurm.sbatch", "slurm_msrun.sbatch", "trainer.py"}
+
+
+def test_the_wheel_holds_the_scripts(installed, tmp_path):
+    r = run([sys.executable, "-m", "train.launch", "--path"], tmp_path,
+            PYTHONPATH=str(installed))
+    assert r.returncode == 0 and r.stdout.strip() == str(installed / "train" / "_launch")
+    assert SCRIPTS <= {p.name for p in (installed / "train" / "_launch").iterdir()}
+    r = run([sys.executable, "-c", "import train; print(train.__file__)"], tmp_path,
+            PYTHONPATH=str(installed))
+    assert r.stdout.strip().startswith(str(installed))
+
+
+@pytest.mark.parametrize("launcher", ["local", "msrun", "mpirun"])
+def test_the_installed_launchers_run(installed, tmp_path, port, launcher):
+    r = run([sys.executable, "-m", "train.launch", launcher, *TINY, "--out", "o"], tmp_path,
+            PYTHONPATH=str(installed), NPROC="2", MASTER_PORT=str(port),
+            LOG_DIR=str(tmp_path / "logs"), **FAST_FAIL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "o" / "summary.json").exists()
+    if launcher == "msrun":  # the workers ran the installed shim, with the installed package
+        log = (tmp_path / "logs" / "msrun_node0.log").read_text()
+        assert f"{installed}/train/_launch/trainer.py" in log
+    assert leftovers() == []
+
+
+def test_a_bad_launcher_is_one_line(tmp_path):
+    r = run([sys.executable, "-m", "train.launch", "slurm"], tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("usage: python -m train.launch {local,msrun,mpirun} "
+                                "[trainer options] | --path")

@@ -1,0 +1,42 @@
+"""`python -m train.launch {local,msrun,mpirun} [trainer options]`: run an installed launch
+script (its knobs are environment variables, as in the repository: README "Running it");
+`python -m train.launch --path`: the folder that holds the installed scripts and the sbatch
+files (`sbatch "$(python -m train.launch --path)/slurm.sbatch" ...`).
+
+The scripts are the repository's `launch/` folder, installed as the package `train._launch`
+(setup.cfg), so that a cluster image built with `pip install` has them too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+SCRIPTS = {"local": "run_local.sh", "msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
+
+
+def scripts_dir() -> Path:
+    """Where the launch scripts are: the installed package data, or a checkout's launch/."""
+    from importlib.resources import files
+
+    return Path(str(files("train._launch")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the scripts' folder, or become the chosen script (its exit code is the run's)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--path"]:
+        print(scripts_dir())
+        return 0
+    if not argv or argv[0] not in SCRIPTS:
+        print(f"usage: python -m train.launch {{{','.join(SCRIPTS)}}} [trainer options] | "
+              "--path", file=sys.stderr)
+        return 2
+    script = scripts_dir() / SCRIPTS[argv[0]]
+    os.execvp("bash", ["bash", str(script), *argv[1:]])
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
