@@ -37,10 +37,76 @@ need_choice() {
   exit 2
 }
 
+# wait_for PID: wait until PID has ended, through trapped signals (a trap ends `wait` early);
+# its exit status into $rc.
+wait_for() {
+  local again
+  while :; do
+    rc=0; wait "$1" || rc=$?
+    if (( rc > 128 )) && kill -0 "$1" 2>/dev/null; then continue; fi
+    break
+  done
+  if (( rc > 128 )); then  # the signal and the end at once: its own status, if unreaped
+    again=0; wait "$1" 2>/dev/null || again=$?
+    (( again == 127 )) || rc=$again
+  fi
+}
+
 # The trainer's own pre-flight check (config, data, run folder, checkpoint) as every rank will
-# see it: once, before anything starts. Prints the plan; exits with the trainer's code.
+# see it: once, before anything starts. The plan it prints goes into $plan; returns the
+# trainer's code. It runs in the background, its PID in $pre while it runs, so that a script's
+# trap can pass a stop signal on at once (bash runs a trap only when a foreground command has
+# ended, and a dry run may convert a large table first): the dry run then stops with 75.
+pre='' plan=''
 preflight() {
-  python -m train "$@" --dry_run
+  local out
+  if ! out=$(mktemp 2>/dev/null); then
+    echo "error: cannot create a temporary file in ${TMPDIR:-/tmp}; set TMPDIR to a folder" \
+      "this job can write" >&2
+    return 2
+  fi
+  python -m train "$@" --dry_run > "$out" &
+  pre=$!
+  wait_for "$pre"
+  pre=''
+  plan=$(cat "$out"); rm -f "$out"
+  return "$rc"
+}
+
+# mark_job FILE: FILE, in LOG_DIR, marks this job's start; fresh_logs then lists the worker
+# logs written since (a shared LOG_DIR holds earlier jobs' and other nodes' logs too).
+mark_job() {
+  marker=$1
+  mkdir -p "$LOG_DIR"
+  touch "$marker"
+}
+
+# fresh_logs: this job's worker logs, into the array $logs. A scheduler's SIGTERM reaches
+# every process of the job (Slurm signals the whole step), a find of ours among them: one
+# killed mid-read is run again, never taken for "no logs".
+fresh_logs() {
+  local out rc
+  while :; do
+    rc=0
+    out=$(find "$LOG_DIR" -maxdepth 1 -name 'worker_*.log' -newer "$marker" 2>/dev/null) || rc=$?
+    (( rc > 128 )) || break
+  done
+  logs=()
+  if [[ -n "$out" ]]; then mapfile -t logs <<< "$out"; fi
+}
+
+# job_lines: this job's workers' `error:` and `stopped:` lines, into $found (killed greps are
+# run again, as above).
+job_lines() {
+  local rc
+  found=''
+  while :; do
+    fresh_logs
+    (( ${#logs[@]} )) || return 0
+    rc=0
+    found=$(grep -hs -e "^error: " -e "^stopped: " "${logs[@]}") || rc=$?
+    (( rc > 128 )) || return 0  # 1: no such line (yet)
+  done
 }
 
 # need_dir NAME: $NAME must be a folder this job can write, or one it can create there (checked

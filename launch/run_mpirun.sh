@@ -33,7 +33,11 @@ export CLUSTER_TIMEOUT LOG_DIR MS_NODE_TIMEOUT=$NODE_TIMEOUT
 # and the script turns every stop signal into a SIGUSR1 to mpirun: each rank checkpoints and
 # exits 75, and so does the script. A signal before mpirun starts ends the script with 75.
 pid='' stop=''
-forward() { stop=$1; [[ -n "$pid" ]] && kill -USR1 "$pid" 2>/dev/null; true; }
+forward() {
+  stop=$1
+  if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi  # the dry run
+  if [[ -n "$pid" ]]; then kill -USR1 "$pid" 2>/dev/null || true; fi
+}
 trap 'forward TERM' TERM
 trap 'forward INT' INT
 trap 'forward USR1' USR1
@@ -47,7 +51,7 @@ if ! python -c 'import mpi4py' 2>/dev/null; then
   exit 2
 fi
 # The flags, data, run folder and world size as every rank will see them, checked once.
-OMPI_COMM_WORLD_SIZE=$NPROC preflight "$@" >/dev/null || exit $?
+OMPI_COMM_WORLD_SIZE=$NPROC preflight "$@" || exit $?
 if [[ -n "${MASTER_PORT:-}" ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
@@ -70,6 +74,7 @@ if [[ -n "$stop" ]]; then
   echo "stopped: SIG$stop before the job started; nothing ran" >&2
   exit 75
 fi
+mark_job "$LOG_DIR/.job"  # (ranks on other hosts write their logs there only if it is shared)
 
 # mpirun's "one or more processes exited with non-zero status" block, for ranks that stopped
 # with 75 as asked, says nothing the ranks' own `stopped:` lines do not.
@@ -87,18 +92,10 @@ quiet_stops() {
 python -m train.cluster exec-supervised --keep-signals "$MPIRUN" -n "$NPROC" $MPI_ARGS \
   python -m train "$@" 2> >(quiet_stops) &
 pid=$!
-while :; do  # a trapped signal ends `wait` early: wait again until mpirun itself has ended
-  rc=0; wait "$pid" || rc=$?
-  if (( rc > 128 )) && kill -0 "$pid" 2>/dev/null; then continue; fi
-  break
-done
-if (( rc > 128 )); then  # the signal and mpirun's end at once: its own status, if unreaped
-  again=0; wait "$pid" 2>/dev/null || again=$?
-  (( again == 127 )) || rc=$again
-fi
-if [[ -n "$stop" && $rc -ne 0 && $rc -ne 75 ]] && \
-   ! grep -qs "^error: " "$LOG_DIR"/worker_*.log; then
-  # Ranks ended by the signal before their handlers were in place: nothing had trained.
+wait_for "$pid"
+fresh_logs
+if [[ -n "$stop" && $rc -ne 0 && $rc -ne 75 && ${#logs[@]} -eq 0 ]]; then
+  # Ranks ended by the signal before they had a log (their handlers come first): none trained.
   echo "stopped: SIG$stop while the job was starting; nothing was trained" >&2
   rc=75
 fi

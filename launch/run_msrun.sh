@@ -52,14 +52,19 @@ export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (schedul
 # ends the script with 75 at once. The script also ends msrun's leftovers once the workers are
 # done, since msrun then still waits for its scheduler's heartbeat timeout.
 pid='' stop=''
-forward() { stop=$1; [[ -n "$pid" ]] && python -m train.cluster term-workers "$pid" "$1"; true; }
+forward() {
+  stop=$1
+  if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi  # the dry run
+  if [[ -n "$pid" ]]; then python -m train.cluster term-workers "$pid" "$1"; fi
+  true
+}
 trap 'forward TERM' TERM
 trap 'forward INT' INT
 trap 'forward USR1' USR1
 
 # Refuse what cannot work before msrun starts anything: the flags, data, run folder and world
 # size as every worker will see them (once, not once per worker), and a busy scheduler port.
-plan=$(MS_ROLE=MS_WORKER MS_WORKER_NUM=$((NPROC * NNODES)) preflight "$@") || exit $?
+MS_ROLE=MS_WORKER MS_WORKER_NUM=$((NPROC * NNODES)) preflight "$@" || exit $?
 if [[ "$BIND_CORE" == auto ]]; then
   BIND_CORE=false
   [[ "$plan" == *"# device: Ascend"* ]] && BIND_CORE=true
@@ -73,8 +78,9 @@ if [[ "$NODE_RANK" == 0 ]]; then
   python -m train.cluster port-free "$MASTER_PORT"
 fi
 # msrun rewrites this node's logs; one left from an earlier job must not be read as this job's
-# outcome. (Only this node's: LOG_DIR is often shared with the other nodes.)
-mkdir -p "$LOG_DIR"
+# outcome. (Only this node's: LOG_DIR is often shared with the other nodes, whose logs count
+# once they are newer than this node's marker.)
+mark_job "$LOG_DIR/.job_node$NODE_RANK"
 for ((r = NODE_RANK * NPROC; r < (NODE_RANK + 1) * NPROC; r++)); do
   rm -f "$LOG_DIR/worker_$r.log"
 done
@@ -101,19 +107,8 @@ for r in $tail_ranks; do
   tail --pid=$$ -n +1 -F "$LOG_DIR/worker_$r.log" 2>/dev/null > >(ours) &
   tails+=($!)
 done
-# The workers' `error:` and `stopped:` lines, into $found. A scheduler's SIGTERM reaches every
-# process of the job (Slurm signals the whole step), a grep of ours among them: a grep killed
-# mid-read is run again, never taken for "nothing found" (nor, under set -e, for our failure).
-outcome() {
-  local rc
-  while :; do
-    found=$(grep -hs -e "^error: " -e "^stopped: " "$LOG_DIR"/worker_*.log) && return 0
-    rc=$?
-    (( rc > 128 )) || return 0  # 1: no such line yet; 2: no log yet
-  done
-}
 while kill -0 "$pid" 2>/dev/null; do
-  outcome; seen=$found
+  job_lines; seen=$found
   if [[ -n "$stop" && -z "$seen" ]]; then forward "$stop"; fi  # until a worker hears it
   if [[ -n "$seen" ]]; then  # a worker failed or stopped: give msrun a moment, then end it
     for _ in 1 2 3 4 5 6; do
@@ -133,7 +128,7 @@ if [[ -z "$tail_ranks" ]]; then  # nothing echoed: the run's result still reache
   grep -hs -E "^(warning: |learned |trained an MLP )" "$LOG_DIR/worker_$((NODE_RANK * NPROC)).log" \
     || true
 fi
-outcome; lines=$found
+job_lines; lines=$found
 if [[ "$lines" == *"stopped: "* && "$lines" != *"error: "* ]]; then
   exit 75                                   # stopped with a checkpoint: continue with --resume
 fi

@@ -33,7 +33,7 @@ from pipeline.limits import DataError
 CACHE_ENV = "TRAIN_CACHE_DIR"
 # Part of every cache key: bumped when the checks or the conversion change, so that an entry a
 # release with weaker checks made is made again, not trusted.
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file for its identity
 # A column whose mean is this many of its standard deviations is stored centred: float32's
 # rounding then costs it less than ~1.5e-5 of its spread instead of ~6e-8 x mean / std.
@@ -68,21 +68,29 @@ def entry_key(*parts: Any) -> str:
                           ).hexdigest()[:20]
 
 
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A cache record, or None when it is absent or damaged (then it is made again)."""
+    """A cache record, or None when it is absent, damaged or edited (then it is made again):
+    its content must match the checksum it was written with."""
     try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None  # absent or damaged: recompute
+        found = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not (isinstance(found, dict) and isinstance(found.get("record"), dict)
+            and found.get("sha256") == _digest(found["record"])):
+        return None
+    return found["record"]
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """A cache record, atomically (ranks reading the cache never see half a file); a record
-    that cannot be written is left out: the next process does the pass again."""
+    """A cache record with its checksum, atomically (ranks reading the cache never see half a
+    file); a record that cannot be written is left out: the next process does the pass again."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(data))
+        write_atomic(path, json.dumps({"record": data, "sha256": _digest(data)}))
     except OSError:
         pass
 
@@ -180,9 +188,12 @@ def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
     size and sampled hash were recorded when it was written)."""
     if meta is None or not all(isinstance(meta.get(k), t) for k, t in _META_TYPES.items()):
         return False
-    offset = meta.get("offset")
-    if offset is not None and not (isinstance(offset, list) and
-                                   len(offset) == len(meta["columns"])):
+    columns, offset = meta["columns"], meta.get("offset")
+    if not (columns and all(isinstance(c, str) for c in columns) and meta["rows"] >= 0
+            and _finite([meta["max_abs"]])):
+        return False
+    if offset is not None and not (isinstance(offset, list) and len(offset) == len(columns)
+                                   and _finite(offset)):
         return False
     if meta["table"] == str(path.resolve()):
         return True
@@ -192,6 +203,12 @@ def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
                 and sampled_hash(table) == meta.get("table_hash"))
     except OSError:
         return False
+
+
+def _finite(values: list[Any]) -> bool:
+    """All plain finite numbers (JSON's true is an int to Python: not a number here)."""
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+               for v in values)
 
 
 def sampled_hash(path: Path, block: int = 1 << 16, blocks: int = 64) -> str:

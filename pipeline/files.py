@@ -155,6 +155,8 @@ class FileData:
         table_path, self.meta = cache.canonical(path, cfg.target, cfg.drop_nonfinite,
                                                 stop=stop)
         self.path, self.table = path, _map(table_path, path)
+        if len(self.table) == 0:
+            raise DataError(f"{path} holds no rows (only a header?)")
         self.mapped = MappedFile(table_path)  # the run stops if it changes (pipeline/guard.py)
         self.offset = _offset(self.meta, self.table.shape[1])
         self.eval_table, self.eval_id, self.eval_offset, self.eval_columns = None, None, None, None
@@ -178,8 +180,10 @@ class FileData:
         else by position. Its largest magnitude."""
         path = Path(cfg.eval_data)
         names = path.suffix.lower() == ".csv" and self.path.suffix.lower() == ".csv"
-        # by name, the held-out file's target is the training file's, whatever its position
-        target = (cfg.target or self.meta["columns"][-1]) if names else cfg.target
+        # by name, the held-out file's target is the training file's, whatever its position;
+        # by position it is the last column (a --target names a CSV's column only)
+        target = (cfg.target or self.meta["columns"][-1]) if names else \
+            (cfg.target if path.suffix.lower() == ".csv" else "")
         eval_path, meta = cache.canonical(path, target, cfg.drop_nonfinite, "--eval_data",
                                           stop=stop)
         self.eval_table, self.eval_id = _map(eval_path, path), meta["source"]
@@ -243,6 +247,7 @@ class FileSource:
         with np.errstate(divide="ignore", over="ignore"):  # refused in check()
             scale = (1.0 / self.std).astype(np.float32) if std else None
         self.stream = FileStream(data.table, self.split, shift, scale, data.mapped)
+        self._held_out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.loss_unit = float(self.std[-1]) ** 2 if std else 1.0
         self.stats = {"mean": stats["mean"], "std": stats["std"]} if std else None
 
@@ -329,7 +334,13 @@ class FileSource:
 
     def held_out(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The held-out rows (at most `size`, in file order) in the data's units: features
-        (rows, features) and target (rows,), float64."""
+        (rows, features) and target (rows,), float64. Read once: a separate held-out file is
+        not leased, and a mapping of it must not be read again after it may have changed."""
+        if size not in self._held_out:
+            self._held_out[size] = self._read_held_out(size)
+        return self._held_out[size]
+
+    def _read_held_out(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         if self.eval_table is not None:
             a = np.asarray(self.eval_table[:min(size, len(self.eval_table))], np.float64)
             a += self.eval_offset

@@ -53,25 +53,39 @@ def _entries(suffix):
 def _table_entry(path):
     """The cache's record and table for a converted file."""
     for meta in _entries(".json"):
-        record = json.loads(meta.read_text())
+        record = json.loads(meta.read_text())["record"]
         if record.get("source", {}).get("path") == str(path.resolve()):
             return meta, Path(record["table"])
     raise AssertionError("no cache record")
 
 
-@pytest.mark.parametrize("damage", ["stats {}", "truncated table", "replaced table"])
+def _resign(meta, record):
+    """A record edited by someone who knows the format: its checksum made to match."""
+    meta.write_text(json.dumps({"record": record, "sha256": cache._digest(record)}))
+
+
+@pytest.mark.parametrize("damage", ["stats {}", "truncated table", "replaced table",
+                                    "edited record", "re-signed text offset"])
 def test_a_damaged_cache_entry_is_made_again(sensors, monkeypatch, tmp_path, damage):
-    """The cache is ours: an entry that is not what it claims (its fields; the table's size
-    and sampled hash) is rebuilt, never trusted and never blamed on the user's file."""
+    """The cache is ours: an entry that is not what it claims (its checksum; its fields'
+    types; the table's size and sampled hash) is rebuilt, never trusted and never blamed on
+    the user's file."""
     monkeypatch.setenv("TRAIN_CACHE_DIR", str(tmp_path / "cache"))
     path, _ = sensors
     good, _ = open_(path)
     rows = good.sample_rows(1000)
     meta, table = _table_entry(path)
+    record = json.loads(meta.read_text())["record"]
     if damage == "stats {}":
         for p in _entries(".json"):
-            if "mean" in json.loads(p.read_text()):
-                p.write_text("{}")
+            if "mean" in json.loads(p.read_text())["record"]:
+                _resign(p, {})
+    elif damage == "edited record":
+        meta.write_text(meta.read_text().replace(f'"rows": {record["rows"]}',
+                                                 f'"rows": {record["rows"] - 1}'))
+        assert cache.read_json(meta) is None
+    elif damage == "re-signed text offset":
+        _resign(meta, {**record, "offset": ["1"] * len(record["columns"])})
     elif damage == "truncated table":
         table.write_bytes(table.read_bytes()[:-100])
     else:

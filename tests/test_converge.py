@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from train.converge import TOL, measure
+from train.converge import EXACT, TOL, measure
 
 
 def rows(n=2000, f=3, seed=0, outliers=0.1):
@@ -67,3 +67,17 @@ def test_an_mlp_is_assessed_by_its_output_layer():
     assert got["converged"] and got["assessed"] == "the output layer"
     params["2.bias"] = params["2.bias"] + 1.0
     assert not measure(params, [8], "mse", 1.0, [(x, y)])["converged"]
+
+
+def test_an_exact_fit_has_converged():
+    """Targets without noise: the optimum's objective is 0 and the float32 parameters' is
+    rounding, so any excess is large relative to it. Within `EXACT` of the targets' scale the
+    run has converged; a visibly wrong parameter has not."""
+    x, _ = rows(outliers=0)
+    y = (x @ np.array([1.0, 2.0, 3.0]) + 0.5)[:, None]
+    exact = np.array([1.0, 2.0, 3.0, 0.5]) + np.array([3e-8, -2e-8, 1e-8, 2e-8])
+    got = measure(linear(exact), [], "mse", 1.0, [(x, y)])
+    assert got["relative_excess"] > TOL and got["excess"] <= EXACT * np.mean(y ** 2)
+    assert got["converged"] and got["exact_fit"]
+    off = measure(linear(exact + np.array([0, 0, 0, 1e-3])), [], "mse", 1.0, [(x, y)])
+    assert not off["converged"] and not off["exact_fit"]

@@ -26,7 +26,7 @@ def test_the_mindir_predicts_what_predict_prints_on_any_number_of_rows(tmp_path,
                                    "--quiet"], "run")
     r = run([sys.executable, "-m", "train.export", str(runs), "--out", "m.mindir"], tmp_path)
     assert r.returncode == 0, r.stderr
-    meta = json.loads((tmp_path / "m.json").read_text())
+    meta = json.loads((tmp_path / "m.mindir.json").read_text())
     header = open(DIABETES).readline().strip().split(",")
     assert meta["features"] == header[:-1] and meta["target"] == "target"
     assert "age, sex, bmi" in r.stdout  # the order is printed too

@@ -83,6 +83,19 @@ def test_held_out_columns_are_matched_by_name(tmp_path):
         open_(train, eval_data=str(other))
 
 
+def test_a_held_out_npy_is_matched_by_position_whatever_the_target(tmp_path):
+    """--target names a CSV's column; a held-out .npy has no names: its columns are the
+    training table's (features, then the target), as README says."""
+    rows = table(400)
+    train = write_csv(tmp_path / "t.csv", ["temp", "pressure", "power"], rows[:300])
+    by_name = write_csv(tmp_path / "e.csv", ["temp", "pressure", "power"], rows[300:])
+    np.save(tmp_path / "e.npy", rows[300:][:, [1, 2, 0]].astype(np.float32))
+    a, _ = open_(train, target="temp", eval_data=str(by_name))
+    b, _ = open_(train, target="temp", eval_data=str(tmp_path / "e.npy"))
+    for x, y in zip(a.eval_rows(100), b.eval_rows(100)):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
 def test_a_column_of_large_values_keeps_its_signal(tmp_path):
     """1e7 + a small signal: float32 holds it only centred (the cache stores columns relative
     to an offset, the statistics are float64): the fit finds w = 3, as float64 least squares."""
@@ -109,3 +122,26 @@ def test_a_data_file_rewritten_during_training_stops_the_run_cleanly(tmp_path):
     err = proc.stderr.read()
     assert "stopped: the data file is being rewritten by another process" in err, err
     assert "Bus error" not in err and len(np.load(tmp_path / "d.npy")) == 10
+
+
+def test_a_run_names_its_files_absolutely_and_resumes_from_any_folder(tmp_path):
+    """The saved config holds absolute paths (fed back from another folder, it names the same
+    files); the held-out file is compared by identity, so another one is refused."""
+    rows = table(600)
+    (tmp_path / "data").mkdir()
+    write_csv(tmp_path / "data" / "t.csv", ["temp", "pressure", "power"], rows[:500])
+    write_csv(tmp_path / "data" / "e1.csv", ["temp", "pressure", "power"], rows[500:])
+    write_csv(tmp_path / "data" / "e2.csv", ["temp", "pressure", "power"], rows[450:550])
+    args = ["--data", "data/t.csv", "--eval_data", "data/e1.csv", "--epochs", "2",
+            "--batch_size", "64", "--quiet"]
+    r = train_cli([*args, "--out", "run"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"data: {tmp_path}/data/t.csv" in saved and f"eval_data: {tmp_path}/data/e1.csv" in saved
+    (tmp_path / "elsewhere").mkdir()
+    r = train_cli(["--out", "../run", "--resume", "--epochs", "3"], tmp_path / "elsewhere")
+    assert r.returncode == 0, r.stderr
+    r = train_cli(["--out", "run", "--resume", "--epochs", "4", "--eval_data", "data/e2.csv"],
+                  tmp_path)
+    assert r.returncode == 2 and "cannot resume: the config differs from the checkpoint's in " \
+        "data" in r.stderr, r.stderr

@@ -88,6 +88,8 @@ BAD = {
                           "line 3, column 1 ('a'): '4#junk' is not a number"),
     "a line starting with #": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n#4,5,6\n7,8,9\n"), {},
                                "line 3, column 1 ('a'): '#4' is not a number"),
+    "only a header": (lambda t: bad_csv(t, "a,b,y\n"), {}, "bad.csv holds no rows (only a "
+                                                           "header?)"),
     "constant target": (lambda t: bad_csv(t, "a,y\n" + "".join(f"{i},5\n" for i in range(99))),
                         {}, "column 'y' has the same value in every training row"),
     "constant bool .npy": (lambda t: np.save(t / "b.npy", np.c_[np.arange(99) % 2 == 0,

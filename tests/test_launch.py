@@ -18,6 +18,7 @@ from helpers import (
     TINY,
     final_params,
     finished_run,
+    handles_signals,
     leftovers,
     newest_ckpt,
     require,
@@ -286,11 +287,36 @@ def test_nothing_outlives_a_killed_run_mpirun(tmp_path):
     assert leftovers() == []
 
 
+@pytest.mark.parametrize("launcher", ["msrun", "mpirun"])
+def test_a_stop_signal_during_the_pre_flight_check_stops_it_at_once(tmp_path, port, launcher):
+    """The pre-flight dry run may convert a large table first: a stop signal to the script
+    (only: not to its process group) reaches it at once, and the job ends with 75 having
+    started nothing (the dry run would otherwise pause for its whole minute)."""
+    proc = start([*TINY, "--out", "o"], tmp_path, cmd=["bash", str(LAUNCH / f"run_{launcher}.sh")],
+                 NPROC="2", MASTER_PORT=str(port), LOG_DIR=str(tmp_path / "logs"),
+                 TRAIN_FAULT="start_pause=60", **FAST_FAIL)
+
+    def dry_run_listening():
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        return any("--dry_run" in p.cmdline() and handles_signals(p.pid) for p in kids)
+
+    wait_for(dry_run_listening, proc, what="the pre-flight dry run")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 75
+    assert "stopped: SIGTERM: stopped during the dry run" in proc.stderr.read()
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "o").exists()
+    assert leftovers() == []
+
+
 def test_the_msrun_console_shows_the_trainers_lines(tmp_path, port):
     """MindSpore's start-up warnings stay in the logs; with TAIL_WORKER_LOG=none the result
-    still reaches the console."""
+    still reaches the console. A shared LOG_DIR's logs of an earlier job or another node (here
+    a rank this job does not have, which failed) are not read as this job's outcome."""
+    (tmp_path / "launcher_logs").mkdir()
+    (tmp_path / "launcher_logs" / "worker_9.log").write_text("error: rank 9: an earlier job\n")
     r = msrun([*TINY, "--batch_size", "8", "--out", "o"], tmp_path, port, TAIL_WORKER_LOG="none")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "earlier job" not in r.stdout + r.stderr
     assert "[WARNING]" not in r.stdout + r.stderr and "Start worker" not in r.stdout
     assert r.stdout.strip().splitlines()[-1].startswith("learned w = [")
     assert "Start worker" in (tmp_path / "launcher_logs" / "msrun_node0.log").read_text()

@@ -43,7 +43,7 @@ def test_columns_are_matched_by_name_and_rows_keep_their_order(linear_run, table
     assert (tmp_path / "p.csv").read_text().startswith("prediction\n")
     expected = s["b"] + a[:, :-1] @ np.array([s["coefficients"][n] for n in names[:-1]])
     np.testing.assert_allclose(got, expected, rtol=1e-4)  # the data's units, file order
-    assert f"{path}: 442 rows; huber loss" in r.stdout and "R² 0." in r.stdout
+    assert f"{path}: 442 rows with a target; huber loss" in r.stdout and "R² 0." in r.stdout
 
 
 def test_metrics_are_those_of_the_predictions(linear_run, tmp_path):
@@ -67,6 +67,35 @@ def test_without_out_the_predictions_go_to_stdout(linear_run, table, tmp_path):
     r = predict(tmp_path, linear_run, "--data", path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "prediction" and len(r.stdout.splitlines()) == 6
+    r = predict(tmp_path, linear_run, "--data", path, "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["predictions"]) == 5
+
+
+def test_other_columns_are_not_read_and_a_blank_target_is_a_row_without_a_label(
+        linear_run, table, tmp_path):
+    a, names = table
+    rows = [[*r[:-1], "" if i % 2 else f"{r[-1]:g}", "free text, even #"]
+            for i, r in enumerate(a[:10])]
+    path = write_csv(tmp_path / "new.csv", [*names, "note"], rows)
+    r = predict(tmp_path, linear_run, "--data", path, "--json", "--out", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["predicted"] == 10 and m["rows"] == 5  # metrics over the 5 labelled rows
+    assert len(np.loadtxt(tmp_path / "p.csv", skiprows=1)) == 10
+
+
+def test_a_column_of_large_values_is_predicted_in_float64(tmp_path):
+    """1e7 + a small signal trains (the cache stores it centred): predict centres it in
+    float64 too, and export, whose graph takes raw float32, refuses the run."""
+    rng = np.random.default_rng(3)
+    u = rng.uniform(0, 1, 2000)
+    path = write_csv(tmp_path / "off.csv", ["a", "y"],
+                     np.c_[1e7 + u, 3 * u + rng.normal(0, 0.05, 2000)])
+    run_dir = finished_run(tmp_path, ["--data", str(path), "--quiet"], "off")
+    r = predict(tmp_path, run_dir, "--data", path, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["r2"] > 0.95, r.stdout + r.stderr
+    e = run([sys.executable, "-m", "train.export", str(run_dir), "--out", "m.mindir"], tmp_path)
+    assert e.returncode == 2 and "feature 'a' holds values too large" in e.stderr
 
 
 def test_a_named_checkpoint_is_used(linear_run, tmp_path):
@@ -102,6 +131,14 @@ BAD = {
     "not a run": (lambda t, a, n: DIABETES, "not-a-run", "is not a run folder (no config.yaml)"),
     "no checkpoint": (lambda t, a, n: DIABETES, "no-ckpt", "holds no checkpoint yet"),
     "unknown checkpoint": (lambda t, a, n: DIABETES, "--ckpt=999", "has no checkpoint '999'"),
+    "a checkpoint path": (lambda t, a, n: DIABETES, "--ckpt=../x/ckpt-00000020",
+                          "a checkpoint of RUN_DIR, by step (100) or name (ckpt-00000100), not a "
+                          "path"),
+    "out is the input": (lambda t, a, n: write_csv(t / "in.csv", n, a[:3]), "--out=in.csv",
+                         "--out in.csv is the file to predict"),
+    "only a header": (lambda t, a, n: write_csv(t / "h.csv", n, []), "", "h.csv holds no rows"),
+    "a feature that is NaN": (lambda t, a, n: write_csv(t / "nan.csv", n, [[float("nan")] * 11]),
+                              "", "line 2, column 1 ('age') is nan"),
 }
 
 

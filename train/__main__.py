@@ -104,8 +104,11 @@ def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
 
 
 def _final_line(cfg: Config, summary: dict, out: RunOutput) -> None:
+    """Rank 0's last lines: the convergence figures are measured there only."""
     from train.report import final_lines
 
+    if not out.main:
+        return
     line, warnings = final_lines(cfg, summary, out.dir)
     for msg in warnings:
         out.warn(msg)

@@ -86,7 +86,7 @@ def fingerprint(cfg: Any, world_size: int, data_id: dict[str, Any] | None = None
     name, and the global batch (not the world size: N ranks reproduce one process with the same
     global batch, so a run may resume on another number of ranks)."""
     fp = {k: getattr(cfg, k) for k in resume_keys(cfg.synthetic)}
-    fp["data"] = data_id
+    fp["data"] = data_id  # (a file's identity holds its --eval_data's too)
     fp["global_batch_size"] = cfg.global_batch_size(world_size)
     return fp
 
@@ -97,6 +97,9 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any]) -> None:
     (its default unless the field says otherwise)."""
     saved = {**{k: resume_missing(k) for k in current if k in FIELDS and k not in saved},
              **saved}
+    # The held-out file counts by its identity, in `data`: not by how its path was written
+    # (runs save absolute paths; earlier releases saved them as given).
+    saved, current = ({k: v for k, v in fp.items() if k != "eval_data"} for fp in (saved, current))
     diffs = {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
              if saved.get(k) != current.get(k)}
     if diffs:

@@ -3,9 +3,11 @@ MindIR for deployment (MindSpore Lite, or `mindspore.load` + `nn.GraphCell` on a
 
 The graph takes float32 features, shape (rows, features) for any number of rows, in the data's
 own units, and returns the target (rows,) in its own units: the standardization is built in
-(train/infer.py, the network train.predict runs). Beside it, `<out>.json` names the features in
-the order the graph takes them, and the target; they are also printed. The files appear only
-complete. Exit codes: 0; 2 bad input (one line); 74 the files could not be written.
+(train/infer.py). Beside it, `<out>.json` (model.mindir.json) names the features in the order
+the graph takes them, and the target; they are also printed. A run with a feature float32
+cannot hold to its spread (1e7 + a small signal) is refused: raw float32 input would lose it.
+The files appear only complete. Exit codes: 0; 2 bad input (one line); 74 the files could not
+be written.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def export(model: RunModel, out: Path) -> Path:
         os.replace(work / "model.mindir", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    meta = out.with_suffix(".json")
+    meta = Path(f"{out}.json")  # model.mindir.json: never another file of that folder
     write_atomic(meta, json.dumps({
         "features": model.features, "target": model.target,
         "input": f"float32 (rows, {features}), the features in this order, in the data's units",
@@ -61,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.out.parent.is_dir():
             raise InferError(f"--out {args.out}: no folder {args.out.parent}")
         model = load_run(args.run_dir, args.ckpt)
+        lost = model.float32_features()
+        if lost:  # the graph takes raw float32 features: these would be rounded away
+            raise InferError(f"feature {lost[0]!r} holds values too large for their spread to "
+                             "pass through float32 (its mean is beyond 256 standard "
+                             "deviations): a MindIR of raw float32 features would predict "
+                             "wrongly; centre that column in your data, or use "
+                             "python -m train.predict (float64 on the host)")
     except InferError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -48,19 +48,38 @@ class RunModel:
         """The target's name."""
         return self.columns[-1]
 
-    def network(self) -> Any:
-        """A MindSpore cell: float32 features (rows, features) in the data's units -> the
-        target (rows,) in its units, standardization built in."""
-        from mindspore import Tensor, nn, ops
+    def _units(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of every column (zeros and ones for an unstandardized run)."""
+        f = len(self.features)
+        mean = np.array(self.stats["mean"]) if self.stats else np.zeros(f + 1)
+        std = np.array(self.stats["std"]) if self.stats else np.ones(f + 1)
+        return mean, std
+
+    def model(self) -> Any:
+        """The trained MindSpore network, in the units it trained in."""
+        from mindspore import Tensor
 
         from train.model import make_model
 
         net = make_model(len(self.features), self.cfg.seed, self.cfg.hidden_sizes())
         for name, p in net.parameters_and_names():
             p.set_data(Tensor(self.params[name]))
-        f = len(self.features)
-        mean = np.array(self.stats["mean"]) if self.stats else np.zeros(f + 1)
-        std = np.array(self.stats["std"]) if self.stats else np.ones(f + 1)
+        return net
+
+    def float32_features(self) -> list[str]:
+        """Features whose values float32 cannot hold to their spread (mean beyond 256
+        standard deviations, the cache's threshold for storing a column centred): a network
+        that takes raw float32 features loses them."""
+        mean, std = self._units()
+        return [n for n, m, s in zip(self.features, mean, std) if abs(m) > 256 * s]
+
+    def network(self) -> Any:
+        """A MindSpore cell: float32 features (rows, features) in the data's units -> the
+        target (rows,) in its units, standardization built in (what train.export writes)."""
+        from mindspore import Tensor, nn, ops
+
+        net = self.model()
+        mean, std = self._units()
         # the same float32 arithmetic as training's standardization (pipeline/files.py)
         shift, scale = mean[:-1].astype(np.float32), (1.0 / std[:-1]).astype(np.float32)
         y_scale, y_shift = np.float32(std[-1]), np.float32(mean[-1])
@@ -81,11 +100,16 @@ class RunModel:
         return Predictor()
 
     def predict(self, x: np.ndarray, net: Any = None) -> np.ndarray:
-        """Predictions (rows,) for features x (rows, features) in the data's units."""
+        """Predictions (rows,) for features x (rows, features) in the data's units: centred
+        and scaled in float64 on the host (a column of 1e7 + a small signal keeps it), the
+        network in float32, back to the target's units in float64."""
         from mindspore import Tensor
 
-        net = net or self.network()
-        return net(Tensor(np.ascontiguousarray(x, np.float32))).asnumpy()
+        net = net or self.model()
+        mean, std = self._units()
+        z = ((np.asarray(x, np.float64) - mean[:-1]) / std[:-1]).astype(np.float32)
+        y = net(Tensor(np.ascontiguousarray(z))).asnumpy().astype(np.float64)[:, 0]
+        return y * std[-1] + mean[-1]
 
 
 def load_run(run_dir: Path, checkpoint: str = "") -> RunModel:
@@ -126,7 +150,10 @@ def _config(run_dir: Path) -> Config:
 
 
 def _step_of(name: str) -> int:
-    m = re.fullmatch(r"(?:ckpt-)?(\d+)(?:\.json|\.safetensors)?", Path(name).name)
+    if Path(name).name != name:
+        raise InferError(f"--ckpt {name!r}: a checkpoint of RUN_DIR, by step (100) or name "
+                         "(ckpt-00000100), not a path")
+    m = re.fullmatch(r"(?:ckpt-)?(\d+)(?:\.json|\.safetensors)?", name)
     if not m:
         raise InferError(f"--ckpt {name!r}: expected a step (100) or a checkpoint name "
                          "(ckpt-00000100)")

@@ -101,6 +101,9 @@ def load_yaml(path: str, warn: Any = None) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: not valid YAML{where}") from None
     except RecursionError:
         raise ConfigError(f"--config {path}: nested too deeply") from None
+    except (ValueError, TypeError) as e:  # a tag's value it cannot be (!!int abc), a list key
+        why = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--config {path}: not a valid config ({why})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

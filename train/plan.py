@@ -222,7 +222,11 @@ def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
                           "generated in known units")
     auto = {k: v for k, v in data.suggested(cfg, world).items()
             if getattr(cfg, k) in (None, "auto")}
-    cfg = dataclasses.replace(cfg, **auto)
+    # Absolute paths: the saved config then names the same files from any folder (a resume,
+    # train.predict --run, train.plot).
+    paths = {k: os.path.abspath(getattr(cfg, k)) for k in ("data", "eval_data")
+             if getattr(cfg, k)}
+    cfg = dataclasses.replace(cfg, **auto, **paths)
     if not cfg.synthetic:
         cfg = dataclasses.replace(
             cfg, steps_per_epoch=data.train_rows // cfg.global_batch_size(world))

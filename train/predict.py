@@ -1,67 +1,137 @@
 """`python -m train.predict RUN_DIR --data FILE [--out FILE] [--json] [--ckpt NAME]`: a trained
 model's predictions, in the target's own units, for every row of FILE.
 
-FILE is read as `--data` reads files (.csv, .npy, .npz, .mindrecord), with the same checks. A
-CSV's columns are matched to the run's features by name (any order; other columns ignored); the
-other formats hold the features by position (then, optionally, the target). With `--out`, the
-predictions go to a CSV with one column, `prediction`, in FILE's row order; without it, to
-stdout. When FILE holds the target, its metrics follow: the run's loss (Huber with its delta),
-MSE, MAE and R², all in the target's units (`--json`: one JSON object on stdout instead of the
-line). Exit codes: 0; 2 bad input (one line); 74 `--out` could not be written.
+FILE is read as `--data` reads files (.csv, .npy, .npz, .mindrecord). A CSV's columns are
+matched to the run's features by name (any order; other columns are not read); the other
+formats hold the features by position (then, optionally, the target). A feature that is not a
+finite number is refused naming its line. With `--out`, the predictions go to a CSV with one
+column, `prediction`, in FILE's row order; without it, to stdout. When FILE holds the target,
+its metrics follow, over the rows that have one (a blank target is a row without a label
+yet): the run's loss (Huber with its delta), MSE, MAE and R², all in the target's units
+(`--json`: one JSON object on stdout instead, with the predictions when there is no `--out`).
+Exit codes: 0; 2 bad input (one line); 74 `--out` could not be written.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.fileio import tmp_name
+from pipeline.fileio import finite_json, tmp_name
 from pipeline.formats import validated_chunks
 from pipeline.limits import DataError
 from train.infer import InferError, RunModel, load_run
 from train.output import IO_EXIT, one_line
 
+CHUNK = 1 << 16  # rows per network call
 
-def _columns(model: RunModel, names: list[str], path: Path) -> tuple[list[int], int | None]:
-    """Where FILE holds each feature, and the target (None: absent)."""
-    if path.suffix.lower() == ".csv":
-        missing = [f for f in model.features if f not in names]
+
+def _number(cell: str) -> float:
+    """A CSV cell as the training reader takes it (no `_` digit groups, no `#`)."""
+    if "_" in cell:
+        raise ValueError(cell)
+    return float(cell)
+
+
+def _csv_chunks(model: RunModel, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A CSV's features (by name) and target (NaN where blank, all NaN if absent), in chunks:
+    the other columns are not read, whatever they hold."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f)
+        names = [h.strip() for h in next(reader, [])]
+        missing = [c for c in model.features if c not in names]
         if missing:
             raise DataError(f"{path} has no column {missing[0]!r}, a feature of this run "
                             f"(features: {', '.join(model.features)}; the file's columns: "
-                            f"{', '.join(names)})")
+                            f"{', '.join(names) or 'none'})")
+        cols = [names.index(c) for c in model.features]
         target = names.index(model.target) if model.target in names else None
-        return [names.index(f) for f in model.features], target
+        xs: list[list[float]] = []
+        ys: list[float] = []
+        for line, row in enumerate(reader, start=2):
+            if not any(c.strip() for c in row):
+                continue  # blank lines are skipped (and counted)
+            if len(row) != len(names):
+                raise DataError(f"{path}: line {line} has {len(row)} cells, the header "
+                                f"{len(names)}")
+            xs.append(_features(row, cols, names, path, line))
+            ys.append(_label(row, target, names, path, line))
+            if len(xs) == CHUNK:
+                yield np.array(xs), np.array(ys)
+                xs, ys = [], []
+        if xs:
+            yield np.array(xs), np.array(ys)
+
+
+def _features(row: list[str], cols: list[int], names: list[str], path: Path,
+              line: int) -> list[float]:
+    values = []
+    for j in cols:
+        try:
+            v = _number(row[j])
+        except ValueError:
+            raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}): "
+                            f"{row[j].strip()!r} is not a number") from None
+        if not np.isfinite(v):
+            raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}) is {v}; "
+                            "a feature must be a finite number")
+        values.append(v)
+    return values
+
+
+def _label(row: list[str], target: int | None, names: list[str], path: Path,
+           line: int) -> float:
+    """The target of a row: NaN when absent or blank (a row without a label yet)."""
+    if target is None or not row[target].strip():
+        return float("nan")
+    try:
+        return _number(row[target])
+    except ValueError:
+        raise DataError(f"{path}: line {line}, column {target + 1} ({names[target]!r}): "
+                        f"{row[target].strip()!r} is not a number") from None
+
+
+def _other_chunks(model: RunModel, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """.npy, .npz, .mindrecord: the features by position, then optionally the target."""
+    names, chunks = validated_chunks(path, "", False, "--data", min_columns=1)
     f = len(model.features)
     if len(names) not in (f, f + 1):
         raise DataError(f"{path} has {len(names)} columns; this run's model takes {f} "
                         f"feature(s) ({', '.join(model.features)}), optionally then the target")
-    return list(range(f)), f if len(names) == f + 1 else None
-
-
-def predict_file(model: RunModel, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions for every row of `path`, and its target if it holds one."""
-    names, chunks = validated_chunks(path, "", False, "--data", min_columns=1)
-    cols, target = _columns(model, names, path)
-    net = model.network()
-    preds, ys = [], []
     for chunk in chunks:
-        preds.append(model.predict(chunk[:, cols], net).astype(np.float64))
-        if target is not None:
-            ys.append(chunk[:, target])
+        yield chunk[:, :f], (chunk[:, f] if len(names) == f + 1 else
+                             np.full(len(chunk), np.nan))
+
+
+def predict_file(model: RunModel, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions for every row of `path`, and its target (NaN where it has none)."""
+    from pipeline.formats import check_file
+
+    check_file(path)
+    chunks = _csv_chunks if path.suffix.lower() == ".csv" else _other_chunks
+    net = model.model()
+    preds, ys = [], []
+    for x, y in chunks(model, path):
+        preds.append(model.predict(x, net))
+        ys.append(y)
     if not preds:
         raise DataError(f"{path} holds no rows")
-    return np.concatenate(preds), (np.concatenate(ys) if target is not None else None)
+    return np.concatenate(preds), np.concatenate(ys)
 
 
 def metrics(model: RunModel, pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """The run's loss, MSE, MAE and R² of predictions against targets (the target's units)."""
+    """The run's loss, MSE, MAE and R² of predictions against targets (the target's units),
+    over the rows that have one."""
+    labelled = np.isfinite(y)
+    pred, y = pred[labelled], y[labelled]
     e = pred - y
     d = model.cfg.delta
     c = np.clip(e, -d, d)
@@ -89,7 +159,7 @@ def _write_csv(path: Path, pred: np.ndarray) -> None:
 
 def _line(path: Path, m: dict[str, Any], loss: str) -> str:
     r2 = "n/a" if m["r2"] is None else f"{m['r2']:.4f}"
-    return (f"{path}: {m['rows']} rows; {loss} loss {m[f'{loss}_loss']:.6g}, MSE "
+    return (f"{path}: {m['rows']} rows with a target; {loss} loss {m[f'{loss}_loss']:.6g}, MSE "
             f"{m['mse']:.6g}, MAE {m['mae']:.6g}, R² {r2} (target {m['target']!r}, its own "
             f"units; checkpoint {m['checkpoint']})")
 
@@ -102,11 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="rows to predict (.csv, .npy, "
                    ".npz, .mindrecord)")
     p.add_argument("--out", type=Path, help="write the predictions here (CSV); default stdout")
-    p.add_argument("--json", action="store_true", help="metrics as one JSON object")
+    p.add_argument("--json", action="store_true", help="one JSON object: the metrics, and "
+                   "the predictions when there is no --out")
     p.add_argument("--ckpt", default="", help="a checkpoint step or name (default: the newest "
                    "good one)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if args.out and args.out.resolve() == args.data.resolve():
+            raise DataError(f"--out {args.out} is the file to predict; choose another name")
         model = load_run(args.run_dir, args.ckpt)
         pred, y = predict_file(model, args.data)
     except (InferError, DataError) as e:
@@ -121,16 +194,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write {args.out} ({e.strerror or e}); nothing was replaced",
               file=sys.stderr)
         return IO_EXIT
-    found = metrics(model, pred, y) if y is not None else {"rows": len(pred)}
+    labelled = bool(np.isfinite(y).any())
+    found = metrics(model, pred, y) if labelled else {"rows": len(pred)}
+    found["predicted"] = len(pred)
     if args.out:
         found["out"] = str(args.out)
+    elif args.json:
+        found["predictions"] = [float(v) for v in pred]
     if args.json:
-        print(json.dumps(found))
-    elif y is not None:
+        print(json.dumps(finite_json(found)))
+    elif labelled:
         print(_line(args.data, found, model.cfg.loss), file=sys.stdout if args.out else sys.stderr)
     elif args.out:
         print(f"{args.data}: {len(pred)} rows predicted into {args.out} (no {model.target!r} "
-              "column: no metrics)")
+              "values: no metrics)")
     return 0
 
 

@@ -56,7 +56,9 @@ def final_lines(cfg: Any, summary: dict[str, Any], out_dir: Any) -> tuple[str, l
         what = f"learned {target} = {summary['b']:.4g} {terms} (the data's units)"
     conv = summary["convergence"]
     state = "converged" if summary["converged"] else "NOT converged"
-    if "relative_excess" in conv:
+    if conv.get("exact_fit"):
+        state += " (an exact fit, to float32 rounding)"
+    elif "relative_excess" in conv:
         state += f" ({_percent(conv['relative_excess'])} above the optimum)"
     if summary["eval_loss"] is None:
         line = f"{what}; no held-out rows; {state}; {out_dir}"
