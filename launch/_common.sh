@@ -74,11 +74,13 @@ preflight() {
 }
 
 # mark_job FILE: FILE, in LOG_DIR, marks this job's start; fresh_logs then lists the worker
-# logs written since (a shared LOG_DIR holds earlier jobs' and other nodes' logs too).
+# logs written since (a shared LOG_DIR holds earlier jobs' and other nodes' logs too). The
+# marker goes when the script ends: afterwards LOG_DIR holds the logs only.
 mark_job() {
   marker=$1
   mkdir -p "$LOG_DIR"
   touch "$marker"
+  trap 'rm -f "$marker"' EXIT
 }
 
 # fresh_logs: this job's worker logs, into the array $logs. A scheduler's SIGTERM reaches

@@ -57,7 +57,7 @@ def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):
     logs = sorted(p.name for p in (tmp_path / "o" / "logs").iterdir())
     assert logs == ["rank_0.log", "rank_1.log"]  # every rank keeps its own log
     launcher_logs = {p.name for p in (tmp_path / "launcher_logs").iterdir()}
-    assert {"worker_0.log", "worker_1.log", "scheduler.log"} <= launcher_logs
+    assert launcher_logs == {"worker_0.log", "worker_1.log", "scheduler.log", "msrun_node0.log"}
     # Rank 1 is silent on the console and writes none of the run files; rank 0's log is echoed.
     assert "epoch 1/1" not in (tmp_path / "launcher_logs" / "worker_1.log").read_text()
     assert "epoch 1/1" in r.stdout
