@@ -67,9 +67,14 @@ preflight() {
   fi
   python -m train "$@" --dry_run > "$out" &
   pre=$!
+  if [[ -n "${stop:-}" ]]; then kill -"$stop" "$pre" 2>/dev/null || true; fi  # one already here
   wait_for "$pre"
   pre=''
   plan=$(cat "$out"); rm -f "$out"
+  if [[ -n "${stop:-}" ]] && (( rc > 128 )); then  # ended by it before its handlers existed
+    echo "stopped: SIG$stop before the job started; nothing ran" >&2
+    rc=75
+  fi
   return "$rc"
 }
 
@@ -87,10 +92,11 @@ mark_job() {
 # every process of the job (Slurm signals the whole step), a find of ours among them: one
 # killed mid-read is run again, never taken for "no logs".
 fresh_logs() {
-  local out rc
+  local out rc newer=(-newer "$marker")
+  [[ -e "$marker" ]] || newer=()  # removed under us (a cleaned LOG_DIR): every worker log
   while :; do
     rc=0
-    out=$(find "$LOG_DIR" -maxdepth 1 -name 'worker_*.log' -newer "$marker" 2>/dev/null) || rc=$?
+    out=$(find "$LOG_DIR" -maxdepth 1 -name 'worker_*.log' "${newer[@]}" 2>/dev/null) || rc=$?
     (( rc > 128 )) || break
   done
   logs=()

@@ -75,6 +75,9 @@ if [[ -n "$stop" ]]; then
   exit 75
 fi
 mark_job "$LOG_DIR/.job"  # (ranks on other hosts write their logs there only if it is shared)
+for ((r = 0; r < NPROC; r++)); do  # the ranks append: a log of an earlier job starts afresh
+  rm -f "$LOG_DIR/worker_$r.log"
+done
 
 # mpirun's "one or more processes exited with non-zero status" block, for ranks that stopped
 # with 75 as asked, says nothing the ranks' own `stopped:` lines do not.
@@ -93,9 +96,10 @@ python -m train.cluster exec-supervised --keep-signals "$MPIRUN" -n "$NPROC" $MP
   python -m train "$@" 2> >(quiet_stops) &
 pid=$!
 wait_for "$pid"
-fresh_logs
-if [[ -n "$stop" && $rc -ne 0 && $rc -ne 75 && ${#logs[@]} -eq 0 ]]; then
-  # Ranks ended by the signal before they had a log (their handlers come first): none trained.
+job_lines
+if [[ -n "$stop" && $rc -ne 0 && $rc -ne 75 && "$found" != *"error: "* ]]; then
+  # Ranks ended by the signal before their handlers were installed (the others stopped as
+  # asked, before training began: the handlers come first), none failed: none trained.
   echo "stopped: SIG$stop while the job was starting; nothing was trained" >&2
   rc=75
 fi

@@ -55,7 +55,7 @@ pid='' stop=''
 forward() {
   stop=$1
   if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi  # the dry run
-  if [[ -n "$pid" ]]; then python -m train.cluster term-workers "$pid" "$1"; fi
+  if [[ -n "$pid" ]]; then python -m train.cluster term-workers "$pid" "$1" || true; fi
   true
 }
 trap 'forward TERM' TERM

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -74,7 +75,8 @@ def _digest(data: Any) -> str:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     """A cache record, or None when it is absent, damaged or edited (then it is made again):
-    its content must match the checksum it was written with."""
+    its content must match the checksum it was written with (unkeyed: it catches damage and
+    hand edits, not a writer who re-signs; `_usable` then checks what the record claims)."""
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):
@@ -190,25 +192,31 @@ def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
         return False
     columns, offset = meta["columns"], meta.get("offset")
     if not (columns and all(isinstance(c, str) for c in columns) and meta["rows"] >= 0
-            and _finite([meta["max_abs"]])):
+            and finite_numbers([meta["max_abs"]])):
         return False
     if offset is not None and not (isinstance(offset, list) and len(offset) == len(columns)
-                                   and _finite(offset)):
+                                   and finite_numbers(offset)):
         return False
-    if meta["table"] == str(path.resolve()):
-        return True
     table = Path(meta["table"])
     try:
-        return (table.parent == cache_dir() and table.stat().st_size == meta.get("table_bytes")
-                and sampled_hash(table) == meta.get("table_hash"))
-    except OSError:
+        if meta["table"] != str(path.resolve()) and not (
+                table.parent == cache_dir() and table.stat().st_size == meta.get("table_bytes")
+                and sampled_hash(table) == meta.get("table_hash")):
+            return False
+        with open(table, "rb") as f:
+            shape, fortran, dtype = npy_header(f, table)
+    except (OSError, DataError):
         return False
+    # the record's shape is the table's (a record of other columns would misread it)
+    return shape == (meta["rows"], len(columns)) and dtype == np.float32 and not fortran
 
 
-def _finite(values: list[Any]) -> bool:
-    """All plain finite numbers (JSON's true is an int to Python: not a number here)."""
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-               for v in values)
+def finite_numbers(values: list[Any]) -> bool:
+    """All plain finite numbers (JSON's true is an int to Python: not a number here; an
+    integer too large for a float is not one either)."""
+    return all(not isinstance(v, bool) and (
+        (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, int) and abs(v) < 1e308))
+        for v in values)
 
 
 def sampled_hash(path: Path, block: int = 1 << 16, blocks: int = 64) -> str:

@@ -71,16 +71,18 @@ _STATS_LISTS = ("mean", "std", "min", "max")
 
 
 def _stats_usable(stats: dict[str, Any] | None, columns: int) -> bool:
-    """A cached statistics record with every field, of the right types and lengths."""
+    """A cached statistics record with every field, of the right types, lengths and signs
+    (a record claiming a constant column or a zero delta is computed again, not trusted)."""
     if not isinstance(stats, dict):
         return False
     try:
         ok = all(len(stats[k]) == columns for k in _STATS_LISTS) and \
             len(stats["ls_w"]) == columns - 1
+        positive = [*stats["std"], stats["delta"], stats["curvature_std"]]
         numbers = [*(v for k in _STATS_LISTS for v in stats[k]), *stats["ls_w"], stats["ls_b"],
                    stats["delta"], stats["curvature_std"], stats["curvature_raw"]]
-        return ok and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                          for v in numbers)
+        return (ok and cache.finite_numbers(numbers) and all(v > 0 for v in positive)
+                and stats["curvature_raw"] >= 0)
     except (KeyError, TypeError):
         return False
 
@@ -156,7 +158,9 @@ class FileData:
                                                 stop=stop)
         self.path, self.table = path, _map(table_path, path)
         if len(self.table) == 0:
-            raise DataError(f"{path} holds no rows (only a header?)")
+            dropped = self.meta["dropped_nonfinite"]
+            why = f"all {dropped} dropped as non-finite" if dropped else "only a header?"
+            raise DataError(f"{path} holds no rows ({why})")
         self.mapped = MappedFile(table_path)  # the run stops if it changes (pipeline/guard.py)
         self.offset = _offset(self.meta, self.table.shape[1])
         self.eval_table, self.eval_id, self.eval_offset, self.eval_columns = None, None, None, None

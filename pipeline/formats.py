@@ -45,7 +45,8 @@ def check_file(path: Path, what: str = "--data") -> None:
         raise DataError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
 
 
-def npy_header(f: Any, path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
+def npy_header(f: Any, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """A .npy header: shape, Fortran order, dtype; DataError when it is not one."""
     try:
         version = np.lib.format.read_magic(f)
         # NumPy's public readers (its private one is gone in NumPy 2); version 3 (UTF-8 field

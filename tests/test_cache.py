@@ -65,7 +65,9 @@ def _resign(meta, record):
 
 
 @pytest.mark.parametrize("damage", ["stats {}", "truncated table", "replaced table",
-                                    "edited record", "re-signed text offset"])
+                                    "edited record", "re-signed text offset",
+                                    "re-signed huge max_abs", "re-signed column dropped",
+                                    "re-signed stats std 0"])
 def test_a_damaged_cache_entry_is_made_again(sensors, monkeypatch, tmp_path, damage):
     """The cache is ours: an entry that is not what it claims (its checksum; its fields'
     types; the table's size and sampled hash) is rebuilt, never trusted and never blamed on
@@ -76,10 +78,17 @@ def test_a_damaged_cache_entry_is_made_again(sensors, monkeypatch, tmp_path, dam
     rows = good.sample_rows(1000)
     meta, table = _table_entry(path)
     record = json.loads(meta.read_text())["record"]
-    if damage == "stats {}":
+    if damage in ("stats {}", "re-signed stats std 0"):
         for p in _entries(".json"):
-            if "mean" in json.loads(p.read_text())["record"]:
-                _resign(p, {})
+            stats = json.loads(p.read_text())["record"]
+            if "mean" in stats:
+                zero = {**stats, "std": [0] * len(stats["std"])}
+                _resign(p, {} if damage == "stats {}" else zero)
+    elif damage == "re-signed huge max_abs":
+        _resign(meta, {**record, "max_abs": 10 ** 400})
+    elif damage == "re-signed column dropped":
+        offset = record["offset"] and record["offset"][1:]
+        _resign(meta, {**record, "columns": record["columns"][1:], "offset": offset})
     elif damage == "edited record":
         meta.write_text(meta.read_text().replace(f'"rows": {record["rows"]}',
                                                  f'"rows": {record["rows"] - 1}'))
@@ -93,6 +102,7 @@ def test_a_damaged_cache_entry_is_made_again(sensors, monkeypatch, tmp_path, dam
     again, _ = open_(path)
     np.testing.assert_array_equal(again.sample_rows(1000)[0], rows[0])
     assert again.data_stats["mean"] == good.data_stats["mean"]
+    assert again.columns == good.columns
 
 
 def test_temporaries_of_dead_writers_are_swept(sensors, monkeypatch, tmp_path):

@@ -92,6 +92,7 @@ def test_yaml_bools_are_written_as_the_flags_take_them(tmp_path):
     ("lr: fast\n", "lr: expected a number, got 'fast'"),
     ("batch_size: 1.5\n", "batch_size: expected an integer"),
     ("quiet: 2\n", "quiet: expected true or false"),
+    ("quiet: 1.0\n", "quiet: expected true or false"),  # as --quiet 1.0
     ("quiet: yes\n", "quiet: expected true or false"),  # YAML 1.2: a string, as --quiet yes
     ("lr: !!int abc\n", "not a valid config"),
     ("lr: !!python/name:os.system\n", "not valid YAML"),

@@ -77,7 +77,21 @@ def test_an_exact_fit_has_converged():
     y = (x @ np.array([1.0, 2.0, 3.0]) + 0.5)[:, None]
     exact = np.array([1.0, 2.0, 3.0, 0.5]) + np.array([3e-8, -2e-8, 1e-8, 2e-8])
     got = measure(linear(exact), [], "mse", 1.0, [(x, y)])
-    assert got["relative_excess"] > TOL and got["excess"] <= EXACT * np.mean(y ** 2)
+    assert got["relative_excess"] > TOL and got["excess"] <= EXACT * np.var(y)
     assert got["converged"] and got["exact_fit"]
     off = measure(linear(exact + np.array([0, 0, 0, 1e-3])), [], "mse", 1.0, [(x, y)])
     assert not off["converged"] and not off["exact_fit"]
+
+
+def test_targets_far_from_zero_are_no_exact_fit():
+    """The exact-fit bound follows the targets' spread, not their distance from zero: an
+    unstandardized y = 300 + 0.5 x + small noise, a quarter above its optimum, has not
+    converged (a bound on the raw mean square, 9e-5, would have called it exact)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 1))
+    y = 300 + 0.5 * x + rng.normal(0, 0.01, (2000, 1))
+    best = np.linalg.lstsq(np.c_[x, np.ones(len(x))], y[:, 0], rcond=None)[0]
+    got = measure({"weight": np.array([best[:-1]]), "bias": np.array([best[-1] + 0.005])}, [],
+                  "mse", 1.0, [(x, y)])
+    assert got["excess"] < EXACT * np.mean(y ** 2) and got["relative_excess"] > 0.1
+    assert not got["converged"] and not got["exact_fit"]

@@ -90,6 +90,8 @@ BAD = {
                                "line 3, column 1 ('a'): '#4' is not a number"),
     "only a header": (lambda t: bad_csv(t, "a,b,y\n"), {}, "bad.csv holds no rows (only a "
                                                            "header?)"),
+    "every row dropped": (lambda t: bad_csv(t, "a,y\n1,nan\ninf,2\n"), {"drop_nonfinite": True},
+                          "bad.csv holds no rows (all 2 dropped as non-finite)"),
     "constant target": (lambda t: bad_csv(t, "a,y\n" + "".join(f"{i},5\n" for i in range(99))),
                         {}, "column 'y' has the same value in every training row"),
     "constant bool .npy": (lambda t: np.save(t / "b.npy", np.c_[np.arange(99) % 2 == 0,

@@ -67,6 +67,8 @@ def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):
 
 @pytest.mark.parametrize("backend", ["mindspore", "mpi"])
 def test_mpirun_two_ranks_reproduce_one_process(tmp_path, single_b16, backend):
+    (tmp_path / "launcher_logs").mkdir()  # an earlier job's log: this job's starts afresh
+    (tmp_path / "launcher_logs" / "worker_1.log").write_text("error: rank 1: an earlier job\n")
     r = mpirun([*TINY, "--batch_size", "8", "--outlier_fraction", "0.2", "--out", "o",
                 "--grad_backend", backend], tmp_path, MASTER_ADDR="localhost")  # a host name
     assert r.returncode == 0, r.stderr[-2000:]
@@ -75,6 +77,7 @@ def test_mpirun_two_ranks_reproduce_one_process(tmp_path, single_b16, backend):
     assert s["world_size"] == 2 and s["launch"] == "mpi"
     launcher_logs = {p.name for p in (tmp_path / "launcher_logs").iterdir()}
     assert launcher_logs == {"worker_0.log", "worker_1.log", "scheduler.log"}
+    assert "earlier job" not in (tmp_path / "launcher_logs" / "worker_1.log").read_text()
     assert "learned w" in r.stdout  # rank 0 keeps the console
     assert leftovers() == []
 
@@ -306,6 +309,17 @@ def test_a_stop_signal_during_the_pre_flight_check_stops_it_at_once(tmp_path, po
     assert "stopped: SIGTERM: stopped during the dry run" in proc.stderr.read()
     assert not (tmp_path / "logs").exists() and not (tmp_path / "o").exists()
     assert leftovers() == []
+
+
+def test_a_stop_signal_before_the_pre_flight_check_ends_it_with_75(tmp_path):
+    """A signal that reached the script before the dry run began (its trap ran after a
+    foreground command) is passed on as the dry run starts, before its handlers exist: the
+    dry run dies of it, and the script's pre-flight says stopped, 75, having written nothing."""
+    script = f'set -euo pipefail; . "{LAUNCH}/_common.sh"; stop=TERM; preflight "$@"'
+    r = run(["bash", "-c", script, "preflight", *TINY, "--out", "o"], tmp_path, timeout=60)
+    assert r.returncode == 75, r.stderr[-2000:]
+    assert r.stderr.strip() == "stopped: SIGTERM before the job started; nothing ran"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_msrun_console_shows_the_trainers_lines(tmp_path, port):

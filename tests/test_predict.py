@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO, TINY, finished_run, run, write_csv
+from helpers import REPO, TINY, finished_run, put, run, write_csv
 
 DIABETES = REPO / "tests" / "data" / "diabetes.csv"
 
@@ -139,6 +139,17 @@ BAD = {
     "only a header": (lambda t, a, n: write_csv(t / "h.csv", n, []), "", "h.csv holds no rows"),
     "a feature that is NaN": (lambda t, a, n: write_csv(t / "nan.csv", n, [[float("nan")] * 11]),
                               "", "line 2, column 1 ('age') is nan"),
+    "a target that is inf": (lambda t, a, n: write_csv(t / "inf.csv", n, [[1.0] * 10 + ["inf"]]),
+                             "", "line 2, column 11 ('target') is inf; a target must be"),
+    "a row of empty cells": (lambda t, a, n: put(t / "e.csv", ",".join(n) + "\n" + "1," * 10
+                                                 + "1\n" + "," * 10 + "\n"), "",
+                             "line 3, column 1 ('age'): '' is not a number"),
+    "a column named twice": (lambda t, a, n: write_csv(t / "d.csv", [*n, "bmi"], [[1.0] * 12]),
+                             "", "names column 'bmi' twice"),
+    # (past the csv module's cell limit, which importing MindSpore raises to 10 MiB)
+    "an unclosed quote": (lambda t, a, n: put(t / "q.csv", ",".join(n) + ",note\n" + "1," * 11
+                                              + '"' + "x" * (16 << 20) + "\n"), "",
+                          "q.csv: line 2: not readable as CSV (field larger than field limit"),
 }
 
 

@@ -291,7 +291,7 @@ def coerce(name: str, value: Any) -> Any:
         value = ",".join(map(str, value))  # `hidden: [64, 64]` is `--hidden 64,64`
     if name == "hidden" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if want is bool and value in (0, 1) and not isinstance(value, bool):
+    if want is bool and type(value) is int and value in (0, 1):
         value = bool(value)  # `quiet: 1`, as `--quiet 1`
     if name == "loss_scale" and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = repr(value)  # `loss_scale: 1024` in YAML means the number

@@ -9,7 +9,7 @@ optimum: excess = g'H^-1g / 2, with g and H the gradient and Hessian over the ob
 (H = X'X/n for MSE, X'diag(|e| <= delta)X/n for Huber; X = [features, 1] for the linear model,
 [last hidden layer, 1] for an MLP). The run has converged when that excess is at most `TOL` of
 the objective: within 0.1% of the optimum; or, for an exact fit (whose objective is float32
-rounding, and so relative to it is any excess), at most `EXACT` of the targets' mean square.
+rounding, and so relative to it is any excess), at most `EXACT` of the targets' variance.
 For an MLP this assesses the output layer given the hidden ones (a necessary condition, not a
 sufficient one); README says so.
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 TOL = 1e-3  # converged: the objective within 0.1% of its optimum
-EXACT = 1e-9  # also converged: the excess at most this fraction of the targets' mean square
+EXACT = 1e-9  # also converged: the excess at most this fraction of the targets' variance
 CRITERION = ("a Newton step's estimate of how far the training objective is above its "
              "optimum, relative to the objective")
 
@@ -52,13 +52,14 @@ def measure(params: dict[str, np.ndarray], hidden: list[int], loss: str, delta: 
     objective rows (x, y in training units; `delta` in those units too)."""
     theta = _output_layer(params, hidden)
     p = len(theta)
-    n, total, grad, hess, square = 0, 0.0, np.zeros(p), np.zeros((p, p)), 0.0
+    n, total, grad, hess = 0, 0.0, np.zeros(p), np.zeros((p, p))
+    t_sum = t_square = 0.0
     for x, y in rows:
         h = _output_inputs(params, hidden, np.asarray(x, np.float64))
         xt = np.concatenate([h, np.ones((len(h), 1))], axis=1)
         t = np.asarray(y, np.float64).ravel()
         e = xt @ theta - t
-        square += float(t @ t)
+        t_sum, t_square = t_sum + float(t.sum()), t_square + float(t @ t)
         if loss == "huber":
             c = np.clip(e, -delta, delta)
             total += float((c * (e - 0.5 * c)).sum())
@@ -79,7 +80,9 @@ def measure(params: dict[str, np.ndarray], hidden: list[int], loss: str, delta: 
     outside = np.linalg.norm(hess @ step - grad) > 1e-6 * max(np.linalg.norm(grad), 1e-30)
     excess = float("inf") if outside else 0.5 * float(grad @ step)
     relative = excess / max(objective, 1e-300)
-    exact = excess <= EXACT * square / n
+    # Centred: the scale of what a fit explains (targets far from zero must not widen it).
+    variance = max(t_square / n - (t_sum / n) ** 2, 0.0)
+    exact = excess <= EXACT * variance
     return {"criterion": CRITERION, "rows": n, "objective": objective, "excess": excess,
             "relative_excess": relative, "tol": TOL, "exact_fit": bool(exact and relative > TOL),
             "converged": bool(relative <= TOL or exact),

@@ -46,29 +46,43 @@ def _csv_chunks(model: RunModel, path: Path) -> Iterator[tuple[np.ndarray, np.nd
     the other columns are not read, whatever they hold."""
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
-        names = [h.strip() for h in next(reader, [])]
-        missing = [c for c in model.features if c not in names]
-        if missing:
-            raise DataError(f"{path} has no column {missing[0]!r}, a feature of this run "
-                            f"(features: {', '.join(model.features)}; the file's columns: "
-                            f"{', '.join(names) or 'none'})")
-        cols = [names.index(c) for c in model.features]
-        target = names.index(model.target) if model.target in names else None
-        xs: list[list[float]] = []
-        ys: list[float] = []
-        for line, row in enumerate(reader, start=2):
-            if not any(c.strip() for c in row):
-                continue  # blank lines are skipped (and counted)
-            if len(row) != len(names):
-                raise DataError(f"{path}: line {line} has {len(row)} cells, the header "
-                                f"{len(names)}")
-            xs.append(_features(row, cols, names, path, line))
-            ys.append(_label(row, target, names, path, line))
-            if len(xs) == CHUNK:
-                yield np.array(xs), np.array(ys)
-                xs, ys = [], []
-        if xs:
+        try:
+            yield from _csv_rows(model, path, reader)
+        except csv.Error as e:  # a cell over the csv module's size limit, an unclosed quote
+            raise DataError(f"{path}: line {reader.line_num}: not readable as CSV ({e})"
+                            ) from None
+
+
+def _csv_rows(model: RunModel, path: Path,
+              reader: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    names = [h.strip() for h in next(reader, [])]
+    missing = [c for c in model.features if c not in names]
+    if missing:
+        raise DataError(f"{path} has no column {missing[0]!r}, a feature of this run "
+                        f"(features: {', '.join(model.features)}; the file's columns: "
+                        f"{', '.join(names) or 'none'})")
+    twice = [c for c in [*model.features, model.target] if names.count(c) > 1]
+    if twice:
+        raise DataError(f"{path}: the header names column {twice[0]!r} twice; which one is "
+                        "meant is not known")
+    cols = [names.index(c) for c in model.features]
+    target = names.index(model.target) if model.target in names else None
+    xs: list[list[float]] = []
+    ys: list[float] = []
+    for row in reader:
+        if len(row) <= 1 and not "".join(row).strip():
+            continue  # a blank line (a row of empty cells is a row: refused below)
+        line = reader.line_num
+        if len(row) != len(names):
+            raise DataError(f"{path}: line {line} has {len(row)} cells, the header "
+                            f"{len(names)}")
+        xs.append(_features(row, cols, names, path, line))
+        ys.append(_label(row, target, names, path, line))
+        if len(xs) == CHUNK:
             yield np.array(xs), np.array(ys)
+            xs, ys = [], []
+    if xs:
+        yield np.array(xs), np.array(ys)
 
 
 def _features(row: list[str], cols: list[int], names: list[str], path: Path,
@@ -93,10 +107,14 @@ def _label(row: list[str], target: int | None, names: list[str], path: Path,
     if target is None or not row[target].strip():
         return float("nan")
     try:
-        return _number(row[target])
+        v = _number(row[target])
     except ValueError:
         raise DataError(f"{path}: line {line}, column {target + 1} ({names[target]!r}): "
                         f"{row[target].strip()!r} is not a number") from None
+    if not np.isfinite(v):
+        raise DataError(f"{path}: line {line}, column {target + 1} ({names[target]!r}) is {v}; "
+                        "a target must be a finite number, or blank for a row without one")
+    return v
 
 
 def _other_chunks(model: RunModel, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -144,6 +162,17 @@ def metrics(model: RunModel, pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
             "units": "the target's own units", "checkpoint": model.checkpoint.stem}
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """True when writing `a` would replace `b` (the same file, by any name)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare where they would be
+        try:
+            return a.resolve() == b.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: no file to replace there
+            return False
+
+
 def _write_csv(path: Path, pred: np.ndarray) -> None:
     """The predictions as a one-column CSV, atomically."""
     tmp = tmp_name(path)
@@ -178,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                    "good one)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if args.out and args.out.resolve() == args.data.resolve():
+        if args.out and _same_file(args.out, args.data):
             raise DataError(f"--out {args.out} is the file to predict; choose another name")
         model = load_run(args.run_dir, args.ckpt)
         pred, y = predict_file(model, args.data)
