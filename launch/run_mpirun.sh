@@ -99,8 +99,10 @@ wait_for "$pid"
 job_lines
 if [[ -n "$stop" && $rc -ne 0 && $rc -ne 75 && "$found" != *"error: "* ]]; then
   # Ranks ended by the signal before their handlers were installed (the others stopped as
-  # asked, before training began: the handlers come first), none failed: none trained.
-  echo "stopped: SIG$stop while the job was starting; nothing was trained" >&2
+  # asked), and none failed: a resume is safe (checkpoints are whole or absent).
+  if [[ "$found" != *"stopped: "* ]]; then
+    echo "stopped: SIG$stop while the job was starting; nothing was trained" >&2
+  fi
   rc=75
 fi
 sleep 0.2  # let the stderr filter print the last lines
