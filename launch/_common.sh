@@ -72,10 +72,20 @@ preflight() {
   pre=''
   plan=$(cat "$out"); rm -f "$out"
   if [[ -n "${stop:-}" ]] && (( rc > 128 )); then  # ended by it before its handlers existed
-    echo "stopped: SIG$stop before the job started; nothing ran" >&2
+    stopped_before_start
     rc=75
   fi
   return "$rc"
+}
+
+# signal_preflight SIG: pass a stop signal on to the pre-flight dry run, if one is running.
+signal_preflight() {
+  if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi
+}
+
+# stopped_before_start: the line for a stop signal that came before anything ran (exit 75).
+stopped_before_start() {
+  echo "stopped: SIG$stop before the job started; nothing ran" >&2
 }
 
 # mark_job FILE: FILE, in LOG_DIR, marks this job's start; fresh_logs then lists the worker

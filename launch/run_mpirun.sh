@@ -35,7 +35,7 @@ export CLUSTER_TIMEOUT LOG_DIR MS_NODE_TIMEOUT=$NODE_TIMEOUT
 pid='' stop=''
 forward() {
   stop=$1
-  if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi  # the dry run
+  signal_preflight "$1"
   if [[ -n "$pid" ]]; then kill -USR1 "$pid" 2>/dev/null || true; fi
 }
 trap 'forward TERM' TERM
@@ -71,7 +71,7 @@ if [[ $EUID -eq 0 ]]; then  # containers run as root; Open MPI refuses that unle
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 if [[ -n "$stop" ]]; then
-  echo "stopped: SIG$stop before the job started; nothing ran" >&2
+  stopped_before_start
   exit 75
 fi
 mark_job "$LOG_DIR/.job"  # (ranks on other hosts write their logs there only if it is shared)
@@ -92,7 +92,7 @@ quiet_stops() {
        { print; fflush() }' >&2
 }
 # shellcheck disable=SC2086  # MPI_ARGS is a list of flags
-python -m train.cluster exec-supervised --keep-signals "$MPIRUN" -n "$NPROC" $MPI_ARGS \
+python -m train.cluster exec-supervised "$MPIRUN" -n "$NPROC" $MPI_ARGS \
   python -m train "$@" 2> >(quiet_stops) &
 pid=$!
 wait_for "$pid"

@@ -54,7 +54,7 @@ export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (schedul
 pid='' stop=''
 forward() {
   stop=$1
-  if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi  # the dry run
+  signal_preflight "$1"
   if [[ -n "$pid" ]]; then python -m train.cluster term-workers "$pid" "$1" || true; fi
   true
 }
@@ -87,7 +87,7 @@ done
 if [[ "$NODE_RANK" == 0 ]]; then rm -f "$LOG_DIR/scheduler.log"; fi
 rm -f "$LOG_DIR/msrun_node$NODE_RANK.log"
 if [[ -n "$stop" ]]; then
-  echo "stopped: SIG$stop before the job started; nothing ran" >&2
+  stopped_before_start
   exit 75
 fi
 # msrun's own `tail -f` would outlive a killed msrun: the script tails instead (tail --pid

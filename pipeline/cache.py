@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import math
 import os
 import re
 import socket
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fileio import tmp_name, write_atomic
+from pipeline.fileio import finite_numbers, tmp_name, write_atomic
 from pipeline.formats import NpyWriter, check_file, npy_header, validated_chunks
 from pipeline.limits import DataError
 
@@ -65,8 +64,7 @@ def cache_dir() -> Path:
 
 def entry_key(*parts: Any) -> str:
     """A cache entry's name: a hash of the cache version and what the entry depends on."""
-    return hashlib.sha256(json.dumps([CACHE_VERSION, *parts], sort_keys=True).encode()
-                          ).hexdigest()[:20]
+    return _digest([CACHE_VERSION, *parts])[:20]
 
 
 def _digest(data: Any) -> str:
@@ -152,12 +150,12 @@ def canonical(path: Path, target: str, drop_nonfinite: bool, what: str = "--data
     sweep_temporaries()
     if path.suffix.lower() == ".npy" and _is_float32_c(path):
         # nothing to convert: no lock
-        return _make_table(path, target, drop_nonfinite, key, ident, stop)
+        return _make_table(path, target, drop_nonfinite, key, ident, stop, direct=True)
     with CacheLock(key, stop):
         meta = read_json(meta_path)  # another rank may have made it while we waited
         if _usable(meta, path):
             return Path(meta["table"]), meta  # type: ignore[index]
-        return _make_table(path, target, drop_nonfinite, key, ident, stop)
+        return _make_table(path, target, drop_nonfinite, key, ident, stop, direct=False)
 
 
 def check_index(path: Path) -> None:
@@ -211,14 +209,6 @@ def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
     return shape == (meta["rows"], len(columns)) and dtype == np.float32 and not fortran
 
 
-def finite_numbers(values: list[Any]) -> bool:
-    """All plain finite numbers (JSON's true is an int to Python: not a number here; an
-    integer too large for a float is not one either)."""
-    return all(not isinstance(v, bool) and (
-        (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, int) and abs(v) < 1e308))
-        for v in values)
-
-
 def sampled_hash(path: Path, block: int = 1 << 16, blocks: int = 64) -> str:
     """SHA-256 of a file's size and of `blocks` evenly spread blocks of it (all of a small
     file): a truncated, damaged or replaced table shows, for a few MB of reading."""
@@ -265,10 +255,9 @@ def sweep_temporaries() -> None:
 
 
 def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str, ident: dict[str, Any],
-                stop: Callable[[], None] | None) -> tuple[Path, dict[str, Any]]:
-    """The validating pass, and the conversion when one is needed (a float32 .npy is mapped
-    as it is, unless rows must be dropped)."""
-    direct = path.suffix.lower() == ".npy" and _is_float32_c(path)
+                stop: Callable[[], None] | None, direct: bool) -> tuple[Path, dict[str, Any]]:
+    """The validating pass, and the conversion when one is needed (a `direct` file, a float32
+    .npy, is mapped as it is, unless rows must be dropped)."""
     if direct:
         counts: dict[str, Any] = {}
         names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts)

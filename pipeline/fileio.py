@@ -52,3 +52,11 @@ def finite_json(obj: Any) -> Any:
 def json_text(obj: Any, indent: int | None = None) -> str:
     """Strict JSON of `obj` (non-finite numbers as null)."""
     return json.dumps(finite_json(obj), indent=indent, allow_nan=False)
+
+
+def finite_numbers(values: list[Any]) -> bool:
+    """All plain finite numbers (JSON's true is an int to Python: not a number here; an
+    integer too large for a float is not one either)."""
+    return all(not isinstance(v, bool) and (
+        (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, int) and abs(v) < 1e308))
+        for v in values)

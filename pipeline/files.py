@@ -32,7 +32,7 @@ from pipeline import cache
 from pipeline.guard import MappedFile
 from pipeline.limits import F32_MAX, F32_TINY, MAX_ABS_VALUE, DataError
 from pipeline.split import Split
-from pipeline.stats import statistics
+from pipeline.stats import statistics, usable
 
 # Automatic training values for a file (README "Training on a file: automatic values"): the
 # global batch is the largest power of two <= train rows / ROWS_PER_BATCH, at most MAX_BATCH
@@ -67,26 +67,6 @@ def _offset(meta: dict[str, Any], columns: int) -> np.ndarray:
     return np.zeros(columns) if found is None else np.asarray(found, np.float64)
 
 
-_STATS_LISTS = ("mean", "std", "min", "max")
-
-
-def _stats_usable(stats: dict[str, Any] | None, columns: int) -> bool:
-    """A cached statistics record with every field, of the right types, lengths and signs
-    (a record claiming a constant column or a zero delta is computed again, not trusted)."""
-    if not isinstance(stats, dict):
-        return False
-    try:
-        ok = all(len(stats[k]) == columns for k in _STATS_LISTS) and \
-            len(stats["ls_w"]) == columns - 1
-        positive = [*stats["std"], stats["delta"], stats["curvature_std"]]
-        numbers = [*(v for k in _STATS_LISTS for v in stats[k]), *stats["ls_w"], stats["ls_b"],
-                   stats["delta"], stats["curvature_std"], stats["curvature_raw"]]
-        return (ok and cache.finite_numbers(numbers) and all(v > 0 for v in positive)
-                and stats["curvature_raw"] >= 0)
-    except (KeyError, TypeError):
-        return False
-
-
 def _map(table: Path, source: Path) -> np.ndarray:
     """The canonical table, memory-mapped; DataError if it is not a readable .npy."""
     try:
@@ -102,7 +82,7 @@ class FileStream:
     ~10k blocks instead of 65k rows."""
 
     def __init__(self, table: np.ndarray, split: Split, shift: np.ndarray | None,
-                 scale: np.ndarray | None, mapped: MappedFile | None = None) -> None:
+                 scale: np.ndarray | None, mapped: MappedFile) -> None:
         self.table, self.split, self.shift, self.scale = table, split, shift, scale
         self.mapped = mapped  # asked before every read: a rewritten file stops the run
         self.features = table.shape[1] - 1
@@ -121,7 +101,7 @@ class FileStream:
         return a
 
     def _gather(self, epoch: int, start: int, count: int) -> np.ndarray:
-        if self.mapped is not None and self.mapped.changed():
+        if self.mapped.changed():
             raise DataError(f"{self.mapped.path} changed while training")
         blocks, starts = self.split.order(epoch)
         bs = self.split.bs
@@ -171,7 +151,7 @@ class FileData:
         key = cache.entry_key("stats", self.meta["source"], cfg.target, cfg.drop_nonfinite,
                               cfg.seed, cfg.eval_fraction, self.eval_id)
         self.stats = cache.read_json(cache.cache_dir() / f"{key}.json")
-        if not _stats_usable(self.stats, self.table.shape[1]):  # absent or damaged: again
+        if not usable(self.stats, self.table.shape[1]):  # absent or damaged: again
             self.stats = statistics(self.table, self.split, self.offset)
             cache.write_json(cache.cache_dir() / f"{key}.json", self.stats)
         self.features = self.table.shape[1] - 1
@@ -234,7 +214,7 @@ class FileSource:
 
     def __init__(self, data: FileData, cfg: Any, world: int, auto_delta: bool) -> None:
         self.cfg, self.meta, self.split, self.auto_delta = cfg, data.meta, data.split, auto_delta
-        self.path, self.eval_table, self.identity = data.path, data.eval_table, data.identity
+        self.path, self.eval_table = data.path, data.eval_table
         self.features, self.max_abs = data.features, data.max_abs
         self.global_batch = cfg.global_batch_size(world)
         self.steps_per_epoch = cfg.steps_per_epoch
@@ -303,12 +283,9 @@ class FileSource:
     def objective_rows(self) -> Any:
         """The training rows the objective is measured on (at most OBJECTIVE_ROWS, evenly
         spread), in training units, as (x, y) chunks."""
-        n = self.split.train_rows
-        pos = np.arange(n) if n <= OBJECTIVE_ROWS else \
-            np.linspace(0, n - 1, OBJECTIVE_ROWS).astype(np.int64)
-        for i in range(0, len(pos), 1 << 16):
-            idx = np.sort(self.split.rows_at(self.split.train_blocks, pos[i:i + (1 << 16)]))
-            a = self.stream.standardize(self.stream.table[idx])
+        rows = self.split.spread_rows(OBJECTIVE_ROWS)
+        for i in range(0, len(rows), 1 << 16):
+            a = self.stream.standardize(self.stream.table[rows[i:i + (1 << 16)]])
             yield a[:, :-1], a[:, -1:]
 
     def target_mean(self) -> float:

@@ -133,6 +133,19 @@ def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
     return names, names.index(target) if target else len(names) - 1
 
 
+def csv_number(cell: str) -> float:
+    """A CSV cell as the reader takes it (float() without `_` digit groups); ValueError if
+    it is not a number."""
+    if "_" in cell:  # float() takes 1_000, the CSV reader does not
+        raise ValueError(cell)
+    return float(cell)
+
+
+def not_a_number(line: int, j: int, names: list[str], cell: str) -> str:
+    """Where a cell that is not a number is, and what it holds."""
+    return f"line {line}, column {j + 1} ({names[j]!r}): {cell.strip()!r} is not a number"
+
+
 def _csv_locate(lines: list[str], first_row: int, names: list[str]) -> str:
     """The first cell that is not a number, or the first row of another length, by line."""
     for i, line in enumerate(lines):
@@ -144,12 +157,9 @@ def _csv_locate(lines: list[str], first_row: int, names: list[str]) -> str:
                     f"{len(names)}")
         for j, cell in enumerate(row):
             try:
-                if "_" in cell:  # float() takes 1_000, the CSV reader does not
-                    raise ValueError(cell)
-                float(cell)
+                csv_number(cell)
             except ValueError:
-                return (f"line {first_row + i}, column {j + 1} ({names[j]!r}): {cell.strip()!r} "
-                        "is not a number")
+                return not_a_number(first_row + i, j, names, cell)
     return f"lines {first_row}-{first_row + len(lines) - 1} cannot be read"
 
 

@@ -17,8 +17,6 @@ import fcntl
 import os
 from pathlib import Path
 
-LEASE_SIGNAL = "SIGIO"  # what the kernel sends a lease holder (train/stop.py waits for it)
-
 
 class MappedFile:
     """A table file as it was when opened; `hold()` leases it (where possible) for training."""
@@ -27,7 +25,7 @@ class MappedFile:
         self.path, self.fd = path, None
         st = os.stat(path)
         self.seen = (st.st_size, st.st_mtime_ns, st.st_ino)
-        self.leased, self.why = False, "not held"
+        self.why = "not held"
 
     def hold(self) -> bool:
         """Take a read lease (the training process only: the holder must answer the kernel's
@@ -39,10 +37,11 @@ class MappedFile:
                 self.why = "it changed since it was validated"
                 return False
             fcntl.fcntl(self.fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-            self.leased, self.why = True, ""
+            self.why = ""
+            return True
         except OSError as e:  # EAGAIN: open for writing now; EACCES: not ours; EINVAL: NFS
             self.why = e.strerror or str(e)
-        return self.leased
+        return False
 
     def changed(self) -> bool:
         """True when the file is no longer the one mapped (rewritten, truncated, replaced)."""

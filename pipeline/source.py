@@ -25,7 +25,6 @@ class SyntheticSource:
 
     loss_unit = 1.0  # losses are reported in the units the model trains in
     stats = None  # no standardization
-    identity = None  # nothing on disk to fingerprint
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

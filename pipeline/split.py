@@ -83,6 +83,12 @@ class Split:
         count = max(0, min(count, int(starts[-1]) - start))
         return self.rows_at(blocks, np.arange(start, start + count), starts)
 
+    def spread_rows(self, limit: int) -> np.ndarray:
+        """At most `limit` training row indices, evenly spread, in file order."""
+        n = self.train_rows
+        pos = np.linspace(0, n - 1, min(limit, n)).astype(np.int64)  # all of them: 0..n-1
+        return np.sort(self.rows_at(self.train_blocks, pos))
+
     def eval_rows(self, limit: int) -> np.ndarray:
         """The first `limit` held-out row indices, in file order."""
         return self.first_rows(self.eval_blocks, limit)

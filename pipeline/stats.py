@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.fileio import finite_numbers
 from pipeline.formats import CHUNK
 from pipeline.split import Split
 
@@ -56,12 +57,11 @@ class _Moments:
         return cov
 
 
-def statistics(table: np.ndarray, split: Split, offset: np.ndarray | None = None
-               ) -> dict[str, Any]:
+def statistics(table: np.ndarray, split: Split, offset: np.ndarray) -> dict[str, Any]:
     """One streaming pass over the training rows (`table` values plus `offset`, the per-column
     shift a converted table was stored with); see the module docstring."""
     cols = table.shape[1]
-    offset = np.zeros(cols) if offset is None else np.asarray(offset, np.float64)
+    offset = np.asarray(offset, np.float64)
     mom = _Moments(cols)
     lo, hi = np.full(cols, np.inf), np.full(cols, -np.inf)
     for i in range(0, split.rows, CHUNK):
@@ -103,8 +103,7 @@ def _robust_delta(table: np.ndarray, split: Split, offset: np.ndarray, mean: np.
                   w: list[float]) -> float:
     """1.345 times the residuals' robust scale (1.4826 x median absolute deviation) of the
     least-squares fit, on an evenly spread sample of training rows, centred in float64."""
-    pos = np.linspace(0, split.train_rows - 1, min(DELTA_SAMPLE, split.train_rows)).astype(int)
-    rows = np.asarray(table[np.sort(split.rows_at(split.train_blocks, pos))], np.float64)
+    rows = np.asarray(table[split.spread_rows(DELTA_SAMPLE)], np.float64)
     centred = rows + (offset - mean)
     resid = centred[:, -1] - centred[:, :-1] @ np.asarray(w)
     mad = float(np.median(np.abs(resid - np.median(resid))))
@@ -112,3 +111,23 @@ def _robust_delta(table: np.ndarray, split: Split, offset: np.ndarray, mean: np.
     if not scale > 0:  # a perfect fit: any small delta will do
         scale = 1e-6 * max(float(np.std(rows[:, -1])), 1e-12)
     return HUBER_TUNING * scale
+
+
+_STATS_LISTS = ("mean", "std", "min", "max")
+
+
+def usable(stats: dict[str, Any] | None, columns: int) -> bool:
+    """A cached statistics record with every field, of the right types, lengths and signs
+    (a record claiming a constant column or a zero delta is computed again, not trusted)."""
+    if not isinstance(stats, dict):
+        return False
+    try:
+        ok = all(len(stats[k]) == columns for k in _STATS_LISTS) and \
+            len(stats["ls_w"]) == columns - 1
+        positive = [*stats["std"], stats["delta"], stats["curvature_std"]]
+        numbers = [*(v for k in _STATS_LISTS for v in stats[k]), *stats["ls_w"], stats["ls_b"],
+                   stats["delta"], stats["curvature_std"], stats["curvature_raw"]]
+        return (ok and finite_numbers(numbers) and all(v > 0 for v in positive)
+                and stats["curvature_raw"] >= 0)
+    except (KeyError, TypeError):
+        return False

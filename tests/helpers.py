@@ -20,8 +20,12 @@ import numpy as np
 import psutil
 import pytest
 
+from train.config import Config
+from train.plan import open_source
+
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "launch"
+DIABETES = REPO / "tests" / "data" / "diabetes.csv"
 # Small, fast jobs: tests assert behaviour, they do not benchmark.
 TINY = ["--epochs", "1", "--steps_per_epoch", "20", "--log_every", "10", "--eval_size", "256"]
 MARK = "TRAIN_TEST_MARK"
@@ -167,6 +171,31 @@ def put(path: Path, data: str | bytes) -> Path:
     """Write a file (text or bytes); its path."""
     (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
     return path
+
+
+def bad_csv(tmp_path: Path, body: str) -> Path:
+    """`body` written to tmp_path/bad.csv; its path."""
+    return put(tmp_path / "bad.csv", body)
+
+
+def truncated_npy(t: Path) -> Path:
+    """A .npy file (t/t.npy) cut short by 40 bytes; its path."""
+    np.save(t / "t.npy", np.ones((100, 3), np.float32))
+    (t / "t.npy").write_bytes((t / "t.npy").read_bytes()[:-40])
+    return t / "t.npy"
+
+
+def open_(path: Path | str, world: int = 1, **kw) -> tuple:
+    """The source a run on this file would train on (through the plan's resolution)."""
+    source = open_source(Config(data=str(path), **{"batch_size": 16, **kw}), world)
+    return source, source.cfg
+
+
+def huber(theta: np.ndarray, x: np.ndarray, y: np.ndarray, d: float) -> tuple[float, np.ndarray]:
+    """Mean Huber loss (delta d) of the linear model [w..., b] on x, y (n×1), and its gradient."""
+    e = x @ theta[:-1] + theta[-1] - y[:, 0]
+    c = np.clip(e, -d, d)
+    return np.mean(c * (e - c / 2)), np.concatenate([x.T @ c, [c.sum()]]) / len(e)
 
 
 def handles_signals(pid: int) -> bool:

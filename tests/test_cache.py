@@ -14,18 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import require, start, train_cli, wait_for
+from helpers import open_, require, start, train_cli, wait_for
 
 from pipeline import cache, formats
 from pipeline.limits import DataError
-from train.config import Config
-from train.plan import open_source
-
-
-def open_(path, world=1, **kw):
-    """The source a run on this file would train on (through the plan's resolution)."""
-    source = open_source(Config(data=str(path), **{"batch_size": 16, **kw}), world)
-    return source, source.cfg
 
 
 def test_a_file_is_validated_once(tmp_path, sensors, monkeypatch):

@@ -3,6 +3,7 @@ checked against optima computed independently (least squares; SciPy's minimiser)
 
 import numpy as np
 import pytest
+from helpers import huber
 from scipy.optimize import minimize
 
 from train.converge import EXACT, TOL, measure
@@ -15,12 +16,6 @@ def rows(n=2000, f=3, seed=0, outliers=0.1):
     hit = rng.random(n) < outliers
     y[hit] += rng.choice([-1, 1], hit.sum()) * 20
     return x, y[:, None]
-
-
-def huber(theta, x, y, d):
-    e = x @ theta[:-1] + theta[-1] - y[:, 0]
-    c = np.clip(e, -d, d)
-    return np.mean(c * (e - c / 2)), np.concatenate([x.T @ c, [c.sum()]]) / len(e)
 
 
 def linear(theta):

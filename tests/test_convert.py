@@ -5,27 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import put, run
-
-from train.config import Config
-from train.plan import open_source
-
-
-def bad_csv(tmp_path, body):
-    (tmp_path / "bad.csv").write_text(body)
-    return tmp_path / "bad.csv"
-
-
-def truncated_npy(t):
-    np.save(t / "t.npy", np.ones((100, 3), np.float32))
-    (t / "t.npy").write_bytes((t / "t.npy").read_bytes()[:-40])
-    return t / "t.npy"
-
-
-def open_(path, world=1, **kw):
-    """The source a run on this file would train on (through the plan's resolution)."""
-    source = open_source(Config(data=str(path), **{"batch_size": 16, **kw}), world)
-    return source, source.cfg
+from helpers import bad_csv, open_, put, run, truncated_npy
 
 
 def test_csv_npy_npz_and_mindrecord_give_the_same_table(tmp_path, sensors):

@@ -6,9 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO, finished_run, run
-
-DIABETES = REPO / "tests" / "data" / "diabetes.csv"
+from helpers import DIABETES, finished_run, run
 
 LOAD = """
 import sys, json, numpy as np, mindspore as ms

@@ -7,23 +7,21 @@ import json
 
 import numpy as np
 import pytest
-from helpers import LAUNCH, newest_ckpt, run, start, table, train_cli, wait_for, write_csv
+from helpers import (
+    LAUNCH,
+    bad_csv,
+    newest_ckpt,
+    open_,
+    run,
+    start,
+    table,
+    train_cli,
+    wait_for,
+    write_csv,
+)
 
 from pipeline.dataset import StepSource
 from pipeline.limits import DataError
-from train.config import Config
-from train.plan import open_source
-
-
-def bad_csv(tmp_path, body):
-    (tmp_path / "bad.csv").write_text(body)
-    return tmp_path / "bad.csv"
-
-
-def open_(path, world=1, **kw):
-    """The source a run on this file would train on (through the plan's resolution)."""
-    source = open_source(Config(data=str(path), **{"batch_size": 16, **kw}), world)
-    return source, source.cfg
 
 
 @pytest.mark.parametrize("n", [2, 4])

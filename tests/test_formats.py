@@ -5,18 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import put, table, write_csv
+from helpers import bad_csv, open_, put, table, truncated_npy, write_csv
 
 from pipeline import cache, formats
 from pipeline.limits import DataError
-from train.config import Config
-from train.plan import open_source
-
-
-def open_(path, world=1, **kw):
-    """The source a run on this file would train on (through the plan's resolution)."""
-    source = open_source(Config(data=str(path), **{"batch_size": 16, **kw}), world)
-    return source, source.cfg
 
 
 def test_the_target_column_is_chosen_by_name(tmp_path):
@@ -25,11 +17,6 @@ def test_the_target_column_is_chosen_by_name(tmp_path):
     assert src.meta["columns"] == ["pressure", "power", "temp"]  # features, then the target
     x, y = src.sample_rows(5)
     assert src.describe().count("target 'temp'") == 1
-
-
-def bad_csv(tmp_path, body):
-    (tmp_path / "bad.csv").write_text(body)
-    return tmp_path / "bad.csv"
 
 
 BAD = {
@@ -107,12 +94,6 @@ BAD = {
         f"{i},{i * 100}\n" for i in range(99))), {"delta": 1e-37},
         "in standardized units, which float32 cannot hold"),
 }
-
-
-def truncated_npy(t):
-    np.save(t / "t.npy", np.ones((100, 3), np.float32))
-    (t / "t.npy").write_bytes((t / "t.npy").read_bytes()[:-40])
-    return t / "t.npy"
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

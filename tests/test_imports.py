@@ -91,3 +91,16 @@ def test_readme_map_names_every_module():
         if rel not in named and not (folder.count("/") == 2 and folder in named):
             missing.append(rel)  # a subpackage (train/cluster/) may be named as a whole
     assert missing == []
+
+
+def test_setup_cfg_lists_every_package():
+    """setup.cfg names its packages one by one: a package folder missing there would be left
+    out of a wheel (and a `pip install .` cluster image) without a word."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    folders = {".".join(p.parent.relative_to(REPO).parts) for pkg in PACKAGES
+               for p in (REPO / pkg).rglob("__init__.py")}
+    assert listed == folders | {"train._launch"}

@@ -7,9 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO, TINY, finished_run, put, run, write_csv
-
-DIABETES = REPO / "tests" / "data" / "diabetes.csv"
+from helpers import DIABETES, TINY, finished_run, put, run, write_csv
 
 
 def predict(cwd, *args):

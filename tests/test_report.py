@@ -8,14 +8,12 @@ import json
 import numpy as np
 import pytest
 import yaml
-from helpers import REPO, TINY, finished_run, table, train_cli
+from helpers import DIABETES, TINY, finished_run, huber, table, train_cli
 from scipy.optimize import minimize
 
 from train.config import Config
 from train.options import load_yaml
 from train.plan import open_source
-
-DIABETES = REPO / "tests" / "data" / "diabetes.csv"
 
 
 def objective_gap(run_dir):
@@ -26,16 +24,14 @@ def objective_gap(run_dir):
     x, y = (np.concatenate(a).astype(np.float64) for a in zip(*source.objective_rows()))
     d = source.loss_delta(cfg.delta)
 
-    def huber(p):
-        e = x @ p[:-1] + p[-1] - y[:, 0]
-        c = np.clip(e, -d, d)
-        return np.mean(c * (e - c / 2)), np.concatenate([x.T @ c, [c.sum()]]) / len(e)
+    def loss(p):
+        return huber(p, x, y, d)
 
-    best = minimize(huber, np.zeros(x.shape[1] + 1), jac=True, method="BFGS",
+    best = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="BFGS",
                     options={"gtol": 1e-12}).x
     s = json.loads((run_dir / "summary.json").read_text())
     got = np.array([*s["w_standardized"], s["b_standardized"]])
-    return (huber(got)[0] - huber(best)[0]) / huber(best)[0], s
+    return (loss(got)[0] - loss(best)[0]) / loss(best)[0], s
 
 
 @pytest.mark.parametrize("rows", [100, 100_000])

@@ -14,6 +14,7 @@ from helpers import (
     FAST_FAIL,
     LAUNCH,
     final_params,
+    huber,
     leftovers,
     newest_ckpt,
     require,
@@ -107,13 +108,8 @@ def test_the_linear_huber_fit_matches_scipys_minimiser(sensors, tmp_path):
     rows = np.load(sensors / "sensors.npy").astype(np.float64)
     x, y = rows[:, :-1], rows[:, -1]
     delta = 4.0
-
-    def huber(p):
-        e = x @ p[:-1] + p[-1] - y
-        c = np.clip(e, -delta, delta)
-        return np.mean(c * (e - c / 2)), np.concatenate([x.T @ c, [c.sum()]]) / len(y)
-
-    ref = minimize(huber, np.zeros(3), jac=True, method="BFGS", options={"gtol": 1e-10}).x
+    ref = minimize(lambda p: huber(p, x, y[:, None], delta), np.zeros(3), jac=True,
+                   method="BFGS", options={"gtol": 1e-10}).x
     r = train_cli(["--data", str(sensors / "sensors.npy"), "--delta", str(delta),
                    "--eval_fraction", "0", "--batch_size", "100", "--epochs", "60",
                    "--lr", "0.1", "--quiet", "--out", "fit"], tmp_path)

@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.fileio import json_text, write_atomic
+from pipeline.fileio import finite_numbers, json_text, write_atomic
 from train.config import FIELDS, resume_keys, resume_missing
 
 FORMAT_VERSION = 1
@@ -189,8 +189,7 @@ def _check_state(raw: Any) -> dict[str, Any]:
     if stats is not None and not (
             isinstance(stats.get("mean"), list) and isinstance(stats.get("std"), list)
             and len(stats["mean"]) == len(stats["std"])
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in stats["mean"] + stats["std"])
+            and finite_numbers(stats["mean"] + stats["std"])
             and all(v > 0 for v in stats["std"])):
         raise _Unusable("its state has malformed data statistics")
     return state

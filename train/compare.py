@@ -115,16 +115,14 @@ def _table(cfg: Any, results: dict[str, dict]) -> None:
             print(f"{'b':<16} " + " ".join(f"{results[k]['b']:>12.6g}" for k in coefficients))
     linear = cfg.synthetic and all(r["w"] is not None for r in results.values())
     print(f"{'loss':<6} " + (f"{'w':>18} {'b':>9} " if linear else "")
-          + (f"{'|w - true|':>11} {'|b - true|':>11} " if linear and cfg.synthetic else "")
+          + (f"{'|w - true|':>11} {'|b - true|':>11} " if linear else "")
           + f"{'held-out MSE' if not cfg.synthetic else 'clean MSE':>12}")
     for loss, r in results.items():
         cells = ""
         if linear:
             w = ", ".join(f"{v:.4f}" for v in r["w"])
-            cells += f"{w:>18} {r['b']:>9.4f} "
-            if cfg.synthetic:
-                we = max(abs(v - cfg.true_w) for v in r["w"])
-                cells += f"{we:>11.4f} {abs(r['b'] - cfg.true_b):>11.4f} "
+            we = max(abs(v - cfg.true_w) for v in r["w"])
+            cells += f"{w:>18} {r['b']:>9.4f} {we:>11.4f} {abs(r['b'] - cfg.true_b):>11.4f} "
         print(f"{loss:<6} {cells}{r['eval_loss']:>12.4f}")
 
 

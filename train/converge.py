@@ -39,6 +39,15 @@ def _output_inputs(params: dict[str, np.ndarray], hidden: list[int], x: np.ndarr
     return h
 
 
+def loss_per_row(e: np.ndarray, loss: str, delta: float) -> np.ndarray:
+    """The training loss of each row with error `e` (Huber with `delta`, or MSE), as
+    train/loss.py defines it."""
+    if loss != "huber":
+        return e * e
+    c = np.clip(e, -delta, delta)
+    return c * (e - 0.5 * c)
+
+
 def _output_layer(params: dict[str, np.ndarray], hidden: list[int]) -> np.ndarray:
     """The output layer's parameters as one vector (weights, then the bias)."""
     name = "" if not hidden else f"{2 * len(hidden)}."
@@ -60,14 +69,13 @@ def measure(params: dict[str, np.ndarray], hidden: list[int], loss: str, delta: 
         t = np.asarray(y, np.float64).ravel()
         e = xt @ theta - t
         t_sum, t_square = t_sum + float(t.sum()), t_square + float(t @ t)
+        total += float(loss_per_row(e, loss, delta).sum())
         if loss == "huber":
             c = np.clip(e, -delta, delta)
-            total += float((c * (e - 0.5 * c)).sum())
             grad += xt.T @ c
             inside = xt[np.abs(e) <= delta]  # the rows where Huber is quadratic
             hess += inside.T @ inside
         else:  # MindSpore's MSELoss: mean of e**2
-            total += float((e * e).sum())
             grad += 2.0 * xt.T @ e
             hess += 2.0 * xt.T @ xt
         n += len(e)

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from train import checkpoint as ck
-from train.config import Config, ConfigError, saved_missing
+from train.config import Config, ConfigError
 from train.model import state_layout, trained_parameters
-from train.options import load_yaml, parse_config
+from train.options import load_saved, parse_config
 
 
 class InferError(ValueError):
@@ -143,8 +143,7 @@ def _config(run_dir: Path) -> Config:
     if not (run_dir / "config.yaml").is_file():
         raise InferError(f"{run_dir} is not a run folder (no config.yaml)")
     try:
-        base = {**saved_missing(), **load_yaml(str(run_dir / "config.yaml"))}
-        return parse_config([], base=base)[0]
+        return parse_config([], base=load_saved(str(run_dir / "config.yaml")))[0]
     except ConfigError as e:
         raise InferError(f"{run_dir}/config.yaml: {e}") from None
 

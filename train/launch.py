@@ -17,7 +17,8 @@ SCRIPTS = {"local": "run_local.sh", "msrun": "run_msrun.sh", "mpirun": "run_mpir
 
 
 def scripts_dir() -> Path:
-    """Where the launch scripts are: the installed package data, or a checkout's launch/."""
+    """Where the launch scripts are: the installed package `train._launch` (an editable
+    install maps it to the checkout's launch/)."""
     from importlib.resources import files
 
     return Path(str(files("train._launch")))

@@ -23,6 +23,7 @@ from train.config import (
     ConfigError,
     coerce,
     expected,
+    saved_missing,
     shown_default,
     validate,
     value_type,
@@ -119,6 +120,12 @@ def load_yaml(path: str, warn: Any = None) -> dict[str, Any]:
     if "config" in data:
         raise ConfigError(f"--config {path}: a config file cannot name another (config: ...)")
     return {k: coerce(k, v) for k, v in data.items() if k not in REMOVED}
+
+
+def load_saved(path: str, warn: Any = None) -> dict[str, Any]:
+    """A run folder's config.yaml, with what an older release's implied for the options it
+    lacks (config.saved_missing): the base a resume, predict or export starts from."""
+    return {**saved_missing(), **load_yaml(path, warn)}
 
 
 def _suggest(name: str) -> str:

@@ -26,10 +26,10 @@ from pipeline.dataset import steps_per_item
 from train import checkpoint as ck
 from train import cluster as cl
 from train import rundir
-from train.config import Config, ConfigError, saved_missing, validate
+from train.config import Config, ConfigError, validate
 from train.faults import Faults, from_env
 from train.model import state_layout
-from train.options import load_yaml, parse_config
+from train.options import load_saved, parse_config
 from train.output import default_out_dir, warn
 
 
@@ -75,8 +75,8 @@ class RunPlan:
         if cfg.resume is True and isinstance(cfg.out, str) and cfg.out:
             if rundir.kind(Path(cfg.out)) != "run":
                 rundir.check(Path(cfg.out), resume=True)  # "holds no run to continue"
-            base = load_yaml(str(Path(cfg.out) / rundir.CONFIG), warn=notes)
-            cfg, _ = parse_config(argv, base={**saved_missing(), **base}, warn=notes)
+            base = load_saved(str(Path(cfg.out) / rundir.CONFIG), warn=notes)
+            cfg, _ = parse_config(argv, base=base, warn=notes)
         else:
             cfg = validate(cfg, ns.given)
         faults = from_env()

@@ -25,20 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fileio import finite_json, tmp_name
-from pipeline.formats import validated_chunks
+from pipeline.fileio import finite_json, write_atomic
+from pipeline.formats import csv_number, not_a_number, validated_chunks
 from pipeline.limits import DataError
+from train.converge import loss_per_row
 from train.infer import InferError, RunModel, load_run
 from train.output import IO_EXIT, one_line
 
 CHUNK = 1 << 16  # rows per network call
-
-
-def _number(cell: str) -> float:
-    """A CSV cell as the training reader takes it (no `_` digit groups, no `#`)."""
-    if "_" in cell:
-        raise ValueError(cell)
-    return float(cell)
 
 
 def _csv_chunks(model: RunModel, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -87,18 +81,8 @@ def _csv_rows(model: RunModel, path: Path,
 
 def _features(row: list[str], cols: list[int], names: list[str], path: Path,
               line: int) -> list[float]:
-    values = []
-    for j in cols:
-        try:
-            v = _number(row[j])
-        except ValueError:
-            raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}): "
-                            f"{row[j].strip()!r} is not a number") from None
-        if not np.isfinite(v):
-            raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}) is {v}; "
-                            "a feature must be a finite number")
-        values.append(v)
-    return values
+    return [_cell(row, j, names, path, line, "a feature must be a finite number")
+            for j in cols]
 
 
 def _label(row: list[str], target: int | None, names: list[str], path: Path,
@@ -106,14 +90,18 @@ def _label(row: list[str], target: int | None, names: list[str], path: Path,
     """The target of a row: NaN when absent or blank (a row without a label yet)."""
     if target is None or not row[target].strip():
         return float("nan")
+    return _cell(row, target, names, path, line,
+                 "a target must be a finite number, or blank for a row without one")
+
+
+def _cell(row: list[str], j: int, names: list[str], path: Path, line: int, rule: str) -> float:
+    """Cell j of a row as a finite number; DataError naming it and `rule` otherwise."""
     try:
-        v = _number(row[target])
+        v = csv_number(row[j])
     except ValueError:
-        raise DataError(f"{path}: line {line}, column {target + 1} ({names[target]!r}): "
-                        f"{row[target].strip()!r} is not a number") from None
+        raise DataError(f"{path}: {not_a_number(line, j, names, row[j])}") from None
     if not np.isfinite(v):
-        raise DataError(f"{path}: line {line}, column {target + 1} ({names[target]!r}) is {v}; "
-                        "a target must be a finite number, or blank for a row without one")
+        raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}) is {v}; {rule}")
     return v
 
 
@@ -152,10 +140,9 @@ def metrics(model: RunModel, pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     pred, y = pred[labelled], y[labelled]
     e = pred - y
     d = model.cfg.delta
-    c = np.clip(e, -d, d)
     sst = float(np.sum((y - y.mean()) ** 2))
     return {"rows": len(y), f"{model.cfg.loss}_loss": float(np.mean(
-                c * (e - 0.5 * c) if model.cfg.loss == "huber" else e * e)),
+                loss_per_row(e, model.cfg.loss, d))),
             "mse": float(np.mean(e * e)), "mae": float(np.mean(np.abs(e))),
             "r2": 1.0 - float(np.sum(e * e)) / sst if sst > 0 else None,
             "delta": d if model.cfg.loss == "huber" else None, "target": model.target,
@@ -171,19 +158,6 @@ def _same_file(a: Path, b: Path) -> bool:
             return a.resolve() == b.resolve()
         except (OSError, RuntimeError):  # a symlink loop: no file to replace there
             return False
-
-
-def _write_csv(path: Path, pred: np.ndarray) -> None:
-    """The predictions as a one-column CSV, atomically."""
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, "w") as f:
-            f.write("prediction\n")
-            np.savetxt(f, pred, fmt="%.9g")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _line(path: Path, m: dict[str, Any], loss: str) -> str:
@@ -215,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     try:
-        if args.out:
-            _write_csv(args.out, pred)
-        elif not args.json:
-            sys.stdout.write("prediction\n" + "".join(f"{v:.9g}\n" for v in pred))
+        if args.out or not args.json:  # (with --json alone they go into the JSON object)
+            text = "prediction\n" + "".join(f"{v:.9g}\n" for v in pred)  # one-column CSV
+            if args.out:
+                write_atomic(args.out, text)
+            else:
+                sys.stdout.write(text)
     except OSError as e:
         print(f"error: cannot write {args.out} ({e.strerror or e}); nothing was replaced",
               file=sys.stderr)

@@ -30,9 +30,7 @@ def mean_baseline(cfg: Any, source: Any) -> dict[str, float | None]:
         return {"eval_loss_predicting_mean": None, "eval_mse_predicting_mean": None}
     _, y = source.eval_rows(cfg.eval_size)
     e = source.from_model(np.asarray(y, np.float64)) - source.target_mean()
-    d = cfg.delta
-    c = np.clip(e, -d, d)
-    loss = np.mean(c * (e - 0.5 * c)) if cfg.loss == "huber" else np.mean(e * e)
+    loss = np.mean(converge.loss_per_row(e, cfg.loss, cfg.delta))
     return {"eval_loss_predicting_mean": float(loss), "eval_mse_predicting_mean":
             float(np.mean(e * e))}
 

@@ -232,6 +232,8 @@ def make_train_step(
         # mode) an overflow saturates instead of making inf/NaN, and all_finite reads the
         # NPU's float status instead; elsewhere it tests the values. The status is this
         # device's: the ranks agree through `agree` (an all-reduce of the overflow flag).
+        # (On CPU it repeats what isfinite(sumsq) says, for one pass over the gradients: kept,
+        # so that the CPU tests run the graph an NPU runs.)
         finite = ms.amp.all_finite(grads)
         if agree is not None:
             finite = agree(ops.logical_not(finite).astype(ms.float32).reshape((1,)))[0] < 0.5

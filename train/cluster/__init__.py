@@ -37,10 +37,9 @@ from typing import Any
 import numpy as np
 
 from train.cluster import mpi
-from train.cluster.addresses import free_port, interfaces, resolve_host
+from train.cluster.addresses import interfaces, resolve_host
 from train.cluster.env import (
     DEFAULT_CLUSTER_TIMEOUT,
-    LAUNCH_VARS,
     MPI_SIZE_VARS,
     NO_PROBE,
     ClusterError,
@@ -48,8 +47,8 @@ from train.cluster.env import (
     check_seconds,
 )
 
-__all__ = ["Cluster", "ClusterError", "LAUNCH_VARS", "check_launch", "detect_launch",
-           "device_id", "free_port", "probe_device", "setup"]
+__all__ = ["Cluster", "ClusterError", "check_launch", "detect_launch", "device_id",
+           "probe_device", "setup"]
 
 
 def detect_launch(env: Mapping[str, str]) -> str:

@@ -15,8 +15,8 @@ def preflight(argv: list[str]) -> int:
     `port-free PORT`, `free-port`, `launch-vars`, `resolve HOST` (print its IPv4 address),
     `route-to HOST` (print this host's address on the route to HOST),
     `term-workers PID [SIGNAME]` (forward a signal to msrun's workers) and
-    `exec-supervised [--keep-signals] CMD ...` (run msrun or mpirun in a session of its own that
-    dies with the script; without --keep-signals, with SIGTERM and SIGUSR1 ignored)."""
+    `exec-supervised CMD ...` (run msrun or mpirun in a session of its own that dies with the
+    script, with SIGTERM and SIGUSR1 ignored until the program sets its own handlers)."""
     try:
         if len(argv) == 2 and argv[0] == "port-free" and argv[1].isdigit():
             if port_is_free(int(argv[1])):
@@ -39,8 +39,6 @@ def preflight(argv: list[str]) -> int:
             return 0
         if 2 <= len(argv) <= 3 and argv[0] == "term-workers" and argv[1].isdigit():
             return term_workers(int(argv[1]), *argv[2:])
-        if len(argv) >= 3 and argv[:2] == ["exec-supervised", "--keep-signals"]:
-            exec_supervised(argv[2:], keep_signals=True)
         if len(argv) >= 2 and argv[0] == "exec-supervised":
             exec_supervised(argv[1:])
     except ClusterError as e:
@@ -48,7 +46,7 @@ def preflight(argv: list[str]) -> int:
         return 2
     print("usage: python -m train.cluster {port-free PORT | free-port | launch-vars | "
           "resolve HOST | route-to HOST | term-workers PID [SIGNAME] | "
-          "exec-supervised [--keep-signals] CMD ...}",
+          "exec-supervised CMD ...}",
           file=sys.stderr)
     return 2
 

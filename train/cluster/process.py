@@ -30,11 +30,12 @@ def die_with_launcher() -> None:
         os._exit(137)
 
 
-def exec_supervised(argv: list[str], keep_signals: bool = False) -> None:
+def exec_supervised(argv: list[str]) -> None:
     """Become `argv` in a session of its own, killed when our parent (the launch script) dies,
     with SIGTERM and SIGUSR1 ignored: a scheduler that signals every process of a job (Slurm's
     step) must not kill msrun before its workers have checkpointed; the script forwards those
-    signals to the workers itself. (The workers re-install their own handlers.)"""
+    signals to the workers itself. (The workers re-install their own handlers; so does mpirun,
+    which the mpirun script signals with SIGUSR1 to forward it to its ranks.)"""
     try:
         os.setsid()
     except PermissionError:  # already a group leader (a shell with job control): stay there
