@@ -109,6 +109,22 @@ def wait_for(cond, proc: subprocess.Popen | None = None, timeout: float = 180,
         time.sleep(0.05)
 
 
+def descendants(pid: int) -> list[tuple[psutil.Process, list[str]]]:
+    """The live processes under `pid`, with their command lines (a launch script's short-lived
+    children, `sleep` and the like, may end or be a zombie while they are read: skipped)."""
+    found = []
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # it has ended itself
+        return found
+    for p in children:
+        try:
+            found.append((p, p.cmdline()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # (ZombieProcess is one)
+            continue
+    return found
+
+
 def leftovers(mark: str | None = None, settle: float = 15) -> list[str]:
     """This test's processes that are still alive, after giving them `settle` seconds to end
     (processes killed with their launcher take a moment to go)."""

@@ -16,6 +16,7 @@ from helpers import (
     FAST_FAIL,
     LAUNCH,
     TINY,
+    descendants,
     final_params,
     finished_run,
     handles_signals,
@@ -214,8 +215,7 @@ def test_workers_do_not_outlive_a_killed_msrun(tmp_path, port):
                  MASTER_PORT=str(port), LOG_DIR=str(tmp_path / "logs"),
                  TRAIN_FAULT="step_pause=0.01", **FAST_FAIL)
     wait_for(lambda: newest_ckpt(tmp_path / "o") > 0, proc, what="a checkpoint")
-    (msrun_proc,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                     if "msrun" in " ".join(p.cmdline()[:3])]
+    (msrun_proc,) = [p for p, cmd in descendants(proc.pid) if "msrun" in " ".join(cmd[:3])]
     msrun_proc.kill()
     assert proc.wait(timeout=60) == 137
     assert leftovers() == []
@@ -300,8 +300,8 @@ def test_a_stop_signal_during_the_pre_flight_check_stops_it_at_once(tmp_path, po
                  TRAIN_FAULT="start_pause=60", **FAST_FAIL)
 
     def dry_run_listening():
-        kids = psutil.Process(proc.pid).children(recursive=True)
-        return any("--dry_run" in p.cmdline() and handles_signals(p.pid) for p in kids)
+        return any("--dry_run" in cmd and handles_signals(p.pid)
+                   for p, cmd in descendants(proc.pid))
 
     wait_for(dry_run_listening, proc, what="the pre-flight dry run")
     proc.send_signal(signal.SIGTERM)
