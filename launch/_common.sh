@@ -28,6 +28,20 @@ if [[ -f "$_root/train/__init__.py" ]]; then
   export PYTHONPATH="$_root${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
+# SCRIPT: a Python file of yours that calls train.main (README "Your own network"), run on
+# every rank instead of the trainer, with the same arguments, signals, exit codes and logs. Made
+# absolute here: a rank may resolve it from another folder, and a path is never read as an option.
+trainer=(python -m train)
+if [[ -n "${SCRIPT:-}" ]]; then
+  if [[ ! -f "$SCRIPT" || ! -r "$SCRIPT" ]]; then
+    echo "error: SCRIPT must be a readable Python file (your job.py), got '$SCRIPT'" >&2
+    exit 2
+  fi
+  SCRIPT=$(cd -- "$(dirname -- "$SCRIPT")" && pwd)/$(basename -- "$SCRIPT")
+  export SCRIPT
+  trainer=(python "$SCRIPT")
+fi
+
 # need_choice NAME CHOICE...: $NAME must be one of the choices.
 need_choice() {
   local name=$1 value=${!1-} c
@@ -65,7 +79,7 @@ preflight() {
       "this job can write" >&2
     return 2
   fi
-  python -m train "$@" --dry_run > "$out" &
+  "${trainer[@]}" "$@" --dry_run > "$out" &
   pre=$!
   if [[ -n "${stop:-}" ]]; then kill -"$stop" "$pre" 2>/dev/null || true; fi  # one already here
   wait_for "$pre"

@@ -2,7 +2,8 @@
 # One process: CPU by default (debugging on a laptop), `--device Ascend` for one NPU.
 #   launch/run_local.sh --epochs 2
 #   DEVICE_ID=3 launch/run_local.sh --device Ascend
-# Every argument goes to the trainer (python -m train --help). Exit code = the run's.
+# Every argument goes to the trainer (python -m train --help), or to your script of
+# train.main (SCRIPT=job.py). Exit code = the run's.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=launch/_common.sh
@@ -13,4 +14,4 @@ need_int DEVICE_ID 0 1023
 # Leftovers of a cluster job in this shell would make the trainer think it is a rank.
 # shellcheck disable=SC2046
 unset $(python -m train.cluster launch-vars)
-exec python -m train "$@"
+exec "${trainer[@]}" "$@"

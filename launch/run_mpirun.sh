@@ -3,7 +3,8 @@
 # (train/cluster/mpi.py: rank 0 starts the scheduler and broadcasts its address).
 #   NPROC=4 launch/run_mpirun.sh --epochs 10
 #   MPIRUN=mpiexec MPI_ARGS="--hostfile hosts" NPROC=16 launch/run_mpirun.sh ...
-# Every argument goes to the trainer (python -m train --help). Exit code: the job's (0 done,
+# Every argument goes to the trainer (python -m train --help), or to your script of train.main
+# on every rank (SCRIPT=job.py). Exit code: the job's (0 done,
 # non-zero failed), 75 when SIGTERM, SIGINT or SIGUSR1 stopped it with a checkpoint (continue
 # with --resume), 2 for a refused configuration.
 set -euo pipefail
@@ -93,7 +94,7 @@ quiet_stops() {
 }
 # shellcheck disable=SC2086  # MPI_ARGS is a list of flags
 python -m train.cluster exec-supervised "$MPIRUN" -n "$NPROC" $MPI_ARGS \
-  python -m train "$@" 2> >(quiet_stops) &
+  "${trainer[@]}" "$@" 2> >(quiet_stops) &
 pid=$!
 wait_for "$pid"
 job_lines

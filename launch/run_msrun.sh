@@ -3,7 +3,8 @@
 #   One 8-NPU node:  launch/run_msrun.sh --device Ascend --epochs 10
 #   CPU workers:     NPROC=2 launch/run_msrun.sh
 #   Two nodes:       on each, NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0> launch/run_msrun.sh ...
-# Every argument goes to the trainer (python -m train --help). Exit code: msrun's (0 done,
+# Every argument goes to the trainer (python -m train --help), or to your script of train.main
+# on every worker (SCRIPT=job.py). Exit code: msrun's (0 done,
 # non-zero failed: the trainer's `error:` lines are printed), 75 when SIGTERM, SIGINT or SIGUSR1
 # stopped the job with a checkpoint (continue with --resume), 2 for a refused configuration.
 set -euo pipefail
@@ -98,7 +99,8 @@ python -m train.cluster exec-supervised msrun --worker_num $((NPROC * NNODES)) \
   --local_worker_num "$NPROC" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
   --node_rank "$NODE_RANK" --log_dir "$LOG_DIR" --join True \
   --cluster_time_out "$CLUSTER_TIMEOUT" --tail_worker_log -2 \
-  --bind_core "$BIND_CORE" "$here/trainer.py" "$@" > "$LOG_DIR/msrun_node$NODE_RANK.log" 2>&1 &
+  --bind_core "$BIND_CORE" "${SCRIPT:-$here/trainer.py}" "$@" \
+  > "$LOG_DIR/msrun_node$NODE_RANK.log" 2>&1 &
 pid=$!
 ours() { grep --line-buffered -v -E '^\[(WARNING|INFO|ERROR|DEBUG|CRITICAL|EXCEPTION)\] '; }
 tails=()
@@ -125,7 +127,7 @@ rc=0
 sleep 0.3  # let the tails print the last lines
 kill "${tails[@]}" 2>/dev/null || true
 if [[ -z "$tail_ranks" ]]; then  # nothing echoed: the run's result still reaches the console
-  grep -hs -E "^(warning: |learned |trained an MLP )" "$LOG_DIR/worker_$((NODE_RANK * NPROC)).log" \
+  grep -hs -E "^(warning: |learned |trained )" "$LOG_DIR/worker_$((NODE_RANK * NPROC)).log" \
     || true
 fi
 job_lines; lines=$found

@@ -30,13 +30,31 @@ CHUNK_ROWS = 16384  # rows per source item to aim for (see the module docstring)
 
 
 class RowStream(Protocol):
-    """Where rows come from: position `start` .. `start + count` of an epoch's stream."""
+    """Where rows come from: position `start` .. `start + count` of an epoch's stream. A row's
+    x has shape `x_shape` and dtype `x_dtype` (the built-in sources: (features,) float32), its
+    y `y_shape` and `y_dtype` ((1,) float32)."""
 
-    features: int
+    x_shape: tuple[int, ...]
+    x_dtype: Any
+    y_shape: tuple[int, ...]
+    y_dtype: Any
 
     def rows(self, epoch: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """x (count, features) and y (count, 1), float32."""
+        """x (count, *x_shape) and y (count, *y_shape)."""
         ...
+
+
+class TableRows:
+    """The row shapes of the built-in sources: x (features,) and y (1,), float32."""
+
+    features: int
+    x_dtype = y_dtype = np.dtype(np.float32)
+    y_shape = (1,)
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """(features,)."""
+        return (self.features,)
 
 
 def steps_per_item(rows_per_step: int) -> int:
@@ -45,15 +63,15 @@ def steps_per_item(rows_per_step: int) -> int:
 
 
 class StepSource:
-    """Random-access source: item c*N + r is chunk c of shard r: x (K*A, B, F) and
-    y (K*A, B, 1), holding optimizer steps c*K .. c*K + K - 1 of that shard."""
+    """Random-access source: item c*N + r is chunk c of shard r: x (K*A, B, *x_shape) and
+    y (K*A, B, *y_shape), holding optimizer steps c*K .. c*K + K - 1 of that shard."""
 
     def __init__(self, stream: RowStream, batch_size: int, accum_steps: int, num_shards: int,
                  steps_per_epoch: int, num_steps: int, first_step: int = 0,
                  chunk: int = 1) -> None:
         self.stream = stream
         self.b, self.a, self.n, self.k = batch_size, accum_steps, num_shards, chunk
-        self.f = stream.features
+        self.xs, self.ys = tuple(stream.x_shape), tuple(stream.y_shape)
         self.steps_per_epoch = steps_per_epoch
         self.num_steps = num_steps
         self.first_step = first_step
@@ -72,20 +90,21 @@ class StepSource:
         if self.n == 1 and steps == k and t + k <= self.steps_per_epoch:
             # One shard and one epoch: the chunk's rows are adjacent, one call makes them all.
             xs, ys = self.stream.rows(epoch, t * a * b, k * a * b)
-            return xs.reshape(k * a, b, -1), ys.reshape(k * a, b, 1)
-        x = np.zeros((k, a, b, self.f), np.float32)
-        y = np.zeros((k, a, b, 1), np.float32)
+            return xs.reshape(k * a, b, *self.xs), ys.reshape(k * a, b, *self.ys)
+        x = np.zeros((k, a, b, *self.xs), self.stream.x_dtype)
+        y = np.zeros((k, a, b, *self.ys), self.stream.y_dtype)
         for j in range(steps):
             x[j], y[j] = self._step(first + j, r)
-        return x.reshape(k * a, b, -1), y.reshape(k * a, b, 1)
+        return x.reshape(k * a, b, *self.xs), y.reshape(k * a, b, *self.ys)
 
     def _step(self, step: int, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """Optimizer step `step` (0-based, of the run) of shard r: (A, B, F) and (A, B, 1)."""
+        """Optimizer step `step` (0-based, of the run) of shard r: (A, B, *x_shape) and
+        (A, B, *y_shape)."""
         epoch, t = divmod(step, self.steps_per_epoch)
         b, a, n = self.b, self.a, self.n
         if n == 1:  # the step's micro-batches are adjacent: one call
             x, y = self.stream.rows(epoch, t * a * b, a * b)
-            return x.reshape(a, b, -1), y.reshape(a, b, 1)
+            return x.reshape(a, b, *self.xs), y.reshape(a, b, *self.ys)
         parts = [self.stream.rows(epoch, ((t * a + i) * n + r) * b, b) for i in range(a)]
         return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
@@ -102,7 +121,7 @@ def make_train_dataset(
     chunk: int = 1,
 ) -> Any:
     """Shard `shard_id` of `num_shards`: one element per `chunk` optimizer steps,
-    x (chunk*A, B, F) and y (chunk*A, B, 1); the last element is zero-padded.
+    x (chunk*A, B, *x_shape) and y (chunk*A, B, *y_shape); the last element is zero-padded.
 
     `start_step` skips whole optimizer steps (used to resume): the stream stays the same.
     """
@@ -126,17 +145,29 @@ def make_train_dataset(
 def eval_chunks(x: np.ndarray, y: np.ndarray, rank: int, world: int,
                 chunk_rows: int = 65536) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """This rank's share of a held-out set: chunks r, r+N, ... of `chunk_rows` rows (the last
-    zero-padded), each with a mask of the real rows. Every chunk has one shape: one compile."""
+    zero-padded), each with a mask of the real rows (shaped to broadcast over a row of y).
+    Every chunk has one shape: one compile."""
     n = len(x)
     size = max(1, min(chunk_rows, n))
     out = []
     for c in range(rank, -(-n // size), world):
         xs, ys = x[c * size:(c + 1) * size], y[c * size:(c + 1) * size]
-        mask = np.zeros((size, 1), np.float32)
+        mask = np.zeros((size,) + (1,) * (y.ndim - 1), np.float32)
         mask[:len(xs)] = 1
         if len(xs) < size:
             pad = size - len(xs)
-            xs = np.concatenate([xs, np.zeros((pad, xs.shape[1]), np.float32)])
-            ys = np.concatenate([ys, np.zeros((pad, 1), np.float32)])
+            xs = np.concatenate([xs, np.zeros((pad, *xs.shape[1:]), xs.dtype)])
+            ys = np.concatenate([ys, np.zeros((pad, *ys.shape[1:]), ys.dtype)])
         out.append((np.ascontiguousarray(xs), np.ascontiguousarray(ys), mask))
     return out
+
+
+def eval_batches(x: np.ndarray, y: np.ndarray, rank: int, world: int,
+                 size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """This rank's share of a held-out set for a loss of yours, which gives one number per
+    batch: chunks r, r+N, ... of `size` rows, the last one shorter (never padded, which would
+    change a mean)."""
+    size = max(1, size)
+    return [(np.ascontiguousarray(x[c * size:(c + 1) * size]),
+             np.ascontiguousarray(y[c * size:(c + 1) * size]))
+            for c in range(rank, -(-len(x) // size), world)]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import cache
+from pipeline.dataset import TableRows
 from pipeline.guard import MappedFile
 from pipeline.limits import F32_MAX, F32_TINY, MAX_ABS_VALUE, DataError
 from pipeline.split import Split
@@ -75,7 +76,7 @@ def _map(table: Path, source: Path) -> np.ndarray:
         raise DataError(f"{source}: cannot read it as a table ({str(e)[:100]})") from None
 
 
-class FileStream:
+class FileStream(TableRows):
     """`pipeline.dataset.RowStream` over a mapped table: position i of epoch e is row
     `split.positions(e, i, 1)`, standardized if asked. A step's rows are whole blocks (plus
     the ends of two), so they are gathered block by block: at batch 65,536 one gather of
@@ -295,6 +296,15 @@ class FileSource:
     def changed(self) -> bool:
         """True when the mapped table is no longer the file it was (pipeline/guard.py)."""
         return self.mapped.changed()
+
+    def failure(self) -> Exception | None:
+        """Why reading rows failed while training, if the data is to blame: the file was
+        rewritten or truncated under the run."""
+        if not self.changed():
+            return None
+        return DataError(f"{self.cfg.data} changed while training (rewritten or truncated); "
+                         "the checkpoints written before are intact; --resume once the file "
+                         "is back as it was, or start a new run")
 
     def hold(self) -> str:
         """Lease the mapped table for the training process (pipeline/guard.py); "" or why

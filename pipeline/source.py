@@ -39,6 +39,10 @@ class SyntheticSource:
         """Generated rows do not change under a run."""
         return False
 
+    def failure(self) -> Exception | None:
+        """Generated rows cannot fail to read."""
+        return None
+
     def hold(self) -> str:
         """Nothing to hold."""
         return ""

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.dataset import TableRows
+
 TRAIN_STREAM = 0  # training rows
 EVAL_STREAM = 1  # held-out rows: a separate key, so never equal to any training row
 _MASK = (1 << 64) - 1
@@ -100,7 +102,7 @@ class SyntheticRegression:
         return x.astype(np.float32), y.astype(np.float32)[:, None]
 
 
-class SyntheticStream:
+class SyntheticStream(TableRows):
     """The synthetic source as the pipeline reads it (`pipeline.dataset.RowStream`): position
     i of epoch e is training row i of (seed, TRAIN_STREAM, e)."""
 

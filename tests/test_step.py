@@ -25,12 +25,12 @@ def build(features=2, accum=1, clip_norm=0.0, loss="huber", schedule="constant",
     """A model, its guarded SGD and the package's step; returns (step, optimizer, record,
     scaler)."""
     model = make_model(features, seed=0)
-    opt = GuardedSGD(model.trainable_params())
+    opt = GuardedSGD(model.trainable_params(), 0.9)
     scaler = make_loss_scaler(loss_scale)
     record = StepRecord(width, 2 if scaler is None else 3, list(opt.parameters))
     lr = LrWindow(0.01, schedule, total)
     lr.cover(0, total - 1)
-    step = make_train_step(model, make_loss(loss, 1.0), opt, record, lr, 0.9, accum, clip_norm,
+    step = make_train_step(model, make_loss(loss, 1.0), opt, record, lr, accum, clip_norm,
                            loss_scaler=scaler)
     return step, opt, record, scaler
 
@@ -193,7 +193,7 @@ def test_the_overflow_check_is_mindspores_and_agreed_across_ranks(monkeypatch, h
     ms.amp.all_finite (which reads the NPU's float status there) and the ranks' agreement,
     not only the values. Finite gradients, an overflow said: the update is skipped bitwise."""
     model = make_model(2, seed=0)
-    opt = GuardedSGD(model.trainable_params())
+    opt = GuardedSGD(model.trainable_params(), 0.9)
     record = StepRecord(8, 2, list(opt.parameters))
     lr = LrWindow(0.01, "constant", 10)
     if how == "this device's status":

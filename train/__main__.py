@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 # Only train.stop at import time: its signal handling must be in place before any module
 # starts a thread (NumPy's BLAS, MindSpore), so that every thread inherits it.
@@ -23,10 +24,28 @@ if TYPE_CHECKING:
     from train.plan import RunPlan
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the trainer; also what the launch scripts run on every rank."""
+@dataclass
+class Outcome:
+    """How a run ended: its exit code, its summary (finished runs) and its error line."""
+
+    code: int
+    summary: dict[str, Any] | None = None
+    message: str = ""
+
+
+def main(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
+         data: Any = None) -> int:
+    """Entry point of the trainer; also what the launch scripts run on every rank. `model`,
+    `loss` and `data` are your callables (train.main, README "Your own network")."""
+    return run(argv, model=model, loss=loss, data=data).code
+
+
+def run(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
+        data: Any = None) -> Outcome:
+    """`main`, returning the summary and the error line as well (train.fit)."""
     stop = StopRequest().install()  # first: a signal during start-up is caught too
     from pipeline.limits import DataError
+    from pipeline.user import SourceRaised
     from train import cluster as cl
     from train.checkpoint import CheckpointError
     from train.cluster.process import die_with_launcher
@@ -35,36 +54,52 @@ def main(argv: list[str] | None = None) -> int:
     from train.output import IO_EXIT, OutputError, one_line
     from train.plan import RunPlan
     from train.stop import Preempted
+    from train.user import UserCodeFailed, with_objects
 
     if cl.detect_launch(os.environ) != "single":
         die_with_launcher()  # ranks (msrun's, mpirun's) must not outlive their launcher
+    cluster = None
     # 1. Everything that can be refused is refused before any process group starts.
     try:
+        argv = with_objects(sys.argv[1:] if argv is None else argv, model=model, loss=loss,
+                            data=data)
         plan = RunPlan.from_argv(argv, stop.check)
         if plan.cfg.dry_run:
             plan.faults.pause("start_pause", until=lambda: stop.requested)
             rc = plan.dry_run()
             stop.check("during the dry run")  # a signal meanwhile: 75, as a run would
-            return rc
-        if plan.launch == "single":
+            return Outcome(rc)
+        if plan.launch == "single" and plan.layout is not None:
             plan.prepare()  # own the folder, choose the checkpoint: before importing MindSpore
         plan.faults.pause("start_pause", until=lambda: stop.requested)
         cluster = cl.setup(plan.cfg.device, plan.cfg.world_size, plan.cfg.deterministic)
+        plan.build_network(cluster)  # a network of yours: built now, its checkpoint chosen next
         if plan.launch != "single":
             plan.prepare_on_ranks(cluster)  # rank 0 owns the folder and shares its decisions
+        elif plan.owner is None:
+            plan.prepare()
     except (ConfigError, cl.ClusterError, CheckpointError, FaultError, DataError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+        return _said(2, f"error: {one_line(e)}")
     except OutputError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return IO_EXIT
+        return _said(IO_EXIT, f"error: {one_line(e)}")
     except Preempted as e:  # a stop signal during start-up (a data conversion, a dry run)
-        print(f"stopped: {one_line(e)}", file=sys.stderr)
-        return PREEMPTED_EXIT
+        return _said(PREEMPTED_EXIT, f"stopped: {one_line(e)}")
+    except (UserCodeFailed, SourceRaised) as e:  # your code raised: its traceback, then a line
+        failed = e if isinstance(e, UserCodeFailed) else UserCodeFailed(e.what, e.exc)
+        print(failed.trace, end="", file=sys.stderr)
+        if cluster is not None:
+            cluster.abort()
+        return _said(1, f"error: {one_line(failed)}")
     return _train(plan, cluster, stop)
 
 
-def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
+def _said(code: int, line: str) -> Outcome:
+    """Print a refusal's one line on stderr; the outcome that carries it."""
+    print(line, file=sys.stderr)
+    return Outcome(code, message=line)
+
+
+def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> Outcome:
     """2. Output and training; a failure names this rank and takes the whole job down."""
     from train.loop import Trainer
     from train.output import IO_EXIT, OutputError, RunOutput, one_line, run_record
@@ -74,8 +109,8 @@ def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
     try:
         out = RunOutput(plan.out_dir, cluster.rank, cluster.is_main, cfg.quiet)
     except OutputError as e:
-        print(f"error: rank {cluster.rank}: {one_line(e)}", file=sys.stderr)
-        return IO_EXIT
+        return _said(IO_EXIT, f"error: rank {cluster.rank}: {one_line(e)}")
+    who = f"rank {cluster.rank} of {cluster.world_size}"
     try:
         plan.start_output(out, cluster)
         out.save_record(run_record(cfg, cluster, plan.faults))
@@ -84,23 +119,57 @@ def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> int:
         _final_line(cfg, summary, out)
     except Preempted as e:
         out.stopped(str(e))
-        return PREEMPTED_EXIT
+        return Outcome(PREEMPTED_EXIT, message=f"stopped: {e}")
     except OutputError as e:
-        out.error(f"rank {cluster.rank} of {cluster.world_size}: {e}")
-        cluster.abort()  # the other ranks may be waiting for this one in a collective
-        return IO_EXIT
+        return _failed(out, cluster, IO_EXIT, f"{who}: {e}")
     except Exception as e:  # noqa: BLE001 - report, log the traceback, exit non-zero
-        if plan.source.changed():  # the data file was rewritten under the run (a reader fails)
-            out.error(f"rank {cluster.rank} of {cluster.world_size}: {cfg.data} changed while "
-                      "training (rewritten or truncated); the checkpoints written before are "
-                      "intact; --resume once the file is back as it was, or start a new run")
-            cluster.abort()
-            return 2
-        out.log.exception("run failed")
-        out.error(f"rank {cluster.rank} of {cluster.world_size} failed: {_first_line(e)}")
-        cluster.abort()
-        return 1
-    return 0
+        code, line, trace = _failure(plan, e)
+        if trace:
+            out.log.error(trace)
+        return _failed(out, cluster, code, f"{who}{line}")
+    return Outcome(0, summary)
+
+
+def _failed(out: RunOutput, cluster: cl.Cluster, code: int, msg: str) -> Outcome:
+    """This rank's error line; the other ranks may be waiting for it in a collective."""
+    out.error(msg)
+    cluster.abort()
+    return Outcome(code, message=f"error: {msg}")
+
+
+def _failure(plan: RunPlan, e: Exception) -> tuple[int, str, str]:
+    """(exit code, the line after the rank, the traceback to log) of a failed run: the data
+    to blame (a file rewritten under the run, a row of yours of another shape: 2), your code
+    (its traceback, its line: 1), or anything else (1)."""
+    import traceback
+
+    from pipeline.limits import DataError
+    from pipeline.user import SourceRaised
+    from train.config import ConfigError
+    from train.user import UserCodeFailed, user_frame
+
+    cause = plan.source.failure() or e
+    if isinstance(cause, SourceRaised):
+        cause = UserCodeFailed(cause.what, cause.exc)
+    if isinstance(cause, UserCodeFailed):
+        return 1, f" failed in your code: {cause}", cause.trace
+    if isinstance(cause, (DataError, ConfigError)):  # your data or code, refused (exit 2)
+        return 2, f": {cause}", ""
+    trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    where = user_frame(e) or _user_file(str(e))
+    return 1, f" failed: {_first_line(e)}" + (f" ({where})" if where else ""), trace
+
+
+def _user_file(text: str) -> str:
+    """The first `In file PATH:LINE` of a MindSpore compile error that is not this package's
+    or MindSpore's own: where in your network the graph could not be built."""
+    import re
+
+    for m in re.finditer(r"In file (\S+?):(\d+)", text):
+        path = m[1]
+        if "site-packages" not in path and "/train/" not in path and "/pipeline/" not in path:
+            return f"{path}:{m[2]}"
+    return ""
 
 
 def _final_line(cfg: Config, summary: dict, out: RunOutput) -> None:

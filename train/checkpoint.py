@@ -104,8 +104,21 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any]) -> None:
              if saved.get(k) != current.get(k)}
     if diffs:
         raise ConfigChanged("cannot resume: the config differs from the checkpoint's in "
-                            + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diffs.items()),
-                            diffs)
+                            + ", ".join(_diff(k, a, b) for k, (a, b) in diffs.items()), diffs)
+
+
+def _diff(key: str, a: Any, b: Any) -> str:
+    """One differing item; for your network, its first differing parameter."""
+    if key == "network" and isinstance(a, dict) and isinstance(b, dict):
+        name = next((n for n in [*a, *b] if a.get(n) != b.get(n)), "?")
+        return (f"your network's parameters ({name!r}: {_spec(a.get(name))} -> "
+                f"{_spec(b.get(name))}; --model's code or --model_args changed)")
+    return f"{key} {a!r} -> {b!r}"
+
+
+def _spec(v: Any) -> str:
+    return "none" if v is None else f"{v[1]}{v[0]}" if isinstance(v, list) and len(v) == 2 \
+        else repr(v)
 
 
 @dataclass

@@ -36,6 +36,9 @@ DESCRIPTION = ("Data-parallel MindSpore training of y = f(x) with a Huber (or MS
                "--config FILE, then these flags.")
 DEVICES = ("CPU", "Ascend", "GPU")
 LOSSES = ("huber", "mse")
+OPTIMIZERS = ("sgd", "adamw")
+# `MODULE:NAME`: a Python object of yours, found as `import MODULE` finds it (train/user.py).
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 LR_SCHEDULES = ("cosine", "constant")
 GRAD_BACKENDS = ("mindspore", "mpi")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
@@ -59,8 +62,15 @@ def _f(default: Any, help: str, *, resume: str, source: str = "both", invocation
     checkpoint written before this option existed implied, if not its default);
     `with_data` (why a synthetic option is refused with --data, if not "describes the synthetic
     source")."""
-    return field(default=default, metadata={"help": help, "resume": resume, "source": source,
-                                            "invocation": invocation, **kw})
+    meta = {"help": help, "resume": resume, "source": source, "invocation": invocation, **kw}
+    if isinstance(default, dict):  # a mutable default: each Config gets its own
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def is_import_path(value: Any) -> bool:
+    """True for `MODULE:NAME` (an object of yours), as `--model`, `--loss` and `--data` take."""
+    return isinstance(value, str) and IMPORT_PATH.fullmatch(value) is not None
 
 
 @dataclass
@@ -80,9 +90,12 @@ class Config:
     world_size: int = _f(0, "expected number of ranks; 0 accepts what the launcher started, "
                             "anything else must match it", resume="allow", at_least=0)
     # --- data ---
-    data: str = _f("", "a file of rows (`.npy`, `.npz`, `.csv`, `.mindrecord`); none = the "
+    data: str = _f("", "a file of rows (`.npy`, `.npz`, `.csv`, `.mindrecord`), or `MODULE:NAME`: "
+                       "a callable of yours returning a map-style source (`__len__`, "
+                       "`__getitem__(i) -> (x, y)` NumPy arrays), taken as given; none = the "
                        "synthetic y = x·w + b + noise source. On `--resume` its identity is "
-                       "compared (path, size, modification time, a hash of its head and tail)",
+                       "compared (a file: path, size, modification time, a hash of its head "
+                       "and tail; a source: its name, length, shapes and dtypes)",
                    resume="refuse", shown="none", resume_missing=None)
     target: str = _f("", "the target column of a CSV", resume="refuse", source="file",
                      shown="last column")
@@ -118,6 +131,13 @@ class Config:
                               "set; files: at most this many held-out rows)", resume="allow",
                         at_least=1)
     # --- model and optimisation ---
+    model: str = _f("", "`MODULE:NAME`: a callable of yours (a class or a factory) returning an "
+                        "`nn.Cell`, called on every rank once the device, the ranks and the seed "
+                        "are set; none = the built-in linear model (or `--hidden` MLP)",
+                    resume="refuse", shown="none", resume_missing="")
+    model_args: dict = _f({}, "a YAML/JSON mapping such as `{width: 16}`: keyword arguments of "
+                              "`--model`'s callable (which also gets the resolved `config` if it "
+                              "takes a parameter of that name)", resume="refuse", shown="none")
     hidden: str = _f("", "widths of hidden ReLU layers, e.g. `64,64` (an MLP); none = the linear "
                          "model", resume="refuse", shown="none")
     epochs: int | None = _f(None, "passes over the data (synthetic: `steps_per_epoch` steps of "
@@ -127,8 +147,9 @@ class Config:
     steps_per_epoch: int = _f(200, "optimizer steps per epoch; for a file it follows from the "
                                    "rows", resume="refuse", source="synthetic", at_least=1,
                               with_data="follows from the file")
-    lr: float | None = _f(None, "SGD learning rate (the peak, with a schedule). Files: automatic, "
-                                "from the curvature of the data", resume="refuse",
+    lr: float | None = _f(None, "learning rate (the peak, with a schedule). Files: automatic, "
+                                "from the curvature of the data; `--model` or `--optimizer "
+                                "adamw`: 0.01 (SGD) or 0.001 (AdamW)", resume="refuse",
                           shown="0.01; files: automatic")
     init: str = _f("auto", "where training starts: `random` (seeded), `least_squares` (the linear "
                            "model at the least-squares fit of the training rows, which the "
@@ -138,8 +159,17 @@ class Config:
     lr_schedule: str = _f("cosine", "`cosine` (decay to 0 over all steps: final weights settle "
                                     "instead of jittering with the noise) or `constant`",
                           resume="refuse", choices=LR_SCHEDULES)
+    optimizer: str = _f("sgd", "`sgd` (with `--momentum`) or `adamw` (MindSpore's "
+                               "`nn.AdamWeightDecay`: beta1 0.9, beta2 0.999, eps 1e-6)",
+                        resume="refuse", choices=OPTIMIZERS)
     momentum: float = _f(0.9, "SGD momentum, in [0, 1)", resume="refuse")
-    loss: str = _f("huber", "`huber` (ours) or `mse`", resume="refuse", choices=LOSSES)
+    weight_decay: float = _f(0.0, "decoupled weight decay (AdamW) or L2 term added to the "
+                                  "gradient (SGD), as MindSpore's optimizers apply it: to every "
+                                  "parameter whose name holds neither `beta` nor `gamma`",
+                             resume="refuse")
+    loss: str = _f("huber", "`huber` (ours), `mse`, or `MODULE:NAME`: a callable of yours "
+                            "returning a Cell `(prediction, target) -> scalar`",
+                   resume="refuse", choices=LOSSES, imports=True)
     delta: float | None = _f(None, "Huber threshold in the target's units (files: 1.345 x a "
                                    "robust scale of a first fit's residuals, printed)",
                              resume="refuse", shown="1.0; files: from the data")
@@ -201,8 +231,19 @@ class Config:
 
     @property
     def synthetic(self) -> bool:
-        """True when the rows come from the built-in generator, not a file."""
+        """True when the rows come from the built-in generator, not a file or a source."""
         return not self.data
+
+    @property
+    def user_data(self) -> bool:
+        """True when `--data` names a source of yours (`MODULE:NAME`), not a file."""
+        return is_import_path(self.data)
+
+    @property
+    def builtin(self) -> bool:
+        """True for the built-in model and loss (what the convergence check and the
+        standardization are made for), False once `--model` or `--loss` names code of yours."""
+        return not self.model and self.loss in LOSSES
 
     def hidden_sizes(self) -> list[int]:
         """`hidden` as a list of layer widths ([] = linear model)."""
@@ -261,7 +302,7 @@ def saved_missing() -> dict[str, Any]:
 
 
 _PY_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "bool | None": bool,
-             "float | None": float, "int | None": int}
+             "float | None": float, "int | None": int, "dict": dict}
 
 
 def value_type(name: str) -> type:
@@ -273,8 +314,12 @@ def expected(name: str) -> str:
     """What a field accepts, for error messages."""
     f = FIELDS[name]
     choices = f.metadata.get("choices")
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    return "one of " + ", ".join(choices) if choices else names[value_type(name)]
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dict: "a mapping such as {width: 16}"}
+    if choices:
+        return "one of " + ", ".join(choices) + (" or MODULE:NAME" if f.metadata.get("imports")
+                                                  else "")
+    return names[value_type(name)]
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -299,7 +344,28 @@ def coerce(name: str, value: Any) -> Any:
         value = float(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         raise ConfigError(f"{name}: expected {expected(name)}, got {value!r}")
+    if want is dict:
+        _check_mapping(name, value)
     return value
+
+
+def _check_mapping(name: str, value: dict) -> None:
+    """A mapping of names to plain YAML values (what config.yaml can save and read back)."""
+    def plain(v: Any, depth: int = 0) -> bool:
+        if depth > 8:
+            return False
+        if isinstance(v, (list, tuple)):
+            return all(plain(x, depth + 1) for x in v)
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and plain(x, depth + 1) for k, x in v.items())
+        return v is None or isinstance(v, (bool, int, str)) or (
+            isinstance(v, float) and math.isfinite(v))
+    bad = next((k for k in value if not isinstance(k, str) or not k.isidentifier()), None)
+    if bad is not None:
+        raise ConfigError(f"{name}: keys must be keyword names, got {bad!r}")
+    if not plain(value):
+        raise ConfigError(f"{name}: values must be numbers, strings, booleans or lists and "
+                          f"mappings of them, got {value!r}")
 
 
 def _check(cond: bool, name: str, accepted: str, value: Any) -> None:
@@ -313,8 +379,9 @@ def _check_types(cfg: Config) -> Config:
     for name, f in FIELDS.items():
         value = values[name] = coerce(name, getattr(cfg, name))
         choices = f.metadata.get("choices")
-        if choices and value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        if choices and value not in choices and not (f.metadata.get("imports")
+                                                     and is_import_path(value)):
+            raise ConfigError(f"{name} must be {expected(name)}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
     return dataclasses.replace(cfg, **values)
@@ -332,6 +399,7 @@ def _check_ranges(cfg: Config) -> None:
     _check(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)
     _check(cfg.delta is None or cfg.delta >= F32_TINY, "delta", tiny, cfg.delta)
     _check(cfg.clip_norm >= 0, "clip_norm", ">= 0 (0 = off)", cfg.clip_norm)
+    _check(cfg.weight_decay >= 0, "weight_decay", ">= 0 (0 = off)", cfg.weight_decay)
     _check(cfg.noise_std >= 0, "noise_std", ">= 0", cfg.noise_std)
     _check(0 <= cfg.outlier_fraction < 1, "outlier_fraction", "in [0, 1)", cfg.outlier_fraction)
     _check(cfg.outlier_scale >= 0, "outlier_scale", ">= 0", cfg.outlier_scale)
@@ -382,16 +450,44 @@ def validate(cfg: Config, given: set[str] | None = None) -> Config:
     if cfg.eval_data and "eval_fraction" in (given or ()) and cfg.eval_fraction > 0:
         raise ConfigError("--eval_data and --eval_fraction both choose the held-out rows; "
                           "give one of them")
-    if cfg.init == "least_squares" and (cfg.hidden_sizes() or cfg.synthetic):
+    _check_user_code(cfg, given or set())
+    if cfg.init == "least_squares" and (cfg.hidden_sizes() or cfg.synthetic or cfg.model
+                                        or cfg.user_data):
         raise ConfigError("--init least_squares starts the linear model on a file at its "
                           "least-squares fit; use --init random or auto"
-                          + (" with --hidden" if cfg.hidden_sizes() else " without --data"))
+                          + (" with --hidden" if cfg.hidden_sizes() else " with --model"
+                             if cfg.model else " with a --data source" if cfg.user_data
+                             else " without --data"))
     if cfg.grad_backend == "mpi" and cfg.device != "CPU":
         raise ConfigError(f"grad_backend mpi is for CPU runs; with --device {cfg.device} use "
                           "mindspore (HCCL/NCCL)")
     if cfg.resume and not cfg.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     return cfg
+
+
+def _check_user_code(cfg: Config, given: set[str]) -> None:
+    """What goes with `--model`, `--data MODULE:NAME` and `--optimizer`, and what does not."""
+    if cfg.model and not is_import_path(cfg.model):
+        raise ConfigError(f"model must be MODULE:NAME (a callable of yours returning an "
+                          f"nn.Cell, e.g. mynet:Net), got {cfg.model!r}")
+    if cfg.model_args and not cfg.model:
+        raise ConfigError("--model_args are the keyword arguments of --model's callable; "
+                          "give --model MODULE:NAME")
+    if cfg.model and cfg.hidden_sizes():
+        raise ConfigError("--hidden builds the built-in MLP; with --model your network "
+                          "replaces it (pass its widths in --model_args)")
+    if cfg.optimizer == "adamw" and "momentum" in given:
+        raise ConfigError("--momentum is SGD's; --optimizer adamw uses beta1 0.9, beta2 0.999 "
+                          "and eps 1e-6 (MindSpore's nn.AdamWeightDecay defaults)")
+    if cfg.user_data:
+        files = [k for k in ("target", "eval_data", "drop_nonfinite") if k in given]
+        if files:
+            raise ConfigError(f"--{files[0]} describes a data file; --data {cfg.data} is a "
+                              "source of yours (its held-out rows: --eval_fraction)")
+        if cfg.standardize:
+            raise ConfigError(f"--standardize true is for data files; --data {cfg.data} is a "
+                              "source of yours, taken as given")
 
 
 def config_text(cfg: Config) -> str:

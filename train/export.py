@@ -1,8 +1,9 @@
 """`python -m train.export RUN_DIR --out model.mindir [--ckpt NAME]`: a trained model as a
 MindIR for deployment (MindSpore Lite, or `mindspore.load` + `nn.GraphCell` on an NPU or CPU).
 
-The graph takes float32 features, shape (rows, features) for any number of rows, in the data's
-own units, and returns the target (rows,) in its own units: the standardization is built in
+For a run on a source of yours (`--data MODULE:NAME`) the graph takes the source's x as given,
+shape (rows, *x) for any number of rows, and returns what your network returns. Otherwise it
+takes float32 features, shape (rows, features) for any number of rows, in the data's own units, and returns the target (rows,) in its own units: the standardization is built in
 (train/infer.py). Beside it, `<out>.json` (model.mindir.json) names the features in the order
 the graph takes them, and the target; they are also printed. A run with a feature float32
 cannot hold to its spread (1e7 + a small signal) is refused: raw float32 input would lose it.
@@ -31,20 +32,27 @@ def export(model: RunModel, out: Path) -> Path:
 
     ms.set_device("CPU")
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    features = len(model.features)
+    if model.x_spec is None:  # features in the data's units, standardization built in
+        net, shape, dtype = model.network(), [features], "float32"
+        what = {"features": model.features, "target": model.target,
+                "input": f"float32 (rows, {features}), the features in this order, in the "
+                         "data's units",
+                "output": "float32 (rows,), the target in its own units"}
+    else:  # a source of yours: its x as given, a dynamic batch dimension
+        (shape, dtype), net = model.x_spec, model.model()
+        what = {"input": f"{dtype} (rows, {', '.join(map(str, shape))}), as your source's x",
+                "output": "what your network returns, one row per input row"}
     try:
-        features = len(model.features)
-        ms.export(model.network(), ms.Tensor(shape=[None, features], dtype=ms.float32),
+        ms.export(net, ms.Tensor(shape=[None, *shape], dtype=getattr(ms, dtype)),
                   file_name=str(work / "model.mindir"), file_format="MINDIR")
         os.replace(work / "model.mindir", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     meta = Path(f"{out}.json")  # model.mindir.json: never another file of that folder
     write_atomic(meta, json.dumps({
-        "features": model.features, "target": model.target,
-        "input": f"float32 (rows, {features}), the features in this order, in the data's units",
-        "output": "float32 (rows,), the target in its own units",
-        "run": str(model.checkpoint.parent.parent), "checkpoint": model.checkpoint.stem},
-        indent=2) + "\n")
+        **what, "run": str(model.checkpoint.parent.parent),
+        "checkpoint": model.checkpoint.stem}, indent=2) + "\n")
     return meta
 
 
@@ -78,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: cannot write {args.out} ({e.strerror or e})", file=sys.stderr)
         return IO_EXIT
+    if model.x_spec is not None:
+        print(f"wrote {args.out} and {meta} (checkpoint {model.checkpoint.stem}): input "
+              f"{model.x_spec[1]} (rows, {', '.join(map(str, model.x_spec[0]))}), as your "
+              "source's x; output as your network returns it")
+        return 0
     print(f"wrote {args.out} and {meta} (checkpoint {model.checkpoint.stem}): input float32 "
           f"(rows, {len(model.features)}) = {', '.join(model.features)}; output "
           f"{model.target} (rows,), the data's own units")

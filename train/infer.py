@@ -20,7 +20,7 @@ import numpy as np
 
 from train import checkpoint as ck
 from train.config import Config, ConfigError
-from train.model import state_layout, trained_parameters
+from train.model import layout_of, network_spec, state_layout, trained_parameters
 from train.options import load_saved, parse_config
 
 
@@ -37,6 +37,8 @@ class RunModel:
     params: dict[str, np.ndarray]  # the model's parameters, in training units
     stats: dict[str, list[float]] | None  # mean and std of every column (standardized runs)
     checkpoint: Path
+    x_spec: tuple[tuple[int, ...], str] | None = None  # a source of yours: a row's x (as given)
+    net: Any = None  # a network of yours, built for the layout check (parameters set later)
 
     @property
     def features(self) -> list[str]:
@@ -61,10 +63,18 @@ class RunModel:
 
         from train.model import make_model
 
-        net = make_model(len(self.features), self.cfg.seed, self.cfg.hidden_sizes())
-        for name, p in net.parameters_and_names():
-            p.set_data(Tensor(self.params[name]))
+        net = self.net if self.net is not None else make_model(
+            len(self.features), self.cfg.seed, self.cfg.hidden_sizes())
+        for p in net.get_parameters():
+            p.set_data(Tensor(self.params[p.name]))
         return net
+
+    def predict_raw(self, x: np.ndarray, net: Any = None) -> np.ndarray:
+        """A source of yours: the network's output for inputs x (rows, *x) as given."""
+        from mindspore import Tensor
+
+        net = net or self.model()
+        return net(Tensor(np.ascontiguousarray(x))).asnumpy()
 
     def float32_features(self) -> list[str]:
         """Features whose values float32 cannot hold to their spread (mean beyond 256
@@ -160,15 +170,51 @@ def _step_of(name: str) -> int:
 
 
 def _load(cfg: Config, ckdir: ck.CheckpointDir, step: int, manifest: Path) -> RunModel:
-    """One checkpoint, verified against the layout its own column names imply."""
+    """One checkpoint, verified against the layout its own column names imply (a network of
+    yours: the layout of the network its config builds)."""
     columns = _columns(cfg, manifest)
-    layout = state_layout(len(columns) - 1, cfg.hidden_sizes(), cfg.loss_scale)
+    x_spec = _x_spec(manifest) if cfg.user_data else None
+    features = int(np.prod(x_spec[0])) if x_spec else len(columns) - 1
+    net = None
+    if cfg.model:
+        net = _user_network(cfg)
+        spec, trained = network_spec(net)
+        layout = layout_of(spec, trained, cfg.loss_scale, cfg.optimizer)
+    else:
+        layout = state_layout(features, cfg.hidden_sizes(), cfg.loss_scale, cfg.optimizer)
     got = ckdir.load(step, manifest, layout)  # ValueError (unusable) says why
     stats = got.state.get("data_stats")
     if cfg.standardize and (stats is None or len(stats["mean"]) != len(columns)):
         raise ValueError("a standardized run's checkpoint without matching statistics")
     return RunModel(cfg, columns, trained_parameters(got.tensors),
-                    stats if cfg.standardize else None, manifest)
+                    stats if cfg.standardize else None, manifest, x_spec, net)
+
+
+def _user_network(cfg: Config) -> Any:
+    """The network `--model` builds, on the CPU (InferError for code that does not run)."""
+    import mindspore as ms
+
+    from train.network import build_model
+    from train.user import UserCodeFailed
+
+    ms.set_device("CPU")
+    try:
+        return build_model(cfg)
+    except (ConfigError, UserCodeFailed) as e:
+        raise InferError(str(e)) from None
+
+
+def _x_spec(manifest: Path) -> tuple[tuple[int, ...], str]:
+    """A source of yours: the shape and dtype of a row's x, as its checkpoint records them."""
+    try:
+        state = json.loads(ck.read_regular(manifest, ck.MANIFEST_MAX))["state"]
+        shape, dtype = state["fingerprint"]["data"]["x"]
+        if not (isinstance(shape, list) and all(isinstance(d, int) and 0 < d < 2**31
+                                                 for d in shape) and len(shape) <= 8):
+            raise ValueError(shape)
+        return tuple(shape), np.dtype(dtype).name
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ValueError(f"its record of the source's rows is unreadable ({e})") from None
 
 
 def _columns(cfg: Config, manifest: Path) -> list[str]:

@@ -25,9 +25,11 @@ import numpy as np
 from mindspore import Parameter, Tensor
 
 from pipeline import eval_chunks, make_train_dataset
+from pipeline.dataset import eval_batches
 from train import report
 from train.checkpoint import Checkpoint, CheckpointDir
 from train.cluster import Cluster
+from train.config import LOSSES
 from train.loss import make_loss
 from train.model import (
     LOSS_SCALE_COUNTER,
@@ -37,14 +39,16 @@ from train.model import (
     make_model,
     mixed_precision,
 )
+from train.network import check_outputs, make_user_loss
 from train.output import OutputError, RunOutput
 from train.step import (
-    GuardedSGD,
     LrWindow,
     StepRecord,
     make_eval_step,
     make_loss_scaler,
+    make_optimizer,
     make_train_step,
+    make_user_eval_step,
 )
 from train.stop import Preempted, StopRequest
 
@@ -64,11 +68,12 @@ class NonFiniteError(RuntimeError):
     """The loss, the gradient or the parameters stopped being finite numbers."""
 
 
-def state_tensors(optimizer: GuardedSGD, scaler: Any = None) -> dict[str, Parameter]:
-    """Everything a resume needs besides the manifest: weights, momentum buffers, SGD's
-    first-step flags and step counter, and the loss scale (train/model.py: `state_layout`)."""
-    out = {p.name: p for p in (*optimizer.parameters, *optimizer.accum, *optimizer.stat,
-                               optimizer.global_step)}
+def state_tensors(net: Any, optimizer: Any, scaler: Any = None) -> dict[str, Parameter]:
+    """Everything a resume needs besides the manifest: the network's parameters (trainable or
+    not), the optimizer's state and step counter, and the loss scale (train/model.py:
+    `layout_of`)."""
+    out = {p.name: p for p in net.get_parameters()}
+    out.update({p.name: p for p in optimizer.get_parameters() if p.name not in out})
     if scaler is not None:
         out[LOSS_SCALE_VALUE] = scaler.scale_value
         if hasattr(scaler, "counter"):
@@ -101,7 +106,7 @@ class Trainer:
         # and steps per call of either kind.
         self.sink = cfg.sink_size if cfg.device != "CPU" else 0
         self.k = self.sink or 1
-        self._build_model(ckpt)
+        self._build_model(plan.net, ckpt)
         self._build_eval()
         why = self.source.hold()  # a data file that is rewritten stops the run (SIGIO)
         if why:
@@ -120,17 +125,24 @@ class Trainer:
 
     # --- build -------------------------------------------------------------------------
 
-    def _build_model(self, ckpt: Checkpoint | None) -> None:
+    def _build_model(self, net: Any, ckpt: Checkpoint | None) -> None:
+        """The network (yours, built by the plan, or the built-in one), the loss, optimizer,
+        loss scaler and the train and eval steps; a checkpoint's tensors restored."""
         cfg = self.cfg
-        self.net = make_model(self.source.features, cfg.seed, cfg.hidden_sizes(),
-                              self.start_params)
+        self.net = net if net is not None else make_model(
+            self.source.features, cfg.seed, cfg.hidden_sizes(), self.start_params)
         model = self.net
-        if cfg.amp_level != "O0":
+        low = cfg.amp_level != "O0"
+        if low:
             model = mixed_precision(self.net, cfg.amp_level, cfg.amp_dtype)
         delta = self.source.loss_delta(cfg.delta)
-        self.optimizer = GuardedSGD(self.net.trainable_params())
+        loss_fn = make_user_loss(cfg) if cfg.loss not in LOSSES else make_loss(cfg.loss, delta)
+        if not cfg.builtin:  # code of yours: its output checked once, in one small graph
+            check_outputs(model, loss_fn, self.source, cfg, low)
+        self.optimizer = make_optimizer(cfg.optimizer, self.net.trainable_params(),
+                                        cfg.momentum, cfg.weight_decay)
         self.scaler = make_loss_scaler(cfg.loss_scale)
-        self.tensors = state_tensors(self.optimizer, self.scaler)
+        self.tensors = state_tensors(self.net, self.optimizer, self.scaler)
         if ckpt:
             restore(self.tensors, ckpt)
         self.record = StepRecord(min(cfg.log_every, RING_MAX // self.k * self.k),
@@ -139,18 +151,24 @@ class Trainer:
         self.lr = LrWindow(cfg.lr, cfg.lr_schedule, self.total)
         mpi = cfg.grad_backend == "mpi" and self.cluster.world_size > 1
         self.step_fn = make_train_step(
-            model, make_loss(cfg.loss, delta), self.optimizer, self.record, self.lr,
-            cfg.momentum, cfg.accum_steps, cfg.clip_norm,
+            model, loss_fn, self.optimizer, self.record, self.lr, cfg.accum_steps,
+            cfg.clip_norm,
             None if mpi else self.cluster.grad_reducer(list(self.optimizer.parameters)),
             self.scaler, self.cluster.host_grad_mean() if mpi else None, cfg.jit_level,
-            low_precision=cfg.amp_level != "O0", agree=self.cluster.flag_reducer())
-        self.eval_fn = make_eval_step(model, make_loss(cfg.loss, delta, reduction="none"),
-                                      low_precision=cfg.amp_level != "O0")
+            low_precision=low, agree=self.cluster.flag_reducer(),
+            scalar_loss=cfg.loss not in LOSSES)
+        if cfg.loss in LOSSES:
+            self.eval_fn = make_eval_step(model, make_loss(cfg.loss, delta, reduction="none"),
+                                          low_precision=low)
+        else:  # a loss of yours gives one number per batch: no per-row mask, no MSE
+            self.eval_fn = make_user_eval_step(model, loss_fn, low_precision=low)
 
     def _build_eval(self) -> None:
         x, y = self.source.eval_rows(self.cfg.eval_size)
-        self.eval_set = [tuple(Tensor(a) for a in c)
-                         for c in eval_chunks(x, y, self.cluster.rank, self.cluster.world_size)]
+        cl = self.cluster
+        chunks = eval_chunks(x, y, cl.rank, cl.world_size) if self.cfg.loss in LOSSES else \
+            eval_batches(x, y, cl.rank, cl.world_size, self.cfg.batch_size)
+        self.eval_set = [tuple(Tensor(a) for a in c) for c in chunks]
 
     def _feed(self) -> Iterator[tuple[int, Any]]:
         """(steps done after the call, call) for every remaining call: one step per call from
@@ -325,13 +343,14 @@ class Trainer:
 
     def _evaluate(self, epoch: int, step: int) -> None:
         sums = np.zeros(3)
-        for x, y, mask in self.eval_set:
-            sums += self.eval_fn(x, y, mask).asnumpy()
+        for batch in self.eval_set:
+            sums += self.eval_fn(*batch).asnumpy()
         total = self.cluster.all_sum(sums)
         unit = self.source.loss_unit
         if total[2] > 0:
             self.state["eval_loss"] = float(total[0]) / float(total[2]) * unit
-            self.state["eval_mse"] = float(total[1]) / float(total[2]) * unit
+            if self.cfg.loss in LOSSES:  # (a loss of yours: its own figure only)
+                self.state["eval_mse"] = float(total[1]) / float(total[2]) * unit
         self.out.metrics({"epoch": epoch, "step": step, "eval_loss": self.state["eval_loss"],
                           "eval_mse": self.state["eval_mse"]})
         every = -(-self.cfg.epochs // EPOCH_LINES)  # many epochs: about EPOCH_LINES lines
@@ -344,8 +363,12 @@ class Trainer:
             raise NonFiniteError(f"non-finite held-out loss at step {step} on rank "
                                  f"{self.cluster.rank}")
 
+    def _linear(self) -> tuple[list[float], float] | None:
+        """(w, b) of the built-in linear model; None for an MLP or a network of yours."""
+        return None if self.cfg.model else linear_params(self.net)
+
     def _epoch_line(self, epoch: int, step: int) -> None:
-        params = self.source.params_in_units(linear_params(self.net))
+        params = self.source.params_in_units(self._linear())
         names = None if self.cfg.synthetic else self.source.columns[:-1]
         self.out.info(f"epoch {epoch}/{self.cfg.epochs}  step {step}  loss "
                       f"{_fmt(self.state['loss'], self.source.loss_unit)}  eval_loss "
@@ -403,7 +426,7 @@ class Trainer:
     def _curve(self) -> dict[str, list[float]] | None:
         """The learned function on a grid, in the data's units (one feature only): what
         train.plot draws for the linear model and for an MLP alike."""
-        if self.source.features != 1:
+        if self.source.features != 1 or self.cfg.model or self.cfg.user_data:
             return None
         xs = self.source.curve_x()
         y = self.net(Tensor(self.source.to_model(xs[:, None]))).asnumpy()
@@ -413,11 +436,15 @@ class Trainer:
         cfg, cl = self.cfg, self.cluster
         cl.check_identical([p.asnumpy() for p in self.optimizer.parameters])
         run = self._totals()
-        wb = linear_params(self.net)
+        wb = self._linear()
         params = self.source.params_in_units(wb)
         conv: dict[str, Any] = {}
         base: dict[str, Any] = {}
-        if cl.is_main:  # rank 0 reports; the figures need no other rank
+        checked = cfg.builtin and not cfg.user_data
+        if not checked:
+            conv = {"reason": "the Newton-step check is made for the built-in linear model or "
+                              "MLP with the built-in losses on a file or the synthetic rows"}
+        elif cl.is_main:  # rank 0 reports; the figures need no other rank
             conv = report.convergence({p.name: p.asnumpy() for p in self.optimizer.parameters},
                                       cfg, self.source)
             base = report.mean_baseline(cfg, self.source)
@@ -427,7 +454,8 @@ class Trainer:
             "coefficients": report.named(self.source, params[0] if params else None),
             "units": "w, b, coefficients, losses, convergence figures: the data's units; "
                      "*_standardized: the standardized units the model trains in",
-            "converged": bool(conv.get("converged")), "convergence": conv,
+            "converged": bool(conv.get("converged")) if checked else None,
+            "convergence": conv,
             "baseline": base,
             "curve": self._curve(),
             **self.source.summary_extra(wb),
@@ -438,7 +466,8 @@ class Trainer:
             "global_batch_size": self.global_batch,
             "samples_per_s": run["timed_steps"] * self.global_batch / max(run["train_s"], 1e-9),
             "wall_s": run["wall_s"], "device": cfg.device, "launch": cl.launch,
-            "loss": cfg.loss, "delta": cfg.delta, "seed": cfg.seed,
+            "loss": cfg.loss, "delta": cfg.delta, "seed": cfg.seed, "model": cfg.model or None,
+            "optimizer": cfg.optimizer,
             "segments": self.state["segments"], "skipped_nonfinite": self.state["skipped"],
             "overflow_skips": self.state["overflow_skips"], "first_step_at": self.first_step_at,
             "mindspore_version": ms.__version__,

@@ -28,21 +28,33 @@ def _shapes(features: int, hidden: list[int]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-# Optimizer and loss-scaler state beside the parameters, by name prefix or name.
-OPTIMIZER_PREFIXES = ("accum.", "stat.")
+# Optimizer and loss-scaler state beside the parameters, by name prefix or name: SGD's
+# momentum buffers and first-step flags, AdamW's moments (train/step.py).
+OPTIMIZER_PREFIXES = {"sgd": ("accum.", "stat."), "adamw": ("adam_m.", "adam_v.")}
+STATE_PREFIXES = tuple(p for ps in OPTIMIZER_PREFIXES.values() for p in ps)
 STEP_COUNTER = "global_step"
 LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER = "loss_scale.value", "loss_scale.counter"
+Layout = dict[str, tuple[tuple[int, ...], str]]
 
 
-def state_layout(features: int, hidden: list[int], loss_scale: str = "none"
-                 ) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Every tensor of the training state: parameters, SGD's momentum buffers (`accum.`) and
-    first-step flags (`stat.`), its step counter, and the loss scaler's scale (and, dynamic, its
+def state_layout(features: int, hidden: list[int], loss_scale: str = "none",
+                 optimizer: str = "sgd") -> Layout:
+    """The training state of the built-in model, known without building it (so a checkpoint
+    is checked before MindSpore is imported): see `layout_of`."""
+    params = {n: (s, "float32") for n, s in _shapes(features, hidden).items()}
+    return layout_of(params, list(params), loss_scale, optimizer)
+
+
+def layout_of(params: Layout, trained: list[str], loss_scale: str = "none",
+              optimizer: str = "sgd") -> Layout:
+    """Every tensor of the training state: the network's parameters (`params`, trainable or
+    not: a BatchNorm's moving statistics are state too), the optimizer's state for the
+    `trained` ones (SGD: momentum `accum.`, first-step flags `stat.`; AdamW: moments
+    `adam_m.`, `adam_v.`), its step counter, and the loss scaler's scale (and, dynamic, its
     good-step counter). Not the lr and momentum values, which the config sets at every step."""
-    layout: dict[str, tuple[tuple[int, ...], str]] = {}
-    shapes = _shapes(features, hidden)
-    for prefix in ("", *OPTIMIZER_PREFIXES):
-        layout.update({prefix + n: (s, "float32") for n, s in shapes.items()})
+    layout: Layout = dict(params)
+    for prefix in OPTIMIZER_PREFIXES[optimizer]:
+        layout.update({prefix + n: (params[n][0], "float32") for n in trained})
     layout[STEP_COUNTER] = ((1,), "int32")
     if loss_scale != "none":
         layout[LOSS_SCALE_VALUE] = ((), "float32")
@@ -51,9 +63,26 @@ def state_layout(features: int, hidden: list[int], loss_scale: str = "none"
     return layout
 
 
+def network_spec(net: Any) -> tuple[Layout, list[str]]:
+    """A built network's parameters by checkpoint name, (shape, dtype), and the names of the
+    trainable ones; a name used twice is refused (a checkpoint could not tell them apart)."""
+    spec: Layout = {}
+    for p in net.get_parameters():
+        if p.name in spec:
+            raise ValueError(f"your network has two parameters named {p.name!r}; give them "
+                             "distinct names (a checkpoint keys tensors by name)")
+        spec[p.name] = (tuple(int(d) for d in p.shape), str(p.dtype).lower())
+    clash = [n for n in spec if n.startswith(STATE_PREFIXES) or n in (
+        STEP_COUNTER, LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER)]
+    if clash:
+        raise ValueError(f"your network's parameter {clash[0]!r} takes a name the optimizer's "
+                         "state uses; rename it")
+    return spec, [p.name for p in net.trainable_params()]
+
+
 def trained_parameters(tensors: dict[str, Any]) -> dict[str, Any]:
     """The model's parameters among a checkpoint's tensors (not optimizer or scaler state)."""
-    return {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIXES)
+    return {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIXES)
             and k not in (STEP_COUNTER, LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER)}
 
 

@@ -65,7 +65,7 @@ _Loader.add_constructor("tag:yaml.org,2002:int",
                         lambda loader, node: int(loader.construct_scalar(node), 10))
 
 
-def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _yaml_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node)
@@ -75,7 +75,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
     return out
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _yaml_mapping)
 
 
 def load_yaml(path: str, warn: Any = None) -> dict[str, Any]:
@@ -158,8 +158,21 @@ def _float(text: str) -> float:
     return float(text.strip().lower().replace(".inf", "inf").replace(".nan", "nan"))
 
 
-_int.__name__, _float.__name__ = "int", "float"
-_FLAG_TYPES = {int: _int, float: _float, str: str}
+def _mapping(text: str) -> dict[str, Any]:
+    """A YAML/JSON mapping on the command line (`{width: 16}`), read as a config file is."""
+    try:
+        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, ConfigError, RecursionError, ValueError, TypeError):
+        raise ValueError(text) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(text)
+    return value
+
+
+_int.__name__, _float.__name__, _mapping.__name__ = "int", "float", "mapping"
+_FLAG_TYPES = {int: _int, float: _float, str: str, dict: _mapping}
 
 
 class _Parser(argparse.ArgumentParser):

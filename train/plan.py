@@ -26,9 +26,9 @@ from pipeline.dataset import steps_per_item
 from train import checkpoint as ck
 from train import cluster as cl
 from train import rundir
-from train.config import Config, ConfigError, validate
+from train.config import LOSSES, Config, ConfigError, validate
 from train.faults import Faults, from_env
-from train.model import state_layout
+from train.model import layout_of, network_spec, state_layout
 from train.options import load_saved, parse_config
 from train.output import default_out_dir, warn
 
@@ -54,9 +54,15 @@ class RunPlan:
         # where the linear model starts: the least-squares fit, or the seeded random weights
         self.start = self.source.start() if cfg.init == "least_squares" else None
         self.total = cfg.epochs * cfg.steps_per_epoch
-        self.chunk = steps_per_item(cfg.batch_size * cfg.accum_steps)  # steps per dataset item
+        # steps per dataset item: ~16k rows; a source of yours, ~16k rows of 16 values
+        wide = -(-self.source.features // 16) if cfg.user_data else 1
+        self.chunk = steps_per_item(cfg.batch_size * cfg.accum_steps * wide)
         self.fingerprint = ck.fingerprint(cfg, world, data.identity)
-        self.layout = state_layout(data.features, cfg.hidden_sizes(), cfg.loss_scale)
+        # The built-in model's tensors are known now; a network of yours only once it is built
+        # (`build_network`, after the device is set): its checkpoint is chosen after that.
+        self.layout = None if cfg.model else state_layout(
+            data.features, cfg.hidden_sizes(), cfg.loss_scale, cfg.optimizer)
+        self.net: Any = None
         self.out_dir = Path(cfg.out) if cfg.out else None
         self.ckpt: ck.Checkpoint | None = None
         self.owner: rundir.Owner | None = None  # holds the folder's lock while it lives
@@ -83,11 +89,37 @@ class RunPlan:
         launch, world = cl.check_launch(cfg.world_size)
         cl.probe_device(cfg.device)
         _check_compat(cfg, launch, world)
-        data = open_data(cfg, stop)
+        data = _open_user_data(cfg) if cfg.user_data else open_data(cfg, stop)
+        _check_user_code(cfg, data)
         cfg, automatic = resolve(cfg, data, world)
         plan = cls(cfg, faults, launch, world, data, automatic, notes)
         _check_memory(cfg, plan.source, plan.chunk)
         return plan
+
+    def build_network(self, cluster: cl.Cluster) -> None:
+        """Your network (`--model`), built on this rank now that the device, the ranks and the
+        seed are set; its tensors make the checkpoint layout and join the fingerprint, so that
+        a resume with another network is refused. Every rank must start from the same
+        parameters: they were seeded alike; if they still differ, rank 0's are taken."""
+        if not self.cfg.model:
+            return
+        from train.network import build_model
+
+        self.net = build_model(self.cfg)
+        try:
+            spec, trained = network_spec(self.net)
+        except ValueError as e:
+            raise ConfigError(f"--model {self.cfg.model}: {e}") from None
+        self.layout = layout_of(spec, trained, self.cfg.loss_scale, self.cfg.optimizer)
+        self.fingerprint["network"] = {n: [list(s), d] for n, (s, d) in spec.items()}
+        if cluster.world_size > 1:
+            params = list(self.net.get_parameters())
+            try:
+                cluster.check_identical([p.asnumpy() for p in params])
+            except RuntimeError:
+                self.notes("your network's initial parameters differ across ranks (an "
+                           "unseeded generator?): every rank takes rank 0's")
+                cluster.broadcast_parameters(params)
 
     def prepare(self, out_dir: Path | None = None) -> None:
         """Own the run folder and choose the checkpoint (`--resume`); rank 0 or one process."""
@@ -225,7 +257,7 @@ def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
     # Absolute paths: the saved config then names the same files from any folder (a resume,
     # train.predict --run, train.plot).
     paths = {k: os.path.abspath(getattr(cfg, k)) for k in ("data", "eval_data")
-             if getattr(cfg, k)}
+             if getattr(cfg, k) and not (k == "data" and cfg.user_data)}
     cfg = dataclasses.replace(cfg, **auto, **paths)
     if not cfg.synthetic:
         cfg = dataclasses.replace(
@@ -261,6 +293,33 @@ def _check_compat(cfg: Config, launch: str, world: int) -> None:
     if cfg.device == "CPU" and cfg.amp_level != "O0" and cfg.amp_dtype == "bfloat16":
         raise ConfigError("--amp_dtype bfloat16 does not run on CPU (MindSpore's CPU MatMul has "
                           "no bfloat16 kernel); use --amp_dtype float16 or --amp_level O0")
+
+
+def _open_user_data(cfg: Config) -> Any:
+    """`--data MODULE:NAME`: your callable (and `config=`); its source checked (pipeline/user)."""
+    from pipeline.user import UserData
+    from train.user import call, resolve
+
+    fn = resolve(cfg.data, "data")
+    return UserData(call(fn, f"--data {cfg.data}", {}, cfg), cfg.data, cfg.seed,
+                    cfg.eval_fraction)
+
+
+def _check_user_code(cfg: Config, data: Any) -> None:
+    """Code of yours must import now (exit 2 before anything starts), and the built-in model
+    takes rows as the built-in sources give them."""
+    from train.user import resolve
+
+    if cfg.model:
+        resolve(cfg.model, "model")
+    if cfg.loss not in LOSSES:
+        resolve(cfg.loss, "loss")
+    if cfg.user_data and not cfg.model:
+        (xs, xd), (ys, yd) = data.identity["x"], data.identity["y"]
+        if len(xs) != 1 or xd != "float32" or ys != [1] or yd != "float32":
+            raise ConfigError(f"the built-in model takes rows of x float32[features] and y "
+                              f"float32[1]; --data {cfg.data} gives x {xd}{xs}, y {yd}{ys}: "
+                              "give --model MODULE:NAME for your own network")
 
 
 def _mem_available() -> int | None:

@@ -1,7 +1,9 @@
 """`python -m train.predict RUN_DIR --data FILE [--out FILE] [--json] [--ckpt NAME]`: a trained
 model's predictions, in the target's own units, for every row of FILE.
 
-FILE is read as `--data` reads files (.csv, .npy, .npz, .mindrecord). A CSV's columns are
+FILE is read as `--data` reads files (.csv, .npy, .npz, .mindrecord); for a run on a source of
+yours (`--data MODULE:NAME`), a .npy of inputs shaped like the source's x (or an .npz's `x`),
+with one prediction row per input row written to `--out p.npy`. A CSV's columns are
 matched to the run's features by name (any order; other columns are not read); the other
 formats hold the features by position (then, optionally, the target). A feature that is not a
 finite number is refused naming its line. With `--out`, the predictions go to a CSV with one
@@ -28,6 +30,7 @@ import numpy as np
 from pipeline.fileio import finite_json, write_atomic
 from pipeline.formats import csv_number, not_a_number, validated_chunks
 from pipeline.limits import DataError
+from train.config import LOSSES
 from train.converge import loss_per_row
 from train.infer import InferError, RunModel, load_run
 from train.output import IO_EXIT, one_line
@@ -133,6 +136,72 @@ def predict_file(model: RunModel, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(preds), np.concatenate(ys)
 
 
+def _read_x(model: RunModel, path: Path) -> np.ndarray:
+    """A source of yours: the rows of a .npy (or an .npz's `x`), shaped and typed like the
+    source's x."""
+    shape, dtype = model.x_spec
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise DataError(f"--data {path}: this run trained on a source of yours; give its inputs "
+                        f"as a .npy of shape (rows, {', '.join(map(str, shape))}) {dtype}")
+    try:
+        with open(path, "rb") as f:
+            got = np.load(f, allow_pickle=False)
+            if isinstance(got, np.lib.npyio.NpzFile):
+                if "x" not in got.files:
+                    raise DataError(f"--data {path}: an .npz needs an array named x (it has "
+                                    f"{', '.join(got.files) or 'none'})")
+                got = got["x"]
+            x = np.asarray(got)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"--data {path}: cannot read it as NumPy data ({str(e)[:100]})") from None
+    if x.ndim == 0 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
+        raise DataError(f"--data {path} holds {x.dtype}{list(x.shape)}; this run's inputs are "
+                        f"(rows, {', '.join(map(str, shape))}) {dtype}, at least one row")
+    if x.dtype != np.dtype(dtype) and not np.can_cast(x.dtype, dtype, "safe"):
+        raise DataError(f"--data {path} holds {x.dtype} values; this run's inputs are {dtype} "
+                        f"(convert them: x.astype('{dtype}'))")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"--data {path}: row {int(np.argwhere(~np.isfinite(x))[0][0])} holds a "
+                        "value that is not a finite number")
+    return x.astype(dtype, copy=False)
+
+
+def predict_rows(model: RunModel, x: np.ndarray) -> np.ndarray:
+    """A source of yours: one output row per input row, through the network as trained."""
+    net = model.model()
+    step = max(1, (1 << 22) // max(1, int(np.prod(x.shape[1:]))))  # ~16 MB of input a call
+    return np.concatenate([model.predict_raw(x[i:i + step], net)
+                           for i in range(0, len(x), step)])
+
+
+def _predict_source_run(model: RunModel, args: argparse.Namespace) -> int:
+    """`--data x.npy --out p.npy` for a run on a source of yours (no metrics: its targets are
+    yours to compare)."""
+    import io
+
+    try:
+        if args.out is None or args.out.suffix.lower() != ".npy":
+            raise DataError("--out: this run trained on a source of yours; its predictions go "
+                            "to a .npy file (--out p.npy)")
+        pred = predict_rows(model, _read_x(model, args.data))
+    except DataError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    buf = io.BytesIO()
+    np.save(buf, pred)
+    try:
+        write_atomic(args.out, buf.getvalue())
+    except OSError as e:
+        print(f"error: cannot write {args.out} ({e.strerror or e}); nothing was replaced",
+              file=sys.stderr)
+        return IO_EXIT
+    found = {"predicted": len(pred), "out": str(args.out), "shape": list(pred.shape),
+             "checkpoint": model.checkpoint.stem}
+    print(json.dumps(found) if args.json else f"{args.data}: {len(pred)} rows predicted into "
+          f"{args.out} ({pred.dtype}{list(pred.shape)}; checkpoint {model.checkpoint.stem})")
+    return 0
+
+
 def metrics(model: RunModel, pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """The run's loss, MSE, MAE and R² of predictions against targets (the target's units),
     over the rows that have one."""
@@ -141,8 +210,9 @@ def metrics(model: RunModel, pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     e = pred - y
     d = model.cfg.delta
     sst = float(np.sum((y - y.mean()) ** 2))
-    return {"rows": len(y), f"{model.cfg.loss}_loss": float(np.mean(
-                loss_per_row(e, model.cfg.loss, d))),
+    builtin = model.cfg.loss in LOSSES  # (a loss of yours: MSE, MAE and R² only)
+    return {"rows": len(y), **({f"{model.cfg.loss}_loss": float(np.mean(
+                loss_per_row(e, model.cfg.loss, d)))} if builtin else {}),
             "mse": float(np.mean(e * e)), "mae": float(np.mean(np.abs(e))),
             "r2": 1.0 - float(np.sum(e * e)) / sst if sst > 0 else None,
             "delta": d if model.cfg.loss == "huber" else None, "target": model.target,
@@ -162,7 +232,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _line(path: Path, m: dict[str, Any], loss: str) -> str:
     r2 = "n/a" if m["r2"] is None else f"{m['r2']:.4f}"
-    return (f"{path}: {m['rows']} rows with a target; {loss} loss {m[f'{loss}_loss']:.6g}, MSE "
+    loss_part = f"{loss} loss {m[f'{loss}_loss']:.6g}, " if f"{loss}_loss" in m else ""
+    return (f"{path}: {m['rows']} rows with a target; {loss_part}MSE "
             f"{m['mse']:.6g}, MAE {m['mae']:.6g}, R² {r2} (target {m['target']!r}, its own "
             f"units; checkpoint {m['checkpoint']})")
 
@@ -184,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.out and _same_file(args.out, args.data):
             raise DataError(f"--out {args.out} is the file to predict; choose another name")
         model = load_run(args.run_dir, args.ckpt)
+        if model.x_spec is not None:
+            return _predict_source_run(model, args)
         pred, y = predict_file(model, args.data)
     except (InferError, DataError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

@@ -43,7 +43,9 @@ def named(source: Any, w: list[float] | None) -> dict[str, float] | None:
 def final_lines(cfg: Any, summary: dict[str, Any], out_dir: Any) -> tuple[str, list[str]]:
     """The run's last console line, and the warnings that go before it."""
     target = summary["target"]
-    if summary["w"] is None:
+    if cfg.model:
+        what = f"trained {cfg.model}"
+    elif summary["w"] is None:
         what = f"trained an MLP ({cfg.hidden})"
     elif cfg.synthetic:
         w = ", ".join(f"{v:.4f}" for v in summary["w"])
@@ -54,15 +56,17 @@ def final_lines(cfg: Any, summary: dict[str, Any], out_dir: Any) -> tuple[str, l
         what = f"learned {target} = {summary['b']:.4g} {terms} (the data's units)"
     conv = summary["convergence"]
     state = "converged" if summary["converged"] else "NOT converged"
-    if conv.get("exact_fit"):
+    if summary["converged"] is None:
+        state = "convergence not checked (README: Your own network)"
+    elif conv.get("exact_fit"):
         state += " (an exact fit, to float32 rounding)"
     elif "relative_excess" in conv:
         state += f" ({_percent(conv['relative_excess'])} above the optimum)"
     if summary["eval_loss"] is None:
         line = f"{what}; no held-out rows; {state}; {out_dir}"
     else:
-        line = (f"{what}; eval {cfg.loss} loss {summary['eval_loss']:.4f}, eval MSE "
-                f"{summary['eval_mse']:.4f}; {state}; {out_dir}")
+        mse = "" if summary["eval_mse"] is None else f", eval MSE {summary['eval_mse']:.4f}"
+        line = f"{what}; eval {cfg.loss} loss {summary['eval_loss']:.4f}{mse}; {state}; {out_dir}"
     return line, _warnings(cfg, summary)
 
 
@@ -74,7 +78,7 @@ def _percent(r: float) -> str:
 
 def _warnings(cfg: Any, summary: dict[str, Any]) -> list[str]:
     found = []
-    if not summary["converged"]:
+    if summary["converged"] is False:
         conv = summary["convergence"]
         more = max(2 * summary["epochs"], summary["epochs"] + 1)
         found.append(f"not converged: the training objective is still "

@@ -43,12 +43,22 @@ StepFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 EvalFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
+def decays(params: list[Parameter]) -> tuple[bool, ...]:
+    """Which parameters weight decay applies to: MindSpore's optimizers' default filter
+    (`nn/optim/optimizer.py`: not a LayerNorm/BatchNorm `beta` or `gamma`)."""
+    return tuple("beta" not in p.name and "gamma" not in p.name for p in params)
+
+
 class GuardedSGD(nn.Cell):
     """SGD with momentum whose update is skipped, bitwise, for a non-finite step. Its state
     has `nn.SGD`'s names (`accum.*` momentum buffers, `stat.*` first-step flags,
-    `global_step`), so checkpoints read the same either way."""
+    `global_step`), so checkpoints read the same either way. `weight_decay` adds
+    `weight_decay * p` to the gradient first, as `nn.SGD` does (`Optimizer.decay_weight`)."""
 
-    def __init__(self, params: list[Parameter]) -> None:
+    STATE = ("accum.", "stat.")  # name prefixes of its per-parameter state
+
+    def __init__(self, params: list[Parameter], momentum: float,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(auto_prefix=False)
         self.parameters = ParameterTuple(params)
         self.accum = self.parameters.clone(prefix="accum", init="zeros")
@@ -56,15 +66,68 @@ class GuardedSGD(nn.Cell):
         self.global_step = Parameter(Tensor(np.zeros(1, np.int32)), name="global_step")
         self.sgd = ops.SGD(0.0, 0.0, False)
         self.one = Tensor(np.ones(1, np.int32))
+        self.momentum, self.hold = Tensor(np.float32(momentum)), Tensor(np.float32(1.0))
+        self.weight_decay = weight_decay
+        self.decay = decays(list(params))
 
-    def construct(self, grads: tuple[Tensor, ...], lr: Tensor, momentum: Tensor) -> Tensor:
-        """Apply one update (lr and momentum are scalar tensors) and count the step."""
+    def construct(self, grads: tuple[Tensor, ...], lr: Tensor, ok: Tensor) -> Tensor:
+        """Apply one update (lr a scalar tensor), or with `ok` false leave every parameter and
+        buffer bitwise as it is (gradient 0, lr 0, momentum 1); count the step either way."""
         done = True
+        lr = ops.where(ok, lr, 0.0)
+        momentum = ops.where(ok, self.momentum, self.hold)
         for i in range(len(self.parameters)):
-            done = ops.depend(done, self.sgd(self.parameters[i], grads[i], lr, self.accum[i],
-                                             momentum, self.stat[i]))
+            g = grads[i]
+            if self.weight_decay > 0 and self.decay[i]:  # a Python constant: compiled away at 0
+                g = g + self.weight_decay * self.parameters[i]
+            done = ops.depend(done, self.sgd(self.parameters[i], ops.where(ok, g, 0.0), lr,
+                                             self.accum[i], momentum, self.stat[i]))
         ops.assign_add(self.global_step, self.one)
         return done
+
+
+class GuardedAdamW(nn.Cell):
+    """MindSpore's `nn.AdamWeightDecay` (its fused kernel `ops.AdamWeightDecay`, its defaults
+    beta1 0.9, beta2 0.999, eps 1e-6 and its state names `adam_m.*`, `adam_v.*`,
+    `global_step`) with the same bitwise skip as GuardedSGD: with `ok` false the gradient is 0,
+    the lr 0 and both betas 1, so `m = 1·m + 0·g`, `v = 1·v + 0·g²` and `p = p - 0·update`
+    leave everything as it was."""
+
+    STATE = ("adam_m.", "adam_v.")
+
+    def __init__(self, params: list[Parameter], weight_decay: float = 0.0,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6) -> None:
+        super().__init__(auto_prefix=False)
+        self.parameters = ParameterTuple(params)
+        self.moments1 = self.parameters.clone(prefix="adam_m", init="zeros")
+        self.moments2 = self.parameters.clone(prefix="adam_v", init="zeros")
+        self.global_step = Parameter(Tensor(np.zeros(1, np.int32)), name="global_step")
+        self.adamw = ops.AdamWeightDecay()
+        self.one = Tensor(np.ones(1, np.int32))
+        self.beta1, self.beta2 = Tensor(np.float32(beta1)), Tensor(np.float32(beta2))
+        self.eps, self.hold = Tensor(np.float32(eps)), Tensor(np.float32(1.0))
+        self.decay = tuple(Tensor(np.float32(weight_decay if d else 0.0))
+                           for d in decays(list(params)))
+
+    def construct(self, grads: tuple[Tensor, ...], lr: Tensor, ok: Tensor) -> Tensor:
+        """Apply one update, or skip it bitwise (above); count the step either way."""
+        done = True
+        lr = ops.where(ok, lr, 0.0)
+        beta1, beta2 = ops.where(ok, self.beta1, self.hold), ops.where(ok, self.beta2, self.hold)
+        for i in range(len(self.parameters)):
+            done = ops.depend(done, self.adamw(self.parameters[i], self.moments1[i],
+                                               self.moments2[i], lr, beta1, beta2, self.eps,
+                                               self.decay[i], ops.where(ok, grads[i], 0.0)))
+        ops.assign_add(self.global_step, self.one)
+        return done
+
+
+def make_optimizer(name: str, params: list[Parameter], momentum: float,
+                   weight_decay: float) -> nn.Cell:
+    """The guarded optimizer the config names (`sgd` or `adamw`)."""
+    if name == "adamw":
+        return GuardedAdamW(params, weight_decay)
+    return GuardedSGD(params, momentum, weight_decay)
 
 
 class StepRecord(nn.Cell):
@@ -162,10 +225,9 @@ def make_loss_scaler(loss_scale: str) -> Any:
 def make_train_step(
     model: nn.Cell,
     loss_fn: nn.Cell,
-    optimizer: GuardedSGD,
+    optimizer: nn.Cell,
     record: StepRecord,
     lr: LrWindow,
-    momentum: float,
     accum_steps: int = 1,
     clip_norm: float = 0.0,
     grad_reducer: nn.Cell | None = None,
@@ -174,6 +236,7 @@ def make_train_step(
     jit_level: str = "O0",
     low_precision: bool = False,
     agree: Callable[[Tensor], Tensor] | None = None,
+    scalar_loss: bool = False,
 ) -> StepFn:
     """Build `step(xc, yc, i) -> [loss, sumsq]`: one optimizer step on micro-batches
     i .. i+A-1 (`i` an int32 scalar tensor) of a chunk xc (K*A, B, F), yc (K*A, B, 1) (see
@@ -188,14 +251,15 @@ def make_train_step(
     gradient before clipping.
 
     `agree` (Ascend, several ranks): a cross-rank sum of each rank's overflow flag, so that
-    every rank skips the update that one rank's NPU status flagged.
+    every rank skips the update that one rank's NPU status flagged. `scalar_loss` (a loss of
+    yours, checked to hold one value): its value taken as shape (), whatever its shape.
 
     With `host_grad_mean` (grad_backend=mpi) the step is two jit calls with the cross-rank mean
     on the host between them: the gradients leave the graph as one flat float32 vector (a host
     read every step, by design), are averaged by MPI, and come back for the update.
     """
     weights = optimizer.parameters
-    m_value, one = Tensor(np.float32(momentum)), Tensor(np.float32(1.0))
+    one = Tensor(np.float32(1.0))
     nan = Tensor(np.float32(np.nan))
     jit = ms.jit(jit_level=jit_level) if jit_level != "O0" else ms.jit
 
@@ -204,6 +268,8 @@ def make_train_step(
         if low_precision:  # the loss is always computed in float32
             pred = pred.astype(ms.float32)
         loss = loss_fn(pred, y)
+        if scalar_loss:
+            loss = loss.astype(ms.float32).reshape(())
         return (loss_scaler.scale(loss) if loss_scaler is not None else loss), loss
 
     grad_fn = ms.value_and_grad(forward_fn, None, weights, has_aux=True)
@@ -245,8 +311,7 @@ def make_train_step(
         recorded = ops.where(ok, sumsq, nan)  # a skipped step reads as non-finite on the host
         row = ops.stack([loss, recorded] if loss_scaler is None else [loss, recorded, scale])
         record(step, row)
-        optimizer(tuple(ops.where(ok, g, 0.0) for g in grads), ops.where(ok, lr(step), 0.0),
-                  ops.where(ok, m_value, one))
+        optimizer(grads, lr(step), ok)  # skipped bitwise where not ok (GuardedSGD/AdamW)
         if loss_scaler is not None:
             loss_scaler.adjust(ok)
         return row
@@ -289,5 +354,23 @@ def make_eval_step(model: nn.Cell, loss_fn: nn.Cell, low_precision: bool = False
             pred = pred.astype(ms.float32)
         return ops.stack([(loss_fn(pred, y) * mask).sum(), (ops.square(pred - y) * mask).sum(),
                           mask.sum()])
+
+    return eval_step
+
+
+def make_user_eval_step(model: nn.Cell, loss_fn: nn.Cell,
+                        low_precision: bool = False) -> EvalFn:
+    """Build `eval(x, y) -> [loss x rows, 0, rows]` for a loss of yours, which gives one value
+    per batch (a mean over its rows, as a loss's default reduction): summed over batches and
+    ranks, then divided by the rows, it is the mean over the held-out rows."""
+
+    @ms.jit
+    def eval_step(x: Tensor, y: Tensor) -> Tensor:
+        pred = model(x)
+        if low_precision:
+            pred = pred.astype(ms.float32)
+        loss = loss_fn(pred, y).astype(ms.float32).reshape(())
+        rows = ops.scalar_to_tensor(x.shape[0], ms.float32)
+        return ops.stack([loss * rows, ops.zeros((), ms.float32), rows])
 
     return eval_step

@@ -41,35 +41,28 @@ class Preempted(RuntimeError):
 
 
 class StopRequest:
-    """Records the first stop signal for the loop to act on (later ones change nothing)."""
+    """Records the first stop signal for the loop to act on (later ones change nothing). One
+    run at a time owns the process's signals: the newest installed (train.fit may run several
+    in one process; one waiting thread serves them all)."""
+
+    _active: StopRequest | None = None
+    _waiter: threading.Thread | None = None
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
-        self._waiter: threading.Thread | None = None
 
     def install(self) -> StopRequest:
         """Take over SIGTERM, SIGINT and SIGUSR1 for this process."""
-        signal.signal(signal.SIGINT, self._handle)
+        StopRequest._active = self
+        signal.signal(signal.SIGINT, _handle)
         for sig in WAITED:  # a fallback: no thread should leave them unblocked
-            signal.signal(sig, self._handle)
-        if self._waiter is None:
+            signal.signal(sig, _handle)
+        if StopRequest._waiter is None:
             signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
-            self._waiter = threading.Thread(target=self._wait, name="stop-signals", daemon=True)
-            self._waiter.start()
+            StopRequest._waiter = threading.Thread(target=_wait, name="stop-signals",
+                                                   daemon=True)
+            StopRequest._waiter.start()
         return self
-
-    def _wait(self) -> None:
-        while True:
-            info = signal.sigwaitinfo(WAITED)
-            name = signal.Signals(info.si_signo).name
-            if info.si_signo == signal.SIGTERM and info.si_pid == os.getpid():
-                name = "SIGINT"  # MindSpore's SIGINT handler re-sends Ctrl-C as SIGTERM
-            elif info.si_signo == signal.SIGIO:
-                name = DATA_REWRITTEN
-            self.request(name)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.request(signal.Signals(signum).name)
 
     def request(self, name: str) -> None:
         """Ask for a stop (as a signal does)."""
@@ -86,6 +79,23 @@ class StopRequest:
         (a data file's conversion, a wait for another process's)."""
         if self.requested:
             raise Preempted(f"{self.signal_name}: stopped {where}; nothing was trained")
+
+
+def _wait() -> None:
+    while True:
+        info = signal.sigwaitinfo(WAITED)
+        name = signal.Signals(info.si_signo).name
+        if info.si_signo == signal.SIGTERM and info.si_pid == os.getpid():
+            name = "SIGINT"  # MindSpore's SIGINT handler re-sends Ctrl-C as SIGTERM
+        elif info.si_signo == signal.SIGIO:
+            name = DATA_REWRITTEN
+        if StopRequest._active is not None:
+            StopRequest._active.request(name)
+
+
+def _handle(signum: int, frame: Any) -> None:
+    if StopRequest._active is not None:
+        StopRequest._active.request(signal.Signals(signum).name)
 
 
 def unblock_in_child() -> None:

@@ -19,9 +19,9 @@ def ms_setup() -> tuple[Any, Any, Any]:
     from train.step import GuardedSGD, LrWindow, StepRecord, make_train_step
 
     model = make_model(1, SEED)
-    opt = GuardedSGD(model.trainable_params())
+    opt = GuardedSGD(model.trainable_params(), MOMENTUM)
     record, lr = StepRecord(READ_EVERY, 2, list(opt.parameters)), LrWindow(LR, "constant", 1)
-    return model, record, make_train_step(model, HuberLoss(DELTA), opt, record, lr, MOMENTUM)
+    return model, record, make_train_step(model, HuberLoss(DELTA), opt, record, lr)
 
 
 def params_of(model: Any) -> list[float]:

@@ -134,6 +134,16 @@ class Cluster:
         got = self.all_sum(np.array(chunks))
         return sum(int(c) << s for c, s in zip(got, (0, 16, 32)))
 
+    def broadcast_parameters(self, params: list) -> None:
+        """Give every rank rank 0's values of these MindSpore Parameters (a sum over ranks of
+        rank 0's values and the others' zeros: exact)."""
+        import mindspore as ms
+
+        for p in params:
+            a = p.asnumpy()
+            got = self.all_sum(a if self.is_main else np.zeros_like(a))
+            p.set_data(ms.Tensor(got.astype(a.dtype).reshape(a.shape)))
+
     def check_identical(self, arrays: list[np.ndarray]) -> None:
         """Raise if the given arrays (the parameters) are not bitwise equal on every rank."""
         got = self.all_sum(checksum_terms(arrays)).astype(np.float64)
