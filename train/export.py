@@ -3,7 +3,8 @@ MindIR for deployment (MindSpore Lite, or `mindspore.load` + `nn.GraphCell` on a
 
 For a run on a source of yours (`--data MODULE:NAME`) the graph takes the source's x as given,
 shape (rows, *x) for any number of rows, and returns what your network returns. Otherwise it
-takes float32 features, shape (rows, features) for any number of rows, in the data's own units, and returns the target (rows,) in its own units: the standardization is built in
+takes float32 features, shape (rows, features) for any number of rows, in the data's own
+units, and returns the target (rows,) in its own units: the standardization is built in
 (train/infer.py). Beside it, `<out>.json` (model.mindir.json) names the features in the order
 the graph takes them, and the target; they are also printed. A run with a feature float32
 cannot hold to its spread (1e7 + a small signal) is refused: raw float32 input would lose it.
