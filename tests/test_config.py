@@ -121,7 +121,7 @@ def test_bad_yaml(tmp_path, text, match):
     (["--lr", "1e-40"], r"lr must be > 0 \(at least 1.2e-38"),  # 0 in float32: nothing learned
     (["--delta", "1e-50"], r"delta must be > 0 \(at least 1.2e-38"),
     (["--device", "TPU"], "device must be one of CPU, Ascend, GPU, got 'TPU'"),
-    (["--loss", "l1"], "loss must be one of huber, mse, got 'l1'"),
+    (["--loss", "l1"], "loss must be one of huber, mse or MODULE:NAME, got 'l1'"),
     (["--lr", "x"], "--lr: expected a number, got 'x'"),
     (["--epochs", "1.5"], "--epochs: expected an integer, got '1.5'"),
     (["--bogus"], "unknown option --bogus"),

@@ -5,7 +5,7 @@ and mpirun, with the installed package, from a folder that is not a checkout."""
 import sys
 
 import pytest
-from helpers import FAST_FAIL, TINY, leftovers, run
+from helpers import FAST_FAIL, REPO, TINY, leftovers, run
 
 SCRIPTS = {"__init__.py", "_common.sh", "run_local.sh", "run_msrun.sh", "run_mpirun.sh",
            "slurm.sbatch", "slurm_msrun.sbatch", "trainer.py"}
@@ -23,9 +23,12 @@ def test_the_wheel_holds_the_scripts(installed, tmp_path):
 
 @pytest.mark.parametrize("launcher", ["local", "msrun", "mpirun"])
 def test_the_installed_launchers_run(installed, tmp_path, port, launcher):
+    """`local` runs a script of train.main (SCRIPT=), with the installed package."""
+    script = {"SCRIPT": str(REPO / "tests" / "user" / "plain_job.py")} if launcher == "local" \
+        else {}
     r = run([sys.executable, "-m", "train.launch", launcher, *TINY, "--out", "o"], tmp_path,
             PYTHONPATH=str(installed), NPROC="2", MASTER_PORT=str(port),
-            LOG_DIR=str(tmp_path / "logs"), **FAST_FAIL)
+            LOG_DIR=str(tmp_path / "logs"), **FAST_FAIL, **script)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "o" / "summary.json").exists()
     if launcher == "msrun":  # the workers ran the installed shim, with the installed package

@@ -15,6 +15,7 @@ import pytest
 from helpers import (
     FAST_FAIL,
     LAUNCH,
+    REPO,
     TINY,
     descendants,
     final_params,
@@ -68,10 +69,14 @@ def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):
 
 @pytest.mark.parametrize("backend", ["mindspore", "mpi"])
 def test_mpirun_two_ranks_reproduce_one_process(tmp_path, single_b16, backend):
+    """The mpi backend's job runs a script of train.main (SCRIPT=): the same result."""
     (tmp_path / "launcher_logs").mkdir()  # an earlier job's log: this job's starts afresh
     (tmp_path / "launcher_logs" / "worker_1.log").write_text("error: rank 1: an earlier job\n")
+    script = {"SCRIPT": str(REPO / "tests" / "user" / "plain_job.py")} if backend == "mpi" \
+        else {}
     r = mpirun([*TINY, "--batch_size", "8", "--outlier_fraction", "0.2", "--out", "o",
-                "--grad_backend", backend], tmp_path, MASTER_ADDR="localhost")  # a host name
+                "--grad_backend", backend], tmp_path, MASTER_ADDR="localhost",  # a host name
+               **script)
     assert r.returncode == 0, r.stderr[-2000:]
     got, s = final_params(tmp_path / "o")
     assert max(abs(a - b) for a, b in zip(got, single_b16)) <= 1e-5

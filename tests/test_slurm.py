@@ -30,6 +30,9 @@ JOB = ["--epochs", "1", "--steps_per_epoch", "60", "--log_every", "10", "--batch
        "--eval_size", "256", "--outlier_fraction", "0.2", "--quiet"]
 SBATCH = REPO / "launch" / "slurm.sbatch"
 SBATCH_MSRUN = REPO / "launch" / "slurm_msrun.sbatch"
+# A script of train.main (README "Your own network") in place of the trainer: same flags,
+# signals, exit codes and logs.
+PLAIN_JOB = str(REPO / "tests" / "user" / "plain_job.py")
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +82,9 @@ def test_two_ranks_reproduce_one_process(uninterrupted):
 
 def test_scancel_term_checkpoints_exits_75_and_the_resumed_job_is_exact(slurm, tmp_path,
                                                                        uninterrupted):
+    """Run as SCRIPT=plain_job.py (train.main): it ends bitwise where the trainer ends."""
     job = submit(slurm, SBATCH, [*JOB, "--ckpt_every", "5", "--out", "run"], tmp_path,
-                 TRAIN_FAULT="step_pause=0.05")
+                 TRAIN_FAULT="step_pause=0.05", SCRIPT=PLAIN_JOB)
     wait_for(lambda: newest_ckpt(tmp_path / "run") > 0, what="a checkpoint", timeout=120)
     slurm.run(["scancel", "--signal=TERM", str(job)])
     info = slurm.wait(job)
@@ -88,7 +92,7 @@ def test_scancel_term_checkpoints_exits_75_and_the_resumed_job_is_exact(slurm, t
     assert "stopped: SIGTERM: stopped at step" in output(tmp_path, job)
     assert leftovers() == []
     job = submit(slurm, SBATCH, [*JOB, "--ckpt_every", "5", "--out", "run", "--resume"],
-                 tmp_path)
+                 tmp_path, SCRIPT=PLAIN_JOB)
     info = slurm.wait(job)
     assert info["ExitCode"] == "0:0", output(tmp_path, job)
     got, s = final_params(tmp_path / "run")
@@ -110,15 +114,17 @@ def test_a_failing_rank_ends_the_job_and_its_output_names_it(slurm, tmp_path, sc
 
 def test_msrun_per_node_scancel_term_checkpoints_and_exits_75(slurm, tmp_path):
     """Also: the node's msrun gets the allocation's CPUs (the script asks for the whole node),
-    not the one core srun would give without --cpus-per-task."""
+    not the one core srun would give without --cpus-per-task. The workers run a script of
+    train.main (SCRIPT=)."""
     job = submit(slurm, SBATCH_MSRUN, [*JOB, "--steps_per_epoch", "3000", "--ckpt_every", "10",
                                        "--out", "run"], tmp_path, msrun=True,
-                 TRAIN_FAULT="step_pause=0.02")
+                 TRAIN_FAULT="step_pause=0.02", SCRIPT=PLAIN_JOB)
     wait_for(lambda: newest_ckpt(tmp_path / "run") > 0, what="a checkpoint", timeout=120)
     envs = [_env(p) for p in psutil.process_iter()]
     cpus = {e.get("SLURM_CPUS_PER_TASK") for e in envs
             if e.get(MARK) == current["mark"] and e.get("MS_ROLE") == "MS_WORKER"}
     assert cpus == {"2"}  # the test Slurm's node has 2
+    assert PLAIN_JOB in (tmp_path / "logs" / "msrun_node0.log").read_text()
     slurm.run(["scancel", "--signal=TERM", str(job)])
     info = slurm.wait(job)
     assert info["ExitCode"] == "75:0", output(tmp_path, job)

@@ -11,21 +11,23 @@ from pipeline.synthetic import SyntheticRegression
 from train.loss import make_loss
 from train.model import make_model
 from train.step import (
+    GuardedAdamW,
     GuardedSGD,
     LrWindow,
     StepRecord,
     lr_values,
     make_loss_scaler,
+    make_optimizer,
     make_train_step,
 )
 
 
 def build(features=2, accum=1, clip_norm=0.0, loss="huber", schedule="constant", total=100,
-          loss_scale="none", width=64):
-    """A model, its guarded SGD and the package's step; returns (step, optimizer, record,
-    scaler)."""
+          loss_scale="none", width=64, optimizer="sgd", weight_decay=0.0):
+    """A model, its guarded optimizer and the package's step; returns (step, optimizer,
+    record, scaler)."""
     model = make_model(features, seed=0)
-    opt = GuardedSGD(model.trainable_params(), 0.9)
+    opt = make_optimizer(optimizer, model.trainable_params(), 0.9, weight_decay)
     scaler = make_loss_scaler(loss_scale)
     record = StepRecord(width, 2 if scaler is None else 3, list(opt.parameters))
     lr = LrWindow(0.01, schedule, total)
@@ -36,9 +38,11 @@ def build(features=2, accum=1, clip_norm=0.0, loss="huber", schedule="constant",
 
 
 def state(opt):
-    """Every tensor of the optimizer's state, flattened (params, momentum, flags, counter)."""
+    """Every tensor of the optimizer's state, flattened (params, its buffers (SGD's momentum
+    and flags, AdamW's moments), the counter last)."""
     return np.concatenate([p.asnumpy().ravel().astype(np.float64) for p in
-                           (*opt.parameters, *opt.accum, *opt.stat, opt.global_step)])
+                           (*[q for q in opt.get_parameters() if q.name != "global_step"],
+                            opt.global_step)])
 
 
 def rows(batch, accum, t, features=2, outliers=0.2):
@@ -114,9 +118,12 @@ def test_guarded_sgd_is_bitwise_nn_sgd():
         [p.asnumpy().tobytes() for p in ref.parameters]
 
 
+@pytest.mark.parametrize("optimizer, weight_decay", [("sgd", 0.0), ("adamw", 0.01),
+                                                     ("sgd", 0.01)])
 @pytest.mark.parametrize("poison", ["nan_inputs", "inf_loss_finite_gradient"])
-def test_a_non_finite_step_changes_nothing_but_the_step_counter(poison):
-    step, opt, record, _ = build()
+def test_a_non_finite_step_changes_nothing_but_the_step_counter(poison, optimizer,
+                                                                 weight_decay):
+    step, opt, record, _ = build(optimizer=optimizer, weight_decay=weight_decay)
     i0 = Tensor(np.int32(0))
     for t in range(3):
         step(*rows(16, 1, t), i0)
@@ -133,6 +140,26 @@ def test_a_non_finite_step_changes_nothing_but_the_step_counter(poison):
     assert after[-1] == before[-1] + 1  # the counter moves: the lr schedule follows the steps
     ring, finite = record.read()
     assert finite and not np.isfinite(ring[3, 1]) and np.isfinite(ring[2, 1])
+
+
+def test_adamw_is_mindspores_adam_weight_decay():
+    """GuardedAdamW's update equals nn.AdamWeightDecay's, bitwise, with weight decay on the
+    parameters MindSpore's filter picks."""
+    from mindspore import nn
+
+    step, opt, _, _ = build(optimizer="adamw", weight_decay=0.01)
+    assert isinstance(opt, GuardedAdamW)
+    model = make_model(2, seed=0)
+    ref = nn.AdamWeightDecay(model.trainable_params(), learning_rate=0.01, weight_decay=0.01)
+    grad_fn = ms.value_and_grad(lambda x, y: make_loss("huber", 1.0)(model(x), y), None,
+                                ref.parameters)
+    for t in range(3):
+        x, y = rows(16, 1, t)
+        step(x, y, Tensor(np.int32(0)))
+        _, grads = grad_fn(x[0], y[0])
+        ref(grads)
+    for a, b in zip(opt.parameters, ref.parameters):
+        np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=0, atol=1e-7)
 
 
 def test_loss_scaling_is_exact_and_skips_overflows():
@@ -201,7 +228,7 @@ def test_the_overflow_check_is_mindspores_and_agreed_across_ranks(monkeypatch, h
         agree = None
     else:
         agree = _OtherRankOverflowed()
-    step = make_train_step(model, make_loss("huber", 1.0), opt, record, lr, 0.9, agree=agree)
+    step = make_train_step(model, make_loss("huber", 1.0), opt, record, lr, agree=agree)
     before = state(opt)
     row = step(*rows(16, 1, 0), Tensor(np.int32(0))).asnumpy()
     after = state(opt)

@@ -217,7 +217,7 @@ class RunPlan:
         cfg = self.cfg
         if self.out_dir is not None:
             rundir.check(self.out_dir, cfg.resume)
-            if cfg.resume:
+            if cfg.resume and self.layout is not None:  # (yours: known once it is built)
                 self.ckpt = self._resume_from(self.out_dir)
         print(yaml.safe_dump(cfg.saved_dict(), sort_keys=False), end="")
         print(f"# launch: {self.launch}  world_size: {self.world}  global_batch_size: "
@@ -232,6 +232,8 @@ class RunPlan:
             print(f"# {self.describe_automatic()}")
         if cfg.resume:
             print("# resume: " + (f"from checkpoint step {self.ckpt.step}" if self.ckpt
+                                  else "the checkpoint is chosen once your network is built"
+                                  if self.layout is None
                                   else "from step 0 (the folder has no checkpoint yet)"))
         if self.faults:
             print(f"# TRAIN_FAULT: {self.faults.text}")
