@@ -124,12 +124,11 @@ class UserData:
 
     def suggested(self, cfg: Any, world: int) -> dict[str, Any]:
         """Rows taken as given (no standardization); a global batch of 64 (fewer for a small
-        source), 5 epochs, an lr for the optimizer."""
+        source), 5 epochs (the plan sets the lr for the optimizer)."""
         batch = cfg.batch_size or max(1, min(DEFAULT_GLOBAL_BATCH, self.train_rows // 8 or 1)
                                       // (world * cfg.accum_steps))
         return {"standardize": False, "delta": 1.0, "batch_size": batch,
-                "epochs": DEFAULT_EPOCHS, "lr": 0.001 if cfg.optimizer == "adamw" else 0.01,
-                "init": "random"}
+                "epochs": DEFAULT_EPOCHS, "lr": 0.01, "init": "random"}
 
     def source(self, cfg: Any, world: int, automatic: set[str]) -> UserSource:
         """The source the trainer reads, for a resolved config."""

@@ -12,19 +12,24 @@ from helpers import TINY, final_params, finished_run, newest_ckpt, run, start, t
 
 from train.checkpoint import Checkpoint
 from train.loop import restore, state_tensors
-from train.model import make_model, state_layout
-from train.step import GuardedSGD, make_loss_scaler
+from train.model import layout_of, make_model, network_spec, state_layout
+from train.step import make_loss_scaler, make_optimizer
 
 
 @pytest.mark.parametrize("hidden", [[], [4, 3]])
 @pytest.mark.parametrize("loss_scale", ["none", "dynamic", "256"])
-def test_the_state_is_what_checkpoints_expect_and_restores_exactly(tmp_path, hidden, loss_scale):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_state_is_what_checkpoints_expect_and_restores_exactly(tmp_path, hidden, loss_scale,
+                                                                   optimizer):
     """state_layout (MindSpore-free, used to validate checkpoints before loading) describes
-    exactly the tensors the live optimizer and loss scaler hold."""
-    opt = GuardedSGD(make_model(3, 0, hidden).trainable_params())
-    tensors = state_tensors(opt, make_loss_scaler(loss_scale))
-    layout = state_layout(3, hidden, loss_scale)
+    exactly the tensors the live network, optimizer and loss scaler hold; so does layout_of
+    for a built network (how a network of yours is checked)."""
+    net = make_model(3, 0, hidden)
+    opt = make_optimizer(optimizer, net.trainable_params(), 0.9, 0.0)
+    tensors = state_tensors(net, opt, make_loss_scaler(loss_scale))
+    layout = state_layout(3, hidden, loss_scale, optimizer)
     assert {n: (tuple(p.shape), str(p.asnumpy().dtype)) for n, p in tensors.items()} == layout
+    assert layout_of(*network_spec(net), loss_scale, optimizer) == layout
     saved = {n: np.full(p.shape, 7, p.asnumpy().dtype) for n, p in tensors.items()}
     restore(tensors, Checkpoint(5, saved, {}, tmp_path / "x"))
     assert all(np.all(p.asnumpy() == 7) for p in tensors.values())

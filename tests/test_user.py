@@ -74,6 +74,9 @@ def test_the_run_records_import_paths_and_reports_what_applies(reference):
     assert s["eval_loss"] is not None and s["eval_loss"] < 0.2  # pinball on held-out rows
     assert s["converged"] is None and "built-in" in s["convergence"]["reason"]
     assert s["w"] is None and s["data"]["x"] == [[8], "float32"]
+    r = run([sys.executable, "-m", "train", "--config", "ref/config.yaml", "--out", "again",
+             "--dry_run"], cwd)  # the saved config is fed back as is
+    assert r.returncode == 0 and "data: mynet:Rows (2048 rows" in r.stdout, r.stderr
 
 
 def test_two_msrun_ranks_of_32_equal_one_process_of_64(reference, tmp_path, port):
@@ -245,3 +248,37 @@ def test_a_stop_signal_to_a_user_script_checkpoints_and_exits_75(tmp_path):
     assert proc.wait(timeout=60) == 75
     assert "stopped: SIGTERM: stopped at step" in proc.stderr.read()
     assert leftovers() == []
+
+
+def test_dropout_drops_while_training_and_repeats_with_the_seed(tmp_path):
+    """The train step runs in training mode (dropout drops), the eval step in eval mode; the
+    op's own random stream repeats with the seed (what holds and what does not: README)."""
+    folder = team_folder(tmp_path)
+    shutil.copy(USER / "dropnet.py", folder / "dropnet.py")
+    args = ["--model", "dropnet:DropNet", *NET[2:], "--epochs", "1", "--quiet"]
+    for name, extra in (("a", []), ("b", []), ("off", ["--model_args", "{p: 0.0}"])):
+        r = run([sys.executable, "-m", "train", *args, *extra, "--out", name], folder)
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b, off = (tensors(folder / n) for n in ("a", "b", "off"))
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    assert any(a[k].tobytes() != off[k].tobytes() for k in a)
+
+
+def test_a_user_network_on_a_file_predicts_by_column_name(tmp_path):
+    """A network of yours on a CSV: standardized like the built-in model, predicted by column
+    name in the target's units, exported with the standardization built in."""
+    from helpers import DIABETES
+
+    folder = team_folder(tmp_path)
+    r = run([sys.executable, "-m", "train", "--data", str(DIABETES), "--model", "mynet:Net",
+             "--model_args", "{features: 10}", "--loss", "mynet:Pinball", "--epochs", "3",
+             "--quiet", "--out", "c"], folder)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "init: random" in (folder / "c" / "config.yaml").read_text()
+    r = run([sys.executable, "-m", "train.predict", "c", "--data", str(DIABETES), "--json"],
+            folder)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)
+    assert got["rows"] == 442 and got["r2"] > 0 and "mynet:Pinball_loss" not in got
+    r = run([sys.executable, "-m", "train.export", "c", "--out", "c.mindir"], folder)
+    assert r.returncode == 0 and "age, sex, bmi" in r.stdout, r.stderr[-2000:]

@@ -10,10 +10,9 @@ Every field says what it is, in its metadata next to its help text:
 Every list of keys the code needs (the refusals, config.yaml, the fingerprint, README's option
 table, `--help`) is derived from these; a test fails when a field lacks them.
 
-Unknown YAML keys or flags, duplicate keys, wrong types and values out of range are refused with
-a one-line `ConfigError` naming the option and what it accepts; `python -m train` turns that into
-exit code 2 before anything is written. `python -m train.config --markdown` prints README's
-option table.
+Unknown keys or flags, duplicate keys, wrong types and values out of range are a one-line
+`ConfigError` naming the option and what it accepts (exit 2, before anything is written).
+`python -m train.config --markdown` prints README's option table.
 """
 
 from __future__ import annotations
@@ -147,10 +146,10 @@ class Config:
     steps_per_epoch: int = _f(200, "optimizer steps per epoch; for a file it follows from the "
                                    "rows", resume="refuse", source="synthetic", at_least=1,
                               with_data="follows from the file")
-    lr: float | None = _f(None, "learning rate (the peak, with a schedule). Files: automatic, "
-                                "from the curvature of the data; `--model` or `--optimizer "
-                                "adamw`: 0.01 (SGD) or 0.001 (AdamW)", resume="refuse",
-                          shown="0.01; files: automatic")
+    lr: float | None = _f(None, "learning rate (the peak, with a schedule). Automatic: 0.01 "
+                                "(SGD) or 0.001 (AdamW); the built-in model with SGD on a file: "
+                                "1 over the curvature of the data", resume="refuse",
+                          shown="0.01 SGD, 0.001 AdamW; files: automatic")
     init: str = _f("auto", "where training starts: `random` (seeded), `least_squares` (the linear "
                            "model at the least-squares fit of the training rows, which the "
                            "automatic delta computes anyway; files only) or `auto` (least_squares "
@@ -241,8 +240,7 @@ class Config:
 
     @property
     def builtin(self) -> bool:
-        """True for the built-in model and loss (what the convergence check and the
-        standardization are made for), False once `--model` or `--loss` names code of yours."""
+        """True for the built-in model and loss, False once `--model` or `--loss` is yours."""
         return not self.model and self.loss in LOSSES
 
     def hidden_sizes(self) -> list[int]:
@@ -350,22 +348,17 @@ def coerce(name: str, value: Any) -> Any:
 
 
 def _check_mapping(name: str, value: dict) -> None:
-    """A mapping of names to plain YAML values (what config.yaml can save and read back)."""
+    """Keyword names to plain YAML values (what config.yaml saves and reads back)."""
     def plain(v: Any, depth: int = 0) -> bool:
-        if depth > 8:
-            return False
-        if isinstance(v, (list, tuple)):
-            return all(plain(x, depth + 1) for x in v)
-        if isinstance(v, dict):
-            return all(isinstance(k, str) and plain(x, depth + 1) for k, x in v.items())
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if items is not None:
+            return depth < 8 and all(plain(x, depth + 1) for x in items) and all(
+                isinstance(k, str) for k in (v if isinstance(v, dict) else ()))
         return v is None or isinstance(v, (bool, int, str)) or (
             isinstance(v, float) and math.isfinite(v))
-    bad = next((k for k in value if not isinstance(k, str) or not k.isidentifier()), None)
-    if bad is not None:
-        raise ConfigError(f"{name}: keys must be keyword names, got {bad!r}")
-    if not plain(value):
-        raise ConfigError(f"{name}: values must be numbers, strings, booleans or lists and "
-                          f"mappings of them, got {value!r}")
+    if not all(isinstance(k, str) and k.isidentifier() for k in value) or not plain(value):
+        raise ConfigError(f"{name}: expected a mapping of keyword names to numbers, strings, "
+                          f"booleans or lists and mappings of them, got {value!r}")
 
 
 def _check(cond: bool, name: str, accepted: str, value: Any) -> None:
@@ -450,7 +443,6 @@ def validate(cfg: Config, given: set[str] | None = None) -> Config:
     if cfg.eval_data and "eval_fraction" in (given or ()) and cfg.eval_fraction > 0:
         raise ConfigError("--eval_data and --eval_fraction both choose the held-out rows; "
                           "give one of them")
-    _check_user_code(cfg, given or set())
     if cfg.init == "least_squares" and (cfg.hidden_sizes() or cfg.synthetic or cfg.model
                                         or cfg.user_data):
         raise ConfigError("--init least_squares starts the linear model on a file at its "
@@ -464,30 +456,6 @@ def validate(cfg: Config, given: set[str] | None = None) -> Config:
     if cfg.resume and not cfg.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     return cfg
-
-
-def _check_user_code(cfg: Config, given: set[str]) -> None:
-    """What goes with `--model`, `--data MODULE:NAME` and `--optimizer`, and what does not."""
-    if cfg.model and not is_import_path(cfg.model):
-        raise ConfigError(f"model must be MODULE:NAME (a callable of yours returning an "
-                          f"nn.Cell, e.g. mynet:Net), got {cfg.model!r}")
-    if cfg.model_args and not cfg.model:
-        raise ConfigError("--model_args are the keyword arguments of --model's callable; "
-                          "give --model MODULE:NAME")
-    if cfg.model and cfg.hidden_sizes():
-        raise ConfigError("--hidden builds the built-in MLP; with --model your network "
-                          "replaces it (pass its widths in --model_args)")
-    if cfg.optimizer == "adamw" and "momentum" in given:
-        raise ConfigError("--momentum is SGD's; --optimizer adamw uses beta1 0.9, beta2 0.999 "
-                          "and eps 1e-6 (MindSpore's nn.AdamWeightDecay defaults)")
-    if cfg.user_data:
-        files = [k for k in ("target", "eval_data", "drop_nonfinite") if k in given]
-        if files:
-            raise ConfigError(f"--{files[0]} describes a data file; --data {cfg.data} is a "
-                              "source of yours (its held-out rows: --eval_fraction)")
-        if cfg.standardize:
-            raise ConfigError(f"--standardize true is for data files; --data {cfg.data} is a "
-                              "source of yours, taken as given")
 
 
 def config_text(cfg: Config) -> str:

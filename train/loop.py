@@ -102,6 +102,9 @@ class Trainer:
         self.state["skipped"] = list(self.state["skipped"])
         self.state["segments"] += 1
         self.global_batch = cfg.global_batch_size(cluster.world_size)
+        # Losses in the data's units: Huber (delta scaled with it) and MSE scale with std(y)^2
+        # on a standardized file; a loss of yours is reported in the units it trains in.
+        self.loss_unit = self.source.loss_unit if cfg.loss in LOSSES else 1.0
         # Steps per ms.data_sink call (Ascend/GPU; 0: fed from the host, as always on CPU),
         # and steps per call of either kind.
         self.sink = cfg.sink_size if cfg.device != "CPU" else 0
@@ -138,7 +141,11 @@ class Trainer:
         delta = self.source.loss_delta(cfg.delta)
         loss_fn = make_user_loss(cfg) if cfg.loss not in LOSSES else make_loss(cfg.loss, delta)
         if not cfg.builtin:  # code of yours: its output checked once, in one small graph
-            check_outputs(model, loss_fn, self.source, cfg, low)
+            check_outputs(model, loss_fn, self.source, cfg, low)  # (eval mode: no dropout)
+        # Training mode for the train step (dropout drops, BatchNorm updates its statistics),
+        # eval mode for the eval step: each jit function is compiled once, in its mode.
+        self.model = model
+        model.set_train(True)
         self.optimizer = make_optimizer(cfg.optimizer, self.net.trainable_params(),
                                         cfg.momentum, cfg.weight_decay)
         self.scaler = make_loss_scaler(cfg.loss_scale)
@@ -285,7 +292,7 @@ class Trainer:
         self.state["loss"] = float(mean) / self.cluster.world_size
         sumsq = row[1]
         record = {"epoch": math.ceil(step / self.source.steps_per_epoch), "step": step,
-                  "loss": self.state["loss"] * self.source.loss_unit,
+                  "loss": self.state["loss"] * self.loss_unit,
                   # float32, as the device would take it (a float64 sqrt differs in the last bits)
                   "grad_norm": float(np.sqrt(np.float32(sumsq))) if sumsq >= 0 else None,
                   "samples_per_s": self.window_steps * self.global_batch / (now - self.t_window)}
@@ -343,10 +350,12 @@ class Trainer:
 
     def _evaluate(self, epoch: int, step: int) -> None:
         sums = np.zeros(3)
+        self.model.set_train(False)
         for batch in self.eval_set:
             sums += self.eval_fn(*batch).asnumpy()
+        self.model.set_train(True)
         total = self.cluster.all_sum(sums)
-        unit = self.source.loss_unit
+        unit = self.loss_unit
         if total[2] > 0:
             self.state["eval_loss"] = float(total[0]) / float(total[2]) * unit
             if self.cfg.loss in LOSSES:  # (a loss of yours: its own figure only)
@@ -371,7 +380,7 @@ class Trainer:
         params = self.source.params_in_units(self._linear())
         names = None if self.cfg.synthetic else self.source.columns[:-1]
         self.out.info(f"epoch {epoch}/{self.cfg.epochs}  step {step}  loss "
-                      f"{_fmt(self.state['loss'], self.source.loss_unit)}  eval_loss "
+                      f"{_fmt(self.state['loss'], self.loss_unit)}  eval_loss "
                       f"{_fmt(self.state['eval_loss'], 1.0)}"
                       + (f"  {format_params(*params, names)}" if params else ""))
 
@@ -460,7 +469,7 @@ class Trainer:
             "curve": self._curve(),
             **self.source.summary_extra(wb),
             "final_loss": None if self.state["loss"] is None
-            else self.state["loss"] * self.source.loss_unit,
+            else self.state["loss"] * self.loss_unit,
             "eval_loss": self.state["eval_loss"], "eval_mse": self.state["eval_mse"],
             "steps": self.total, "epochs": cfg.epochs, "world_size": cl.world_size,
             "global_batch_size": self.global_batch,

@@ -31,6 +31,7 @@ from train.faults import Faults, from_env
 from train.model import layout_of, network_spec, state_layout
 from train.options import load_saved, parse_config
 from train.output import default_out_dir, warn
+from train.user import check_options
 
 
 class Notes(list):
@@ -85,6 +86,7 @@ class RunPlan:
             cfg, _ = parse_config(argv, base=base, warn=notes)
         else:
             cfg = validate(cfg, ns.given)
+        check_options(cfg)
         faults = from_env()
         launch, world = cl.check_launch(cfg.world_size)
         cl.probe_device(cfg.device)
@@ -256,6 +258,10 @@ def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
                           "generated in known units")
     auto = {k: v for k, v in data.suggested(cfg, world).items()
             if getattr(cfg, k) in (None, "auto")}
+    if "lr" in auto and (cfg.optimizer == "adamw" or cfg.model or cfg.user_data):
+        auto["lr"] = 0.001 if cfg.optimizer == "adamw" else 0.01  # (the curvature's is SGD's)
+    if "init" in auto and cfg.model:
+        auto["init"] = "random"  # your network starts as it builds itself (seeded)
     # Absolute paths: the saved config then names the same files from any folder (a resume,
     # train.predict --run, train.plot).
     paths = {k: os.path.abspath(getattr(cfg, k)) for k in ("data", "eval_data")

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from train.config import ConfigError, is_import_path
+from train.config import FIELDS, Config, ConfigError, is_import_path
 
 # Objects handed to train.main/train.fit, by the import path recorded for them.
 _PROVIDED: dict[str, Any] = {}
@@ -46,6 +46,30 @@ class UserCodeFailed(RuntimeError):
         self.where = user_frame(exc)
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         super().__init__(f"{what} raised {last}" + (f" ({self.where})" if self.where else ""))
+
+
+def check_options(cfg: Config) -> None:
+    """What goes with `--model`, `--data MODULE:NAME` and `--optimizer`, and what does not
+    (ConfigError, exit 2): checked by the plan on the config a run will use."""
+    refusals = [
+        (cfg.model and not is_import_path(cfg.model), f"model must be MODULE:NAME (a callable "
+         f"of yours returning an nn.Cell, e.g. mynet:Net), got {cfg.model!r}"),
+        (cfg.model_args and not cfg.model, "--model_args are the keyword arguments of "
+         "--model's callable; give --model MODULE:NAME"),
+        (cfg.model and cfg.hidden_sizes(), "--hidden builds the built-in MLP; with --model "
+         "your network replaces it (pass its widths in --model_args)"),
+        (cfg.optimizer == "adamw" and cfg.momentum != FIELDS["momentum"].default, "--momentum "
+         "is SGD's; --optimizer adamw uses beta1 0.9, beta2 0.999 and eps 1e-6 (MindSpore's "
+         "nn.AdamWeightDecay defaults)")]
+    if cfg.user_data:  # (config.yaml holds the file options' defaults: those pass)
+        refusals += [(getattr(cfg, k) != FIELDS[k].default, f"--{k} describes a data file; "
+                      f"--data {cfg.data} is a source of yours (held-out rows: --eval_fraction)")
+                     for k in ("target", "eval_data", "drop_nonfinite")]
+        refusals.append((cfg.standardize, f"--standardize true is for data files; --data "
+                         f"{cfg.data} is a source of yours, taken as given"))
+    for refused, why in refusals:
+        if refused:
+            raise ConfigError(why)
 
 
 def user_frame(exc: BaseException) -> str:

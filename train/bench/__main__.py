@@ -1,5 +1,5 @@
-"""`python -m train.bench [--quick] [--out DIR] [--memory_gib N]`: every row, the table,
-bench.json and bench.png (train/bench/__init__.py lists the rows)."""
+"""`python -m train.bench [--quick] [--out DIR] [--memory_gib N | --defaults | --user]`: every
+row, the table, bench.json and bench.png (train/bench/__init__.py lists the rows)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory_gib", type=int, default=0, metavar="N",
                    help="instead: the trainer's own memory (RssAnon) on an N GiB .npy against "
                    "a synthetic run (needs 2N GiB of free disk in the temp folder)")
+    p.add_argument("--user", action="store_true",
+                   help="instead: a network of yours through the package against the same "
+                   "network in plain MindSpore loops (ms per step; train/bench/user.py)")
     p.add_argument("--defaults", action="store_true",
                    help="instead: `python -m train --data FILE` with every automatic value on "
                    "tables of 100 to 1,000,000 rows: wall time, steps, converged")
@@ -62,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['rows']:>9,} {r['features']:>8} {r['global_batch']:>6} {r['epochs']:>6} "
                   f"{r['steps']:>6} {r['wall_s']:>7.1f} {str(r['converged']):>9} "
                   f"{100 * r['relative_excess']:>12.2g}%")
+        return 0
+    if args.user:
+        from train.bench.user import run_user
+
+        print(f"{'batch':>6} {'package ms':>11} {'plain, numpy ms':>16} {'plain, dataset ms':>18}")
+        for r in run_user(scratch):
+            print(f"{r['batch']:>6} {r['package_ms']:>11.3f} {r['plain_numpy_ms']:>16.3f} "
+                  f"{r['plain_dataset_ms']:>18.3f}")
         return 0
     if args.memory_gib > 0:
         found = run_memory(args.memory_gib, scratch)
