@@ -250,18 +250,17 @@ def test_a_stop_signal_to_a_user_script_checkpoints_and_exits_75(tmp_path):
     assert leftovers() == []
 
 
-def test_dropout_drops_while_training_and_repeats_with_the_seed(tmp_path):
-    """The train step runs in training mode (dropout drops), the eval step in eval mode; the
-    op's own random stream repeats with the seed (what holds and what does not: README)."""
+def test_dropout_drops_while_training(tmp_path):
+    """The train step runs in training mode: with p = 0.2 the run differs from p = 0 (without
+    training mode both are the same graph, bitwise). What holds for dropout: README."""
     folder = team_folder(tmp_path)
     shutil.copy(USER / "dropnet.py", folder / "dropnet.py")
     args = ["--model", "dropnet:DropNet", *NET[2:], "--epochs", "1", "--quiet"]
-    for name, extra in (("a", []), ("b", []), ("off", ["--model_args", "{p: 0.0}"])):
+    for name, extra in (("on", []), ("off", ["--model_args", "{p: 0.0}"])):
         r = run([sys.executable, "-m", "train", *args, *extra, "--out", name], folder)
         assert r.returncode == 0, r.stderr[-2000:]
-    a, b, off = (tensors(folder / n) for n in ("a", "b", "off"))
-    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
-    assert any(a[k].tobytes() != off[k].tobytes() for k in a)
+    on, off = tensors(folder / "on"), tensors(folder / "off")
+    assert any(on[k].tobytes() != off[k].tobytes() for k in on)
 
 
 def test_a_user_network_on_a_file_predicts_by_column_name(tmp_path):
