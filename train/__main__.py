@@ -156,20 +156,8 @@ def _failure(plan: RunPlan, e: Exception) -> tuple[int, str, str]:
     if isinstance(cause, (DataError, ConfigError)):  # your data or code, refused (exit 2)
         return 2, f": {cause}", ""
     trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    where = user_frame(e) or _user_file(str(e))
+    where = user_frame(e)
     return 1, f" failed: {_first_line(e)}" + (f" ({where})" if where else ""), trace
-
-
-def _user_file(text: str) -> str:
-    """The first `In file PATH:LINE` of a MindSpore compile error that is not this package's
-    or MindSpore's own: where in your network the graph could not be built."""
-    import re
-
-    for m in re.finditer(r"In file (\S+?):(\d+)", text):
-        path = m[1]
-        if "site-packages" not in path and "/train/" not in path and "/pipeline/" not in path:
-            return f"{path}:{m[2]}"
-    return ""
 
 
 def _final_line(cfg: Config, summary: dict, out: RunOutput) -> None:

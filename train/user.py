@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -72,15 +73,23 @@ def check_options(cfg: Config) -> None:
             raise ConfigError(why)
 
 
-def user_frame(exc: BaseException) -> str:
-    """`file:line in function` of the innermost frame of `exc` in a file of yours: not this
-    package's, not an installed library's, not the standard library's."""
+def _yours(filename: str) -> bool:
+    """A file of yours: not this package's, an installed library's or the standard library's."""
     skip = _OURS + tuple({p for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    return not filename.startswith("<") and not os.path.abspath(filename).startswith(skip)
+
+
+def user_frame(exc: BaseException) -> str:
+    """`file:line in function` of the innermost frame of `exc` in a file of yours; else the
+    first `In file PATH:LINE` of yours in its message (where MindSpore's graph compiler says a
+    network of yours could not be built); "" if neither."""
     found = ""
     for frame in traceback.extract_tb(exc.__traceback__):
-        path = os.path.abspath(frame.filename)
-        if not path.startswith(skip) and not frame.filename.startswith("<"):
+        if _yours(frame.filename):
             found = f"{frame.filename}:{frame.lineno} in {frame.name}"
+    if not found:
+        found = next((f"{m[1]}:{m[2]}" for m in re.finditer(r"In file (\S+?):(\d+)", str(exc))
+                      if _yours(m[1])), "")
     return found
 
 
