@@ -203,8 +203,9 @@ def build_parser(prog: str = "python -m train", description: str | None = None) 
                            metavar="true|false")
         else:
             choices = f.metadata.get("choices")  # checked by validate(), shown by --help
+            shown = [*choices, "MODULE:NAME"] if f.metadata.get("imports") else choices
             p.add_argument(f"--{name}", type=_FLAG_TYPES[value_type(name)], help=help_,
-                           metavar="{" + ",".join(choices) + "}" if choices else name.upper())
+                           metavar="{" + ",".join(shown) + "}" if choices else name.upper())
     return p
 
 
