@@ -39,6 +39,17 @@ def _spec(a: np.ndarray) -> str:
     return f"{a.dtype}{list(a.shape)}"
 
 
+def _pair(got: Any, name: str, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row i of your source as two NumPy arrays (x, y); DataError if it is not that."""
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise DataError(f"--data {name}: row {i} is a {type(got).__name__}, not a pair (x, y)")
+    for what, a in zip("xy", got):
+        if not isinstance(a, (np.ndarray, np.generic)):
+            raise DataError(f"--data {name}: row {i}: {what} is a {type(a).__name__}, not a "
+                            "NumPy array")
+    return np.asarray(got[0]), np.asarray(got[1])
+
+
 class UserStream:
     """`pipeline.dataset.RowStream` over your source: position i of epoch e is row
     `split.positions(e, i, 1)`, checked against row 0."""
@@ -57,7 +68,10 @@ class UserStream:
             got = self.src[i]
         except Exception as e:  # noqa: BLE001 - your code's own error, reported as such
             raise self._fail(SourceRaised(f"{self.name}[{i}]", e)) from e
-        x, y = self._pair(got, i)
+        try:
+            x, y = _pair(got, self.name, i)
+        except DataError as e:
+            raise self._fail(e) from None
         if x.shape != self.x_shape or x.dtype != self.x_dtype or y.shape != self.y_shape \
                 or y.dtype != self.y_dtype:
             which, a, a0 = ("x", x, (self.x_shape, self.x_dtype)) \
@@ -67,18 +81,6 @@ class UserStream:
                 f"--data {self.name}: row {i}: {which} is {_spec(a)}, row 0's is "
                 f"{np.dtype(a0[1])}{list(a0[0])} (every row must have row 0's shape and dtype)"))
         return x, y
-
-    def _pair(self, got: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(got, (tuple, list)) or len(got) != 2:
-            raise self._fail(DataError(f"--data {self.name}: row {i} is a "
-                                       f"{type(got).__name__}, not a pair (x, y)"))
-        out = []
-        for what, a in zip("xy", got):
-            if not isinstance(a, (np.ndarray, np.generic)):
-                raise self._fail(DataError(f"--data {self.name}: row {i}: {what} is a "
-                                           f"{type(a).__name__}, not a NumPy array"))
-            out.append(np.asarray(a))
-        return out[0], out[1]
 
     def _fail(self, e: Exception) -> Exception:
         if self.failure is None:
@@ -113,10 +115,8 @@ class UserData:
         if n == 0:
             raise DataError(f"--data {name}: its __len__ is 0; a source needs rows")
         split = Split(n, seed, eval_fraction)  # (DataError: nothing left to train on)
-        probe = UserStream(src, name, split, np.zeros(0), np.zeros(0))
-        x0, y0 = probe._pair(_first(src, name), 0)
-        self.stream = UserStream(src, name, split, x0, y0)
-        self.rows, self.split = n, split
+        x0, y0 = _pair(_first(src, name), name, 0)
+        self.stream, self.split = UserStream(src, name, split, x0, y0), split
         self.train_rows = split.train_rows
         self.features = self.stream.features
         self.identity = {"source": name, "rows": n, "x": [list(x0.shape), str(x0.dtype)],

@@ -12,6 +12,7 @@ network, loss and data (README "Your own network"). mindspore is not imported he
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 __all__ = ["FitError", "fit", "main"]
@@ -52,8 +53,6 @@ def fit(*, model: Any = None, loss: Any = None, data: Any = None, **options: Any
         if isinstance(value, bool):
             value = "true" if value else "false"
         elif isinstance(value, dict):
-            import json
-
             value = json.dumps(value)
         elif isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)

@@ -172,8 +172,9 @@ def _step_of(name: str) -> int:
 def _load(cfg: Config, ckdir: ck.CheckpointDir, step: int, manifest: Path) -> RunModel:
     """One checkpoint, verified against the layout its own column names imply (a network of
     yours: the layout of the network its config builds)."""
-    columns = _columns(cfg, manifest)
-    x_spec = _x_spec(manifest) if cfg.user_data else None
+    state = _state(manifest)
+    columns = _columns(cfg, state)
+    x_spec = _x_spec(state) if cfg.user_data else None
     features = int(np.prod(x_spec[0])) if x_spec else len(columns) - 1
     net = None
     if cfg.model:
@@ -204,27 +205,32 @@ def _user_network(cfg: Config) -> Any:
         raise InferError(str(e)) from None
 
 
-def _x_spec(manifest: Path) -> tuple[tuple[int, ...], str]:
+def _state(manifest: Path) -> dict:
+    """A manifest's run state as written ({} if unreadable: `ck.load` then says why), for
+    what the layout depends on before the checkpoint is verified."""
+    try:
+        state = json.loads(ck.read_regular(manifest, ck.MANIFEST_MAX)).get("state", {})
+    except (ValueError, AttributeError, OSError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _x_spec(state: dict) -> tuple[tuple[int, ...], str]:
     """A source of yours: the shape and dtype of a row's x, as its checkpoint records them."""
     try:
-        state = json.loads(ck.read_regular(manifest, ck.MANIFEST_MAX))["state"]
         shape, dtype = state["fingerprint"]["data"]["x"]
         if not (isinstance(shape, list) and all(isinstance(d, int) and 0 < d < 2**31
                                                  for d in shape) and len(shape) <= 8):
             raise ValueError(shape)
         return tuple(shape), np.dtype(dtype).name
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"its record of the source's rows is unreadable ({e})") from None
 
 
-def _columns(cfg: Config, manifest: Path) -> list[str]:
+def _columns(cfg: Config, state: dict) -> list[str]:
     """The names a checkpoint records; older checkpoints: the run's data file's header, or the
     synthetic names."""
-    try:
-        state = json.loads(ck.read_regular(manifest, ck.MANIFEST_MAX)).get("state", {})
-        cols = state.get("columns") if isinstance(state, dict) else None
-    except (ValueError, AttributeError, OSError):
-        cols = None
+    cols = state.get("columns")
     if isinstance(cols, list) and len(cols) >= 2 and all(isinstance(c, str) for c in cols):
         return cols
     if cfg.synthetic:

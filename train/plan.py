@@ -258,7 +258,7 @@ def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
                           "generated in known units")
     auto = {k: v for k, v in data.suggested(cfg, world).items()
             if getattr(cfg, k) in (None, "auto")}
-    if "lr" in auto and (cfg.optimizer == "adamw" or cfg.model or cfg.user_data):
+    if "lr" in auto and (cfg.optimizer == "adamw" or cfg.model):
         auto["lr"] = 0.001 if cfg.optimizer == "adamw" else 0.01  # (the curvature's is SGD's)
     if "init" in auto and cfg.model:
         auto["init"] = "random"  # your network starts as it builds itself (seeded)
