@@ -31,9 +31,9 @@ from pipeline.formats import NpyWriter, check_file, npy_header, validated_chunks
 from pipeline.limits import DataError
 
 CACHE_ENV = "TRAIN_CACHE_DIR"
-# Part of every cache key: bumped when the checks or the conversion change, so that an entry a
-# release with weaker checks made is made again, not trusted.
-CACHE_VERSION = 5
+# Part of every cache key: bumped when the checks, the conversion or the statistics change,
+# so that an entry a release with weaker checks (or another delta) made is made again.
+CACHE_VERSION = 6
 HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file for its identity
 # A column whose mean is this many of its standard deviations is stored centred: float32's
 # rounding then costs it less than ~1.5e-5 of its spread instead of ~6e-8 x mean / std.

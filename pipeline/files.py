@@ -43,6 +43,7 @@ from pipeline.stats import statistics, usable
 # moment of [features, 1] in the units the model trains in).
 ROWS_PER_BATCH, MAX_BATCH, MAX_EPOCH_STEPS = 8, 256, 4096
 TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 2000, 2, 1000
+HELD_OUT_LISTED = 10_000  # summary.json lists the held-out rows' indices up to this many
 OBJECTIVE_ROWS = 1 << 21  # training rows the convergence check reads at most
 
 
@@ -282,11 +283,18 @@ class FileSource:
         return (w * sx / sy).tolist(), float((b + w @ mx - my) / sy)
 
     def objective_rows(self) -> Any:
-        """The training rows the objective is measured on (at most OBJECTIVE_ROWS, evenly
-        spread), in training units, as (x, y) chunks."""
+        """The training rows the objective is measured on (all of them up to OBJECTIVE_ROWS,
+        evenly spread beyond), in training units and in float64 (the statistician's optimum is
+        that of the table's values, not of their float32 standardization), as (x, y) chunks.
+        The file is checked before every read of the mapping, as the stream checks it."""
         rows = self.split.spread_rows(OBJECTIVE_ROWS)
+        std = bool(self.cfg.standardize)
+        shift = self.mean - self.offset if std else -self.offset  # (table: values - offset)
+        scale = 1.0 / self.std if std else np.ones_like(self.std)
         for i in range(0, len(rows), 1 << 16):
-            a = self.stream.standardize(self.stream.table[rows[i:i + (1 << 16)]])
+            if self.changed():
+                raise self.failure() or DataError(f"{self.cfg.data} changed while training")
+            a = (np.asarray(self.stream.table[rows[i:i + (1 << 16)]], np.float64) - shift) * scale
             yield a[:, :-1], a[:, -1:]
 
     def target_mean(self) -> float:
@@ -369,10 +377,25 @@ class FileSource:
             "train_rows": self.split.train_rows, "eval_rows": self.max_eval_rows(),
             "dropped_nonfinite": self.meta["dropped_nonfinite"],
             "dropped_last_batch_rows": self.dropped_last, "columns": self.meta["columns"],
-            "standardized": bool(self.cfg.standardize)}}
+            "standardized": bool(self.cfg.standardize), "held_out": self._held_out_record()}}
         if wb is not None and self.cfg.standardize:
             extra.update(w_standardized=wb[0], b_standardized=wb[1])
         return extra
+
+    def _held_out_record(self) -> dict[str, Any]:
+        """Which rows were held out, so that the fit can be reproduced outside the package."""
+        if self.eval_table is not None:
+            return {"rule": "every row of --eval_data; none of --data", "file":
+                    str(self.cfg.eval_data)}
+        held = self.split.eval_rows(self.split.rows)
+        return {"rule": "pipeline/split.py: the data rows (0-based, in file order, after the rows "
+                        "--drop_nonfinite dropped) cut into blocks of block_size consecutive "
+                        "rows; numpy.random.default_rng([seed, 0xDA7A, 0xE7A1]).permutation("
+                        "blocks), whose first round(eval_fraction x blocks) (at least 1 when "
+                        "eval_fraction > 0) are held out",
+                "seed": self.cfg.seed, "eval_fraction": self.cfg.eval_fraction,
+                "block_size": self.split.bs, "rows": int(len(held)),
+                "indices": held.tolist() if len(held) <= HELD_OUT_LISTED else None}
 
     def sample_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The first n training rows in file order, in the data's units."""

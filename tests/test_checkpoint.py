@@ -180,6 +180,28 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path, 
     assert not [p for p in (out / "ckpt").iterdir() if p.name.startswith(".")]  # swept
 
 
+def test_a_kill_during_the_newton_finish_resumes_exactly(tmp_path, reference):
+    """The last step's checkpoint waits for the finish: a kill inside it resumes from the
+    checkpoint before, repeats the steps and the finish, and ends bitwise where the
+    uninterrupted run ended."""
+    out = tmp_path / "run"
+    proc = start([*KILL_JOB, "--out", "run"], tmp_path, TRAIN_FAULT="finish_pause=600")
+    wait_for(lambda: '"finish_pass"' in ((out / "metrics.jsonl").read_text()
+                                         if (out / "metrics.jsonl").exists() else ""),
+             proc, what="a pass of the finish")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < newest_ckpt(out) < 1000  # no checkpoint of the unfinished last step
+    r = train_cli([*KILL_JOB, "--out", "run", "--resume"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    got, s = final_params(out)
+    assert got == final_params(reference)[0] and metrics(out) == metrics(reference)
+    assert s["finish"]["at_step"] == 1000 and s["finish"]["passes"] >= 2 and s["converged"]
+    again = train_cli([*KILL_JOB, "--out", "run", "--resume"], tmp_path)  # finished: as it is
+    assert again.returncode == 0 and final_params(out)[0] == got
+    assert metrics(out) == metrics(reference)
+
+
 def test_sigterm_checkpoints_and_exits_75_then_resumes_exactly(tmp_path, reference):
     proc = start([*KILL_JOB, "--out", "run"], tmp_path, TRAIN_FAULT=PACE)
     wait_for(lambda: newest_ckpt(tmp_path / "run") > 0, proc, what="a checkpoint")

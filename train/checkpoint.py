@@ -57,9 +57,11 @@ _STATE_TYPES: dict[str, tuple[type, ...]] = {
     "train_s": (float, int), "wall_s": (float, int), "segments": (int,),
     "loss": (float, int, type(None)), "eval_loss": (float, int, type(None)),
     "eval_mse": (float, int, type(None)), "skipped": (list,), "overflow_skips": (int,),
-    "fingerprint": (dict,), "data_stats": (dict, type(None)), "columns": (list, type(None))}
+    "fingerprint": (dict,), "data_stats": (dict, type(None)), "columns": (list, type(None)),
+    "finish": (dict, type(None))}
 # What a checkpoint of an older version implied for a key it lacked (columns: names unknown).
-_STATE_DEFAULTS: dict[str, Any] = {"overflow_skips": 0, "data_stats": None, "columns": None}
+_STATE_DEFAULTS: dict[str, Any] = {"overflow_skips": 0, "data_stats": None, "columns": None,
+                                   "finish": None}
 
 
 class CheckpointError(RuntimeError):
@@ -205,6 +207,11 @@ def _check_state(raw: Any) -> dict[str, Any]:
             and finite_numbers(stats["mean"] + stats["std"])
             and all(v > 0 for v in stats["std"])):
         raise _Unusable("its state has malformed data statistics")
+    finish = state["finish"]
+    if finish is not None and not (isinstance(finish.get("at_step"), int)
+                                   and not isinstance(finish["at_step"], bool)
+                                   and 0 <= finish["at_step"] < 2**62):
+        raise _Unusable("its state has a malformed 'finish' record")
     return state
 
 

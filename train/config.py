@@ -44,6 +44,7 @@ AMP_LEVELS = ("O0", "O1", "O2", "O3")
 AMP_DTYPES = ("float16", "bfloat16")
 JIT_LEVELS = ("O0", "O1")
 INITS = ("auto", "random", "least_squares")
+FINISHES = ("newton", "none")
 SOURCES = ("synthetic", "file", "both")
 RESUME = ("refuse", "allow")
 # Keys of earlier releases that are gone; a saved config holding them still loads (warned).
@@ -166,11 +167,17 @@ class Config:
                                   "gradient (SGD), as MindSpore's optimizers apply it: to every "
                                   "parameter whose name holds neither `beta` nor `gamma`",
                              resume="refuse")
+    finish: str = _f("newton", "after the last step, take the built-in linear model to the "
+                               "exact optimum of its objective: float64 Newton passes over the "
+                               "training rows (`newton`), or leave SGD's parameters as they "
+                               "are (`none`). A resume may change it: `--resume --finish "
+                               "newton` finishes a run that ended without it",
+                     resume="allow", choices=FINISHES)
     loss: str = _f("huber", "`huber` (ours), `mse`, or `MODULE:NAME`: a callable of yours "
                             "returning a Cell `(prediction, target) -> scalar`",
                    resume="refuse", choices=LOSSES, imports=True)
-    delta: float | None = _f(None, "Huber threshold in the target's units (files: 1.345 x a "
-                                   "robust scale of a first fit's residuals, printed)",
+    delta: float | None = _f(None, "Huber threshold in the target's units (files: 1.345 x the "
+                                   "robust scale of a Huber fit with MAD rescaling, printed)",
                              resume="refuse", shown="1.0; files: from the data")
     clip_norm: float = _f(0.0, "clip gradients to this global norm after the all-reduce; 0 = off",
                           resume="refuse")

@@ -12,6 +12,7 @@ tests and scripts rely on them):
                        manifest (to kill a process mid-write)
   step_pause=SECONDS   pause after every optimizer step (paces a run that a test kills or
                        signals, so that the test never races the machine's speed)
+  finish_pause=SECONDS pause after each pass of the Newton finish (to kill a process in it)
   start_pause=SECONDS  pause during start-up, after the run folder is set up and before the
                        cluster starts, or in a dry run before it prints (to signal a process
                        that has not trained yet); a stop signal ends the pause
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 ENV = "TRAIN_FAULT"
 KINDS = ("fail@STEP:RANK", "nan@STEP", "overflow@STEP", "ckpt_pause=SECONDS",
-         "step_pause=SECONDS", "start_pause=SECONDS")
+         "step_pause=SECONDS", "start_pause=SECONDS", "finish_pause=SECONDS")
 
 
 class FaultError(ValueError):
@@ -48,6 +49,7 @@ class Faults:
     ckpt_pause: float = 0.0
     step_pause: float = 0.0
     start_pause: float = 0.0
+    finish_pause: float = 0.0
 
     def __bool__(self) -> bool:
         return bool(self.text)
@@ -66,8 +68,8 @@ class Faults:
             raise RuntimeError(f"test failure injected at step {step} ({ENV})")
 
     def pause(self, what: str, until: Callable[[], bool] | None = None) -> None:
-        """Sleep for `what` (ckpt_pause, step_pause or start_pause), if set; `until()` true
-        ends it early (a stop signal)."""
+        """Sleep for `what` (ckpt_pause, step_pause, start_pause or finish_pause), if set;
+        `until()` true ends it early (a stop signal)."""
         seconds = getattr(self, what)
         if not seconds:
             return
@@ -80,7 +82,7 @@ class Faults:
 
 
 _ITEM = re.compile(r"(fail)@(\d+):(\d+)|(nan|overflow)@(\d+)|"
-                   r"(ckpt_pause|step_pause|start_pause)=(\d+(?:\.\d*)?)")
+                   r"(ckpt_pause|step_pause|start_pause|finish_pause)=(\d+(?:\.\d*)?)")
 
 
 def parse(text: str) -> Faults:

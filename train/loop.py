@@ -26,7 +26,7 @@ from mindspore import Parameter, Tensor
 
 from pipeline import eval_chunks, make_train_dataset
 from pipeline.dataset import eval_batches
-from train import report
+from train import converge, report
 from train.checkpoint import Checkpoint, CheckpointDir
 from train.cluster import Cluster
 from train.config import LOSSES
@@ -34,6 +34,7 @@ from train.loss import make_loss
 from train.model import (
     LOSS_SCALE_COUNTER,
     LOSS_SCALE_VALUE,
+    assign_in_graph,
     format_params,
     linear_params,
     make_model,
@@ -61,7 +62,7 @@ RING_MAX = 4096  # most steps between two reads of the device's step record
 FRESH_STATE: dict[str, Any] = {
     "window_loss": 0.0, "window_n": 0, "timed_steps": 0, "train_s": 0.0, "wall_s": 0.0,
     "loss": None, "eval_loss": None, "eval_mse": None, "skipped": [], "overflow_skips": 0,
-    "segments": 0, "data_stats": None, "columns": None}
+    "segments": 0, "data_stats": None, "columns": None, "finish": None}
 
 
 class NonFiniteError(RuntimeError):
@@ -125,6 +126,7 @@ class Trainer:
         self.agree_every: int | None = None if cluster.world_size > 1 else 1
         self.agree_from = self.start
         self.read_upto, self.window_steps = self.start, 0
+        self.no_finish = self._why_no_finish()
 
     # --- build -------------------------------------------------------------------------
 
@@ -236,6 +238,7 @@ class Trainer:
                 self._at_boundary(step)
         finally:
             self.out.close_progress()
+        self._finish()
         return self._summary()
 
     def _after_call(self, step: int) -> None:
@@ -252,7 +255,12 @@ class Trainer:
         cfg = self.cfg
         in_epoch = step % self.source.steps_per_epoch
         log = step % cfg.log_every == 0 or in_epoch == 0 or step == self.total
-        save = step == self.total or bool(cfg.ckpt_every and step % cfg.ckpt_every == 0)
+        end = step == self.total
+        # The last step's checkpoint waits for the finish, so that no checkpoint at the last
+        # step ever holds unfinished parameters (a kill during the finish resumes from the
+        # checkpoint before and repeats it: the same arithmetic, the same result).
+        save = end and self.no_finish is not None or not end and bool(
+            cfg.ckpt_every and step % cfg.ckpt_every == 0)
         if log or save or step % self.record.width == 0:  # the ring must not wrap unread
             self._read(step, log)
         stop = self._agree(step, force=log) and step < self.total  # on the last step: finish
@@ -348,7 +356,8 @@ class Trainer:
 
     # --- evaluate, checkpoint, stop ---------------------------------------------------------
 
-    def _evaluate(self, epoch: int, step: int) -> None:
+    def _held_out_loss(self) -> None:
+        """The held-out loss and MSE (data units) into `state`, summed over all ranks."""
         sums = np.zeros(3)
         self.model.set_train(False)
         for batch in self.eval_set:
@@ -360,6 +369,9 @@ class Trainer:
             self.state["eval_loss"] = float(total[0]) / float(total[2]) * unit
             if self.cfg.loss in LOSSES:  # (a loss of yours: its own figure only)
                 self.state["eval_mse"] = float(total[1]) / float(total[2]) * unit
+
+    def _evaluate(self, epoch: int, step: int) -> None:
+        self._held_out_loss()
         self.out.metrics({"epoch": epoch, "step": step, "eval_loss": self.state["eval_loss"],
                           "eval_mse": self.state["eval_mse"]})
         every = -(-self.cfg.epochs // EPOCH_LINES)  # many epochs: about EPOCH_LINES lines
@@ -384,9 +396,10 @@ class Trainer:
                       f"{_fmt(self.state['eval_loss'], 1.0)}"
                       + (f"  {format_params(*params, names)}" if params else ""))
 
-    def _checkpoint(self, step: int) -> None:
-        """Rank 0 writes the tensors and the run state (every rank's window made global)."""
-        if step == self.saved_at:
+    def _checkpoint(self, step: int, again: bool = False) -> None:
+        """Rank 0 writes the tensors and the run state (every rank's window made global);
+        `again`: also when this step's checkpoint exists (it is replaced)."""
+        if step == self.saved_at and not again:
             return
         self.saved_at = step
         if self.state["window_n"] and self.cluster.world_size > 1:
@@ -425,6 +438,54 @@ class Trainer:
 
     # --- the end -------------------------------------------------------------------------------
 
+    def _why_no_finish(self) -> str | None:
+        """Why the run ends without the Newton finish; None when it has one."""
+        cfg = self.cfg
+        if cfg.finish == "none":
+            return "--finish none"
+        if not cfg.builtin or cfg.user_data or cfg.hidden_sizes():
+            return ("the Newton finish is for the built-in linear model with the built-in "
+                    "losses on a file or the synthetic rows")
+        if cfg.optimizer == "adamw" and cfg.weight_decay > 0:
+            return "AdamW's decoupled weight decay minimises no objective to finish"
+        return None
+
+    def _finish(self) -> None:
+        """The built-in linear model taken to the optimum (train/converge.py `finish`) on every
+        rank alike, then the last step's checkpoint written with it."""
+        done = self.state["finish"]
+        if self.no_finish is not None or (done and done["at_step"] == self.total):
+            return  # (a resumed run that was finished at this step already)
+        cfg, unit = self.cfg, self.source.loss_unit
+        w, b = self._linear()
+        theta = np.array([*w, b], np.float64)
+
+        def logged(record: dict[str, Any]) -> None:
+            self.out.metrics({"step": self.total, **record,
+                              "objective": record["objective"] * unit})
+            self.faults.pause("finish_pause")
+
+        theta, done = converge.finish(theta, cfg.loss, self.source.loss_delta(cfg.delta),
+                                      self.source.objective_rows, self._l2(), logged)
+        assign_in_graph([self.net.weight, self.net.bias],
+                        [theta[:-1].reshape(1, -1).astype(np.float32),
+                         theta[-1:].astype(np.float32)])
+        done.update(at_step=self.total, objective_before=done.get("objective_before", 0.0) * unit,
+                    objective_after=done.get("objective_after", 0.0) * unit)
+        self.state["finish"] = done
+        self._held_out_loss()  # of the finished model: what summary.json reports
+        self.out.metrics({"step": self.total, "finished": True, "eval_loss":
+                          self.state["eval_loss"], "eval_mse": self.state["eval_mse"]})
+        self.out.info(f"finish: {done['passes']} Newton passes over the objective rows "
+                      f"(stopped at {done['stopped']}): objective "
+                      f"{done['objective_before']:.6g} -> {done['objective_after']:.6g}")
+        self._checkpoint(self.total, again=True)
+
+    def _l2(self) -> float:
+        """The L2 term's weight in the objective: SGD adds weight_decay x p to the gradient
+        of every parameter (train/step.py); AdamW's decay is decoupled (no objective)."""
+        return self.cfg.weight_decay if self.cfg.optimizer == "sgd" else 0.0
+
     def _totals(self) -> dict[str, float]:
         """Run-wide counters: earlier processes' (from the checkpoint) plus this one's."""
         now = time.perf_counter()
@@ -455,7 +516,7 @@ class Trainer:
                               "MLP with the built-in losses on a file or the synthetic rows"}
         elif cl.is_main:  # rank 0 reports; the figures need no other rank
             conv = report.convergence({p.name: p.asnumpy() for p in self.optimizer.parameters},
-                                      cfg, self.source)
+                                      cfg, self.source, self._l2())
             base = report.mean_baseline(cfg, self.source)
         return {
             "w": params[0] if params else None, "b": params[1] if params else None,
@@ -465,6 +526,7 @@ class Trainer:
                      "*_standardized: the standardized units the model trains in",
             "converged": bool(conv.get("converged")) if checked else None,
             "convergence": conv,
+            "finish": self.state["finish"] or {"method": "none", "reason": self.no_finish},
             "baseline": base,
             "curve": self._curve(),
             **self.source.summary_extra(wb),

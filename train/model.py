@@ -158,3 +158,22 @@ def format_params(w: list[float], b: float, names: list[str] | None = None) -> s
     lines."""
     names = names or [""] * len(w)
     return "w [" + ", ".join(f"{n} {v:.4f}".strip() for n, v in zip(names, w)) + f"]  b {b:.4f}"
+
+
+def assign_in_graph(params: list[Any], values: list[np.ndarray]) -> None:
+    """Write `values` into `params` so that graphs compiled before see them. MindSpore 2.10:
+    `Parameter.set_data` (and `assign_value`, eager `ops.assign`) after a jit function has
+    compiled changes the host copy only; that function keeps the old values
+    (docs/FINDINGS.md). An assign inside a graph updates the device copy they all share."""
+    import mindspore as ms
+    from mindspore import ParameterTuple, Tensor, ops
+
+    targets = ParameterTuple(params)
+
+    @ms.jit
+    def put(new: tuple) -> Any:
+        for p, v in zip(targets, new):
+            ops.assign(p, v)
+        return new[0]
+
+    put(tuple(Tensor(v) for v in values))

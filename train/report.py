@@ -13,10 +13,11 @@ import numpy as np
 from train import converge
 
 
-def convergence(params: dict[str, np.ndarray], cfg: Any, source: Any) -> dict[str, Any]:
+def convergence(params: dict[str, np.ndarray], cfg: Any, source: Any, l2: float = 0.0
+                ) -> dict[str, Any]:
     """train/converge.py's figures for this run, with the objective in the data's units."""
     found = converge.measure(params, cfg.hidden_sizes(), cfg.loss, source.loss_delta(cfg.delta),
-                             source.objective_rows())
+                             source.objective_rows(), l2)
     for key in ("objective", "excess"):
         if key in found:
             found[key] *= source.loss_unit
@@ -58,16 +59,15 @@ def final_lines(cfg: Any, summary: dict[str, Any], out_dir: Any) -> tuple[str, l
     state = "converged" if summary["converged"] else "NOT converged"
     if summary["converged"] is None:
         state = "convergence not checked (README: Your own network)"
-    elif conv.get("exact_fit"):
-        state += " (an exact fit, to float32 rounding)"
-    elif "relative_excess" in conv:
-        state += f" ({_percent(conv['relative_excess'])} above the optimum)"
+    elif "distance" in conv:
+        state += (f" (coefficients within {conv['distance']:.2g} of the optimum in standardized "
+                  f"units; objective {_percent(conv['relative_excess'])} above it)")
     if summary["eval_loss"] is None:
         line = f"{what}; no held-out rows; {state}; {out_dir}"
     else:
         mse = "" if summary["eval_mse"] is None else f", eval MSE {summary['eval_mse']:.4f}"
         line = f"{what}; eval {cfg.loss} loss {summary['eval_loss']:.4f}{mse}; {state}; {out_dir}"
-    return line, _warnings(cfg, summary)
+    return line, _warnings(cfg, summary, out_dir)
 
 
 def _percent(r: float) -> str:
@@ -76,16 +76,27 @@ def _percent(r: float) -> str:
     return f"{100 * r:.0f}%" if r >= 0.1 else f"{100 * r:.2g}%"
 
 
-def _warnings(cfg: Any, summary: dict[str, Any]) -> list[str]:
+def _not_converged(cfg: Any, summary: dict[str, Any], out_dir: Any) -> str:
+    """What a run that did not converge says, and the one thing to do about it."""
+    conv, finish = summary["convergence"], summary.get("finish") or {}
+    what = (f"not converged: a coefficient is still {conv.get('distance', float('inf')):.2g} "
+            f"from the optimum in standardized units (criterion {converge.TOL:g})")
+    if finish.get("reason") == "--finish none":
+        return f"{what}; finish it there: --resume --out {out_dir} --finish newton"
+    if finish.get("stopped") == "an unbounded objective":
+        return (f"{what}: along some direction every row is beyond delta, where Huber has no "
+                "finite optimum; give a larger --delta")
+    if finish.get("method") == "newton":
+        return f"{what}; the Newton finish stopped at {finish.get('stopped')}"
+    more = max(2 * summary["epochs"], summary["epochs"] + 1)
+    return (f"{what}, assessing {conv.get('assessed', 'the model')}; train longer (--resume "
+            f"--out {out_dir} --epochs {more}) or lower --lr; an MLP has no exact finish")
+
+
+def _warnings(cfg: Any, summary: dict[str, Any], out_dir: Any) -> list[str]:
     found = []
     if summary["converged"] is False:
-        conv = summary["convergence"]
-        more = max(2 * summary["epochs"], summary["epochs"] + 1)
-        found.append(f"not converged: the training objective is still "
-                     f"{_percent(conv.get('relative_excess', float('inf')))} above its optimum "
-                     f"(criterion {_percent(conv.get('tol', converge.TOL))}); train longer "
-                     f"(--resume --epochs {more}), or leave --epochs, --lr and --batch_size "
-                     "automatic" + ("" if not cfg.synthetic else " with --data"))
+        found.append(_not_converged(cfg, summary, out_dir))
     # Compared in the loss the run minimises: with outliers among the held-out rows, the MSE
     # of a good robust fit is theirs, and no better than the mean's.
     base = summary["baseline"].get("eval_loss_predicting_mean")
