@@ -98,6 +98,13 @@ class Config:
                    resume="refuse", shown="none", resume_missing=None)
     target: str = _f("", "the target column of a CSV", resume="refuse", source="file",
                      shown="last column")
+    columns: str = _f("", "the feature columns of a CSV, by name: `a,b,c` (or a YAML list); "
+                          "every other column is ignored, whatever it holds (text, dates)",
+                      resume="refuse", source="file", shown="all but the target")
+    categorical: str = _f("", "text columns of a CSV to one-hot encode, `col1,col2`: levels "
+                              "learned from the training file (sorted), drop-first (the first "
+                              "level is the reference: columns `col=level` for the others)",
+                          resume="refuse", source="file", shown="none")
     eval_fraction: float = _f(0.1, "share of a file's rows held out, chosen by the seed; 0 = "
                                     "every row trains", resume="refuse", source="file")
     eval_data: str = _f("", "a separate file of held-out rows instead", resume="refuse",
@@ -106,7 +113,8 @@ class Config:
                                         "the data's units (`true` needs `--data`: the synthetic "
                                         "rows are generated in known units)",
                                   resume="refuse", shown="true for files", resume_missing=False)
-    drop_nonfinite: bool = _f(False, "drop rows holding NaN or inf (counted) instead of refusing "
+    drop_nonfinite: bool = _f(False, "drop rows holding a missing cell (empty, `NA`, `NaN`), inf "
+                                     "or a value beyond float32 (counted) instead of refusing "
                                      "the file", resume="refuse", source="file")
     batch_size: int | None = _f(None, "rows per rank per micro-batch (a resume may change it at "
                                       "the same global batch). Files: automatic, see \"Training "
@@ -247,6 +255,15 @@ class Config:
         """`hidden` as a list of layer widths ([] = linear model)."""
         return [int(v) for v in self.hidden.split(",")] if self.hidden.strip() else []
 
+    def column_list(self) -> tuple[str, ...]:
+        """`columns` as names (() = every column but the target)."""
+        return tuple(c.strip() for c in self.columns.split(",")) if self.columns.strip() else ()
+
+    def categorical_list(self) -> tuple[str, ...]:
+        """`categorical` as names."""
+        return tuple(c.strip() for c in self.categorical.split(",")) \
+            if self.categorical.strip() else ()
+
     def loss_scale_value(self) -> float | None:
         """The fixed loss scale, or None for `none` and `dynamic`."""
         return None if self.loss_scale in ("none", "dynamic") else float(self.loss_scale)
@@ -332,6 +349,9 @@ def coerce(name: str, value: Any) -> Any:
     if name == "hidden" and isinstance(value, list) and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
         value = ",".join(map(str, value))  # `hidden: [64, 64]` is `--hidden 64,64`
+    if name in ("columns", "categorical") and isinstance(value, list) and all(
+            isinstance(v, str) for v in value):
+        value = ",".join(value)  # `columns: [a, b]` is `--columns a,b`
     if name == "hidden" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if want is bool and type(value) is int and value in (0, 1):
@@ -413,7 +433,23 @@ def _check_ranges(cfg: Config) -> None:
             value = getattr(cfg, name)
             _check(value % cfg.sink_size == 0, name,
                    f"a multiple of --sink_size {cfg.sink_size}", value)
+    _check_names(cfg)
     _check_magnitudes(cfg)
+
+
+def _check_names(cfg: Config) -> None:
+    """--columns and --categorical: comma-separated names, none empty or twice, the
+    categorical ones among the columns (when columns are named)."""
+    for name in ("columns", "categorical"):
+        found = cfg.column_list() if name == "columns" else cfg.categorical_list()
+        _check(all(found) and len(set(found)) == len(found), name,
+               "comma-separated column names, each once, or empty", getattr(cfg, name))
+    if cfg.target and cfg.target in cfg.column_list():
+        raise ConfigError(f"--columns names {cfg.target!r}, the --target; columns are features")
+    outside = [c for c in cfg.categorical_list() if cfg.columns and c not in cfg.column_list()]
+    if outside:
+        raise ConfigError(f"--categorical {outside[0]} is not among --columns {cfg.columns}; "
+                          "a categorical column is a feature: list it there too")
 
 
 def _check_magnitudes(cfg: Config) -> None:

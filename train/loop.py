@@ -61,7 +61,8 @@ RING_MAX = 4096  # most steps between two reads of the device's step record
 FRESH_STATE: dict[str, Any] = {
     "window_loss": 0.0, "window_n": 0, "timed_steps": 0, "train_s": 0.0, "wall_s": 0.0,
     "loss": None, "eval_loss": None, "eval_mse": None, "skipped": [], "overflow_skips": 0,
-    "segments": 0, "data_stats": None, "columns": None}
+    "segments": 0, "data_stats": None, "columns": None,
+    "levels": None}
 
 
 class NonFiniteError(RuntimeError):
@@ -401,7 +402,8 @@ class Trainer:
         tensors = {n: p.asnumpy().reshape(()) if n in (LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER)
                    else p.asnumpy() for n, p in self.tensors.items()}
         state = {**self.state, **self._totals(), "fingerprint": self.fingerprint,
-                 "data_stats": self.source.stats, "columns": self.source.columns}
+                 "data_stats": self.source.stats, "columns": self.source.columns,
+                 "levels": getattr(self.source, "levels", None) or None}
         try:
             self.ckpts.save(step, tensors, state)
         except OSError as e:
