@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.fileio import finite_numbers, tmp_name, write_atomic
-from pipeline.formats import NpyWriter, check_file, npy_header, validated_chunks
+from pipeline.formats import NpyWriter, TableSpec, check_file, npy_header, validated_chunks
 from pipeline.limits import DataError
 
 CACHE_ENV = "TRAIN_CACHE_DIR"
 # Part of every cache key: bumped when the checks, the conversion or the statistics change,
 # so that an entry a release with weaker checks (or another delta) made is made again.
-CACHE_VERSION = 6
+CACHE_VERSION = 7  # 6: missing CSV cells, --columns, --categorical (levels); 7: robust delta
 HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file for its identity
 # A column whose mean is this many of its standard deviations is stored centred: float32's
 # rounding then costs it less than ~1.5e-5 of its spread instead of ~6e-8 x mean / std.
@@ -133,16 +133,19 @@ class CacheLock:
 
 
 def canonical(path: Path, target: str, drop_nonfinite: bool, what: str = "--data",
-              stop: Callable[[], None] | None = None) -> tuple[Path, dict[str, Any]]:
+              stop: Callable[[], None] | None = None,
+              spec: TableSpec | None = None) -> tuple[Path, dict[str, Any]]:
     """The float32 (rows, features + target) .npy training reads, and what is known of it:
     the file itself when it is one (after a validating pass), else a converted copy in the
     cache. Cached by identity and options: a second call (another rank) reads the record.
     `stop()` is called while waiting and between chunks: it raises to abandon the work (a
-    stop signal), which leaves nothing behind."""
+    stop signal), which leaves nothing behind. `spec` picks and encodes a CSV's columns: it is
+    part of the key, and the levels it learns are in the record (`levels`)."""
+    spec = spec or TableSpec()
     check_file(path, what)
     check_index(path)
     ident = identity(path)
-    key = entry_key("table", ident, target, drop_nonfinite)
+    key = entry_key("table", ident, target, drop_nonfinite, spec.key())
     meta_path = cache_dir() / f"{key}.json"
     meta = read_json(meta_path)
     if _usable(meta, path):
@@ -150,12 +153,12 @@ def canonical(path: Path, target: str, drop_nonfinite: bool, what: str = "--data
     sweep_temporaries()
     if path.suffix.lower() == ".npy" and _is_float32_c(path):
         # nothing to convert: no lock
-        return _make_table(path, target, drop_nonfinite, key, ident, stop, direct=True)
+        return _make_table(path, target, drop_nonfinite, key, ident, stop, direct=True, spec=spec)
     with CacheLock(key, stop):
         meta = read_json(meta_path)  # another rank may have made it while we waited
         if _usable(meta, path):
             return Path(meta["table"]), meta  # type: ignore[index]
-        return _make_table(path, target, drop_nonfinite, key, ident, stop, direct=False)
+        return _make_table(path, target, drop_nonfinite, key, ident, stop, direct=False, spec=spec)
 
 
 def check_index(path: Path) -> None:
@@ -179,7 +182,7 @@ def check_index(path: Path) -> None:
 
 
 _META_TYPES = {"table": str, "rows": int, "columns": list, "dropped_nonfinite": int,
-               "max_abs": (int, float), "source": dict}
+               "max_abs": (int, float), "source": dict, "levels": dict}
 
 
 def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
@@ -191,6 +194,9 @@ def _usable(meta: dict[str, Any] | None, path: Path) -> bool:
     columns, offset = meta["columns"], meta.get("offset")
     if not (columns and all(isinstance(c, str) for c in columns) and meta["rows"] >= 0
             and finite_numbers([meta["max_abs"]])):
+        return False
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+               for v in meta["levels"].values()):
         return False
     if offset is not None and not (isinstance(offset, list) and len(offset) == len(columns)
                                    and finite_numbers(offset)):
@@ -255,21 +261,22 @@ def sweep_temporaries() -> None:
 
 
 def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str, ident: dict[str, Any],
-                stop: Callable[[], None] | None, direct: bool) -> tuple[Path, dict[str, Any]]:
+                stop: Callable[[], None] | None, direct: bool,
+                spec: TableSpec) -> tuple[Path, dict[str, Any]]:
     """The validating pass, and the conversion when one is needed (a `direct` file, a float32
     .npy, is mapped as it is, unless rows must be dropped)."""
     if direct:
         counts: dict[str, Any] = {}
-        names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts)
+        names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts, spec=spec)
         for _ in chunks:
             if stop:
                 stop()
         if not counts["dropped"]:
-            return _record(key, ident, path.resolve(), names, counts, None)
+            return _record(key, ident, path.resolve(), names, counts, None, spec)
         # rows to drop: the file cannot be mapped as it is, a cleaned copy after all
     out = cache_dir() / f"{key}.npy"
     counts = {}
-    names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts)
+    names, chunks = validated_chunks(path, target, drop_nonfinite, counts=counts, spec=spec)
     writer = _writer(out, len(names))
     offset, first = None, True
     try:
@@ -287,7 +294,7 @@ def _make_table(path: Path, target: str, drop_nonfinite: bool, key: str, ident: 
     finally:
         writer.f.close()
         writer.path.unlink(missing_ok=True)
-    return _record(key, ident, out, names, counts, offset)
+    return _record(key, ident, out, names, counts, offset, spec)
 
 
 def _offset(chunk: np.ndarray) -> np.ndarray | None:
@@ -301,10 +308,12 @@ def _offset(chunk: np.ndarray) -> np.ndarray | None:
 
 
 def _record(key: str, ident: dict[str, Any], table: Path, names: list[str],
-            counts: dict[str, Any], offset: np.ndarray | None) -> tuple[Path, dict[str, Any]]:
+            counts: dict[str, Any], offset: np.ndarray | None,
+            spec: TableSpec) -> tuple[Path, dict[str, Any]]:
     meta = {"table": str(table), "rows": counts["rows"], "columns": names,
             "dropped_nonfinite": counts["dropped"], "max_abs": counts["max_abs"],
-            "source": ident, "offset": None if offset is None else offset.tolist()}
+            "source": ident, "offset": None if offset is None else offset.tolist(),
+            "levels": spec.levels if spec.categorical else {}}
     if table.parent == cache_dir():  # ours: what it is, to verify before each use
         meta.update(table_bytes=table.stat().st_size, table_hash=sampled_hash(table))
     write_json(cache_dir() / f"{key}.json", meta)

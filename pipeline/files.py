@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline import cache
 from pipeline.dataset import TableRows
+from pipeline.formats import TableSpec
 from pipeline.guard import MappedFile
 from pipeline.limits import F32_MAX, F32_TINY, MAX_ABS_VALUE, DataError
 from pipeline.split import Split
@@ -136,8 +137,12 @@ class FileData:
 
     def __init__(self, cfg: Any, stop: Callable[[], None] | None = None) -> None:
         path = Path(cfg.data)
+        spec = TableSpec(cfg.names("columns"), cfg.names("categorical"))
         table_path, self.meta = cache.canonical(path, cfg.target, cfg.drop_nonfinite,
-                                                stop=stop)
+                                                stop=stop, spec=spec)
+        # a categorical column's levels, as learned from this file (the held-out file's and
+        # every later use's: resume, predict, export)
+        self.levels: dict[str, list[str]] = self.meta["levels"]
         self.path, self.table = path, _map(table_path, path)
         if len(self.table) == 0:
             dropped = self.meta["dropped_nonfinite"]
@@ -151,7 +156,8 @@ class FileData:
             eval_max = self._open_eval(cfg, stop)
         self.split = Split(len(self.table), cfg.seed, 0.0 if cfg.eval_data else cfg.eval_fraction)
         key = cache.entry_key("stats", self.meta["source"], cfg.target, cfg.drop_nonfinite,
-                              cfg.seed, cfg.eval_fraction, self.eval_id)
+                              cfg.seed, cfg.eval_fraction, self.eval_id, spec.key(),
+                              self.levels)
         self.stats = cache.read_json(cache.cache_dir() / f"{key}.json")
         if not usable(self.stats, self.table.shape[1]):  # absent or damaged: again
             self.stats = statistics(self.table, self.split, self.offset)
@@ -170,8 +176,12 @@ class FileData:
         # by position it is the last column (a --target names a CSV's column only)
         target = (cfg.target or self.meta["columns"][-1]) if names else \
             (cfg.target if path.suffix.lower() == ".csv" else "")
+        # by name, the held-out file's columns are picked and encoded as the training file's
+        # (its levels, not its own: a level the training file lacks is refused)
+        spec = TableSpec(cfg.names("columns"), cfg.names("categorical"), self.levels or None) \
+            if names else None
         eval_path, meta = cache.canonical(path, target, cfg.drop_nonfinite, "--eval_data",
-                                          stop=stop)
+                                          stop=stop, spec=spec)
         self.eval_table, self.eval_id = _map(eval_path, path), meta["source"]
         self.eval_offset = _offset(meta, self.eval_table.shape[1])
         train = self.meta["columns"]
@@ -216,7 +226,7 @@ class FileSource:
 
     def __init__(self, data: FileData, cfg: Any, world: int, auto_delta: bool) -> None:
         self.cfg, self.meta, self.split, self.auto_delta = cfg, data.meta, data.split, auto_delta
-        self.path, self.eval_table = data.path, data.eval_table
+        self.path, self.eval_table, self.levels = data.path, data.eval_table, data.levels
         self.features, self.max_abs = data.features, data.max_abs
         self.global_batch = cfg.global_batch_size(world)
         self.steps_per_epoch = cfg.steps_per_epoch
@@ -377,6 +387,7 @@ class FileSource:
             "train_rows": self.split.train_rows, "eval_rows": self.max_eval_rows(),
             "dropped_nonfinite": self.meta["dropped_nonfinite"],
             "dropped_last_batch_rows": self.dropped_last, "columns": self.meta["columns"],
+            **({"levels": self.levels} if self.levels else {}),
             "standardized": bool(self.cfg.standardize), "held_out": self._held_out_record()}}
         if wb is not None and self.cfg.standardize:
             extra.update(w_standardized=wb[0], b_standardized=wb[1])

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +26,9 @@ from pipeline.limits import F32_MAX, DataError
 
 FORMATS = (".npy", ".npz", ".csv", ".mindrecord")
 CHUNK = 1 << 18  # rows per streaming step
+# A missing cell as pandas and R write one by default (NaN and nan too: float() reads them)
+MISSING = ("", "NA")
+MAX_LEVELS = 1000  # levels of a --categorical column (more: an id or free text, not a category)
 
 def check_file(path: Path, what: str = "--data") -> None:
     """Exists, is a regular readable file with a known extension."""
@@ -134,11 +139,11 @@ def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
 
 
 def csv_number(cell: str) -> float:
-    """A CSV cell as the reader takes it (float() without `_` digit groups); ValueError if
-    it is not a number."""
+    """A CSV cell as the reader takes it (float() without `_` digit groups; an empty cell and
+    `NA` are NaN, a missing value); ValueError if it is not a number."""
     if "_" in cell:  # float() takes 1_000, the CSV reader does not
         raise ValueError(cell)
-    return float(cell)
+    return math.nan if cell.strip() in MISSING else float(cell)
 
 
 def not_a_number(line: int, j: int, names: list[str], cell: str) -> str:
@@ -146,50 +151,200 @@ def not_a_number(line: int, j: int, names: list[str], cell: str) -> str:
     return f"line {line}, column {j + 1} ({names[j]!r}): {cell.strip()!r} is not a number"
 
 
-def _csv_locate(lines: list[str], first_row: int, names: list[str]) -> str:
-    """The first cell that is not a number, or the first row of another length, by line."""
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue  # blank lines are skipped, and still counted
-        row = next(csv.reader([line]))
-        if len(row) != len(names):
-            return (f"line {first_row + i} has {len(row)} cells, the header "
-                    f"{len(names)}")
-        for j, cell in enumerate(row):
+def is_missing(cell: str) -> bool:
+    """An empty cell, `NA`, or a NaN (pandas' and R's spellings of a missing value)."""
+    s = cell.strip()
+    return s in MISSING or s.lower() == "nan"
+
+
+@dataclass
+class TableSpec:
+    """How a CSV's columns become a table's: the features picked by name (`columns`; empty =
+    every column but the target, in file order), text columns one-hot encoded (`categorical`:
+    drop-first, one 0/1 column `name=level` per level but the first, the reference level of
+    the sorted levels), their `levels` (None: learned from this file's rows, and set here by
+    the reader) and whether a missing cell reads as NaN (`missing_ok`, for --drop_nonfinite)
+    or is refused naming its line and column."""
+
+    columns: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    levels: dict[str, list[str]] | None = None
+    missing_ok: bool = True
+
+    def selects(self) -> bool:
+        """True when it picks or encodes columns (only a CSV's columns have names to pick)."""
+        return bool(self.columns or self.categorical)
+
+    def key(self) -> dict[str, Any]:
+        """What of it shapes the table (a cache key's part)."""
+        return {"columns": list(self.columns), "categorical": list(self.categorical),
+                "levels": self.levels if self.categorical else None}
+
+
+def _csv_features(path: Path, names: list[str], t: int, spec: TableSpec) -> list[int]:
+    """The features' file columns, as --columns and --categorical pick them."""
+    unknown = [c for c in (*spec.columns, *spec.categorical) if c not in names]
+    if unknown:
+        raise DataError(f"{path}: no column {unknown[0]!r} (named by --columns or "
+                        f"--categorical); columns: {', '.join(names)}")
+    if names[t] in (*spec.columns, *spec.categorical):
+        raise DataError(f"{path}: {names[t]!r} is the target; --columns and --categorical "
+                        "name features")
+    feats = [names.index(c) for c in spec.columns] if spec.columns else \
+        [j for j in range(len(names)) if j != t]
+    outside = [c for c in spec.categorical if names.index(c) not in feats]
+    if outside:
+        raise DataError(f"--categorical {outside[0]} is not among --columns "
+                        f"{','.join(spec.columns)}; list it there too")
+    return feats
+
+
+def _csv_bodies(path: Path) -> Iterator[tuple[list[str], list[int]]]:
+    """A CSV's data lines, CHUNK lines at a time: the non-blank ones and their line numbers
+    (blank lines are skipped, and still counted)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        f.readline()
+        row = 2  # file line of the first data row (the header is line 1)
+        while True:
+            lines = [ln for ln in (f.readline() for _ in range(CHUNK)) if ln]
+            if not lines:
+                return
+            body = [(ln, row + i) for i, ln in enumerate(lines) if ln.strip()]
+            if body:
+                yield [b[0] for b in body], [b[1] for b in body]
+            row += len(lines)
+
+
+def _csv_cells(path: Path, body: list[str], lines: list[int], width: int) -> list[list[str]]:
+    """The chunk's rows as cells, every row as long as the header."""
+    try:
+        rows = list(csv.reader(body))
+    except csv.Error as e:
+        raise DataError(f"{path}: lines {lines[0]}-{lines[-1]}: not readable as CSV ({e})"
+                        ) from None
+    for i, r in enumerate(rows):
+        if len(r) != width:
+            raise DataError(f"{path}: line {lines[i]} has {len(r)} cells, the header {width}")
+    return rows
+
+
+def _learn_levels(path: Path, names: list[str], cats: list[int]) -> dict[str, list[str]]:
+    """Every level of each categorical column in the file (missing cells aside), sorted."""
+    seen: list[set[str]] = [set() for _ in cats]
+    for body, lines in _csv_bodies(path):
+        for r in _csv_cells(path, body, lines, len(names)):
+            for s, j in zip(seen, cats):
+                if not is_missing(r[j]):
+                    s.add(r[j].strip())
+    levels = {}
+    for s, j in zip(seen, cats):
+        if not 2 <= len(s) <= MAX_LEVELS:
+            why = (f"more than {MAX_LEVELS} levels" if s else "no level") if len(s) != 1 else \
+                f"one level only ({next(iter(s))!r}), nothing to learn from"
+            raise DataError(f"{path}: --categorical column {names[j]!r} holds {why}")
+        levels[names[j]] = sorted(s)
+    return levels
+
+
+def _numbers(path: Path, cells: list[str], j: int, names: list[str],
+             lines: list[int]) -> np.ndarray:
+    """A column's cells as float64, a missing one NaN; DataError naming a non-number."""
+    s = np.char.strip(np.array(cells, dtype=str))
+    s = np.where((s == "") | (s == "NA"), "nan", s)
+    try:
+        if (np.char.find(s, "_") >= 0).any():  # float() takes 1_000, the CSV reader does not
+            raise ValueError("_")
+        return s.astype(np.float64)
+    except ValueError:
+        for i, c in enumerate(cells):
             try:
-                csv_number(cell)
+                csv_number(c)
             except ValueError:
-                return not_a_number(first_row + i, j, names, cell)
-    return f"lines {first_row}-{first_row + len(lines) - 1} cannot be read"
+                raise DataError(f"{path}: {not_a_number(lines[i], j, names, c)}") from None
+        raise
 
 
-def _csv_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+def _one_hot(path: Path, cells: list[str], j: int, names: list[str], lines: list[int],
+             levels: list[str]) -> np.ndarray:
+    """A text column as drop-first 0/1 columns (levels[1:]), a missing cell NaN in each;
+    DataError naming a level the training file did not hold."""
+    s = np.char.strip(np.array(cells, dtype=str))
+    missing = (s == "") | (s == "NA") | (np.char.lower(s) == "nan")
+    lv = np.array(levels, dtype=str)
+    code = np.minimum(np.searchsorted(lv, s), len(lv) - 1)
+    unseen = ~missing & (lv[code] != s)
+    if unseen.any():
+        i = int(np.argmax(unseen))
+        raise DataError(f"{path}: line {lines[i]}, column {j + 1} ({names[j]!r}): level "
+                        f"{str(s[i])!r} is not among the training file's levels "
+                        f"({', '.join(levels[:20])}{', ...' if len(levels) > 20 else ''})")
+    out = (code[:, None] == np.arange(1, len(lv))).astype(np.float64)
+    out[missing] = np.nan
+    return out
+
+
+def _parsed(path: Path, body: list[str], lines: list[int], names: list[str],
+            order: list[int], levels: dict[str, list[str]]) -> np.ndarray:
+    """A chunk through the csv module: the chosen columns in `order`, categorical ones
+    encoded, the others never converted (text and dates in them are no error)."""
+    rows = _csv_cells(path, body, lines, len(names))
+    parts = []
+    for j in order:
+        cells = [r[j] for r in rows]
+        if names[j] in levels:
+            parts.append(_one_hot(path, cells, j, names, lines, levels[names[j]]))
+        else:
+            parts.append(_numbers(path, cells, j, names, lines)[:, None])
+    return np.concatenate(parts, axis=1)
+
+
+def _refuse_missing(path: Path, a: np.ndarray, body: list[str], lines: list[int],
+                    names: list[str], source: list[int]) -> None:
+    """DataError naming the first missing cell (NaN) of a chunk, by line and column."""
+    nan = np.isnan(a)
+    if not nan.any():
+        return
+    i = int(np.argmax(nan.any(axis=1)))
+    j = source[int(np.argmax(nan[i]))]
+    cell = next(csv.reader([body[i]]))[j].strip()
+    raise DataError(f"{path}: line {lines[i]}, column {j + 1} ({names[j]!r}): {cell!r} is a "
+                    "missing value; fill it in, or pass --drop_nonfinite to drop the rows "
+                    "with a missing cell (counted)")
+
+
+def _csv_chunks(path: Path, target: str,
+                spec: TableSpec | None = None) -> tuple[list[str], Iterator[np.ndarray]]:
+    spec = spec or TableSpec()
     names, t = _csv_columns(path, target)
-    order = [j for j in range(len(names)) if j != t] + [t]
+    order = [*_csv_features(path, names, t, spec), t]
+    cats = [j for j in order if names[j] in spec.categorical]
+    if cats and spec.levels is None:
+        spec.levels = _learn_levels(path, names, cats)
+    levels = {names[j]: spec.levels[names[j]] for j in cats} if cats else {}  # type: ignore
+    # a categorical column becomes `name=level` for each level but the reference (the first)
+    expanded = [(j, f"{names[j]}={v}" if names[j] in levels else names[j])
+                for j in order for v in levels.get(names[j], ["", ""])[1:]]
+    out, source = [n for _, n in expanded], [j for j, _ in expanded]
 
     def gen() -> Iterator[np.ndarray]:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-            f.readline()
-            row = 2  # file line of the first data row (the header is line 1)
-            while True:
-                lines = [ln for ln in (f.readline() for _ in range(CHUNK)) if ln]
-                if not lines:
-                    return
-                body = [ln for ln in lines if ln.strip()]
-                if body:
-                    try:
-                        # comments=None: a `#` is not a comment in a table of numbers (NumPy
-                        # would read `4#junk` as 4 and drop a line starting with `#`)
-                        a = np.loadtxt(io.StringIO("".join(body)), delimiter=",", ndmin=2,
-                                       dtype=np.float64, quotechar='"', comments=None)
-                    except ValueError:
-                        raise DataError(f"{path}: {_csv_locate(lines, row, names)}") from None
-                    if a.shape[1] != len(names):
-                        raise DataError(f"{path}: {_csv_locate(lines, row, names)}")
-                    yield a[:, order]
-                row += len(lines)
+        for body, lines in _csv_bodies(path):
+            a = None
+            if not spec.selects():  # every column a number: NumPy's parser, 10x faster
+                try:
+                    # comments=None: a `#` is not a comment in a table of numbers (NumPy
+                    # would read `4#junk` as 4 and drop a line starting with `#`)
+                    a = np.loadtxt(io.StringIO("".join(body)), delimiter=",", ndmin=2,
+                                   dtype=np.float64, quotechar='"', comments=None)
+                    a = a[:, order] if a.shape[1] == len(names) else None
+                except ValueError:  # a missing cell, or a mistake the slow path names
+                    a = None
+            if a is None:
+                a = _parsed(path, body, lines, names, order, levels)
+            if not spec.missing_ok:
+                _refuse_missing(path, a, body, lines, names, source)
+            yield a
 
-    return [names[j] for j in order], gen()
+    return out, gen()
 
 
 def _mindrecord_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
@@ -232,10 +387,17 @@ READERS: dict[str, Callable[[Path, str], tuple[list[str], Iterator[np.ndarray]]]
     ".mindrecord": _mindrecord_chunks}
 
 
-def read_chunks(path: Path, target: str = "",
-                what: str = "--data") -> tuple[list[str], Iterator[np.ndarray]]:
-    """Column names (features..., target) and the rows, streamed as float64 chunks."""
+def read_chunks(path: Path, target: str = "", what: str = "--data",
+                spec: TableSpec | None = None) -> tuple[list[str], Iterator[np.ndarray]]:
+    """Column names (features..., target) and the rows, streamed as float64 chunks; `spec`
+    picks and encodes a CSV's columns (TableSpec)."""
     check_file(path, what)
+    if path.suffix.lower() == ".csv":
+        return _guarded(path, lambda: _csv_chunks(path, target, spec))
+    if spec is not None and spec.selects():
+        raise DataError(f"--columns and --categorical pick and encode a CSV's columns by name; "
+                        f"{path.name} is a {path.suffix} file, numbers by position (select "
+                        "and encode its columns before saving it)")
     return _guarded(path, lambda: READERS[path.suffix.lower()](path, target))
 
 
@@ -276,14 +438,17 @@ def _bad_cells(chunk: np.ndarray) -> np.ndarray:
 
 
 def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = "--data",
-                     counts: dict[str, Any] | None = None, min_columns: int = 2
-                     ) -> tuple[list[str], Iterator[np.ndarray]]:
+                     counts: dict[str, Any] | None = None, min_columns: int = 2,
+                     spec: TableSpec | None = None) -> tuple[list[str], Iterator[np.ndarray]]:
     """`read_chunks` with the checks every reader of a table needs: at least one feature, every
     value a float32 number (else refused naming the first row, or the row dropped and counted
     in `counts["dropped"]`), and a reader's own failure turned into one line. `counts` also
     gets the rows kept and the largest magnitude (`max_abs`). `min_columns`: 1 for a table of
-    features alone (train.predict)."""
-    names, chunks = read_chunks(path, target, what)
+    features alone (train.predict). `spec` picks a CSV's columns; a missing cell of a CSV is
+    refused naming its line and column unless `drop_nonfinite` (then its row is dropped)."""
+    spec = spec or TableSpec()
+    spec.missing_ok = drop_nonfinite
+    names, chunks = read_chunks(path, target, what, spec)
     if len(names) < min_columns:
         raise DataError(f"{path}: no feature columns (only the target); a table needs at "
                         "least one feature and the target")

@@ -19,3 +19,10 @@ MAX_ABS_VALUE = 1e15
 
 class DataError(ValueError):
     """A data file or option that cannot work; one line for the console (exit 2)."""
+
+
+def synthetic_bound(true_w: float, features: int, true_b: float, noise_std: float,
+                    outlier_scale: float) -> float:
+    """The largest |y| the synthetic source makes (x within 10 sigma, noise within 40 sigma),
+    which float32 training must hold with room for the loss."""
+    return (10 * abs(true_w) * features + abs(true_b) + 40 * noise_std + 1.5 * outlier_scale)

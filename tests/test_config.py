@@ -17,11 +17,10 @@ from train.config import (
     Config,
     ConfigError,
     applies,
-    options_table,
     resume_keys,
     save_config,
 )
-from train.options import build_parser, load_yaml, parse_config
+from train.options import build_parser, load_yaml, options_table, parse_config
 
 
 def test_defaults():

@@ -29,8 +29,39 @@ BAD = {
     "unequal rows": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,5\n"), {},
                      "line 3 has 2 cells, the header 3"),
     "NaN": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,nan,6\n"), {},
+            "line 3, column 2 ('b'): 'nan' is a missing value; fill it in, or pass "
+            "--drop_nonfinite to drop the rows with a missing cell (counted)"),
+    "an empty cell": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n\n4,,6\n"), {},
+                      "line 4, column 2 ('b'): '' is a missing value"),
+    "NA": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,5,6\n7, NA,9\n"), {},
+           "line 4, column 2 ('b'): 'NA' is a missing value"),
+    "a missing target": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,5,\n"), {},
+                         "line 3, column 3 ('y'): '' is a missing value"),
+    "inf": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n4,inf,6\n"), {},
             "row 2 of the data holds NaN, inf or a value beyond float32's range (column 'b'); "
             "clean the file or pass --drop_nonfinite"),
+    "text in a picked column": (lambda t: bad_csv(t, "a,b,y\n1,x,3\n"), {"columns": "a,b"},
+                                "line 2, column 2 ('b'): 'x' is not a number"),
+    "--columns names no column": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n"), {"columns": "a,c"},
+                                  "no column 'c' (named by --columns or --categorical); "
+                                  "columns: a, b, y"),
+    "--columns names the target": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n"), {"columns": "a,y"},
+                                   "'y' is the target; --columns and --categorical name "
+                                   "features"),
+    "--categorical outside --columns": (lambda t: bad_csv(t, "a,c,y\n1,u,3\n2,v,4\n"),
+                                        {"columns": "a", "categorical": "c"},
+                                        "--categorical c is not among --columns a"),
+    "a categorical column of one level": (lambda t: bad_csv(t, "a,c,y\n1,u,3\n2,u,4\n"),
+                                          {"categorical": "c"},
+                                          "--categorical column 'c' holds one level only ('u')"),
+    "--columns with a .npy": (lambda t: np.save(t / "m.npy", np.ones((5, 3))) or t / "m.npy",
+                              {"columns": "x0"}, "--columns and --categorical pick and encode "
+                                                 "a CSV's columns by name; m.npy is a .npy file"),
+    "a held-out level the training file lacks": (
+        lambda t: bad_csv(t, "a,c,y\n" + "".join(f"{i},{'uv'[i % 2]},{i}\n" for i in range(99)))
+        and put(t / "e.csv", "a,c,y\n1,u,2\n3,w,4\n") and t / "bad.csv",
+        {"categorical": "c", "eval_data": "{t}/e.csv"},
+        "line 3, column 2 ('c'): level 'w' is not among the training file's levels (u, v)"),
     "no such target": (lambda t: bad_csv(t, "a,b,y\n1,2,3\n"), {"target": "z"},
                        "no column 'z' for --target; columns: a, b, y"),
     "constant column": (lambda t: bad_csv(t, "a,b,y\n" + "".join(
@@ -139,3 +170,45 @@ def test_non_finite_rows_can_be_dropped_and_are_counted(tmp_path):
     assert "2 non-finite dropped" in src.describe()
 
 
+
+
+def test_missing_cells_are_dropped_and_counted_with_drop_nonfinite(tmp_path):
+    rows = [[f"{v:.6g}" for v in r] for r in table(200)]
+    rows[3][0], rows[50][1], rows[70][2], rows[90][1] = "", "NA", "NaN", " nan "
+    path = write_csv(tmp_path / "m.csv", ["a", "b", "y"], rows)
+    with pytest.raises(DataError, match=r"line 5, column 1 \('a'\): '' is a missing value"):
+        open_(path)
+    src, _ = open_(path, drop_nonfinite=True)
+    assert src.meta["rows"] == 196 and src.meta["dropped_nonfinite"] == 4
+    assert "4 non-finite dropped" in src.describe()
+
+
+def test_columns_pick_the_features_and_other_columns_may_hold_text_and_dates(tmp_path):
+    t = table(300)
+    rows = [[f"row {i}, quoted", f"2024-01-{i % 28 + 1:02d}", *map(str, r[:2]), "NA", r[2]]
+            for i, r in enumerate(t)]
+    path = write_csv(tmp_path / "p.csv", ["note", "date", "a", "b", "empty", "y"], rows)
+    src, _ = open_(path, columns="b,a")
+    assert src.meta["columns"] == ["b", "a", "y"]  # in --columns' order, then the target
+    x, y = src.sample_rows(3)
+    first = src.split.first_rows(src.split.train_blocks, 3)
+    np.testing.assert_allclose(x, t[first][:, [1, 0]].astype(np.float32))
+    with pytest.raises(DataError, match="'row 0, quoted' is not a number"):
+        open_(path)  # without --columns every column but the target is a feature
+
+
+def test_categorical_columns_are_one_hot_encoded_drop_first(tmp_path):
+    rows = [[["red", "blue", "green"][i % 3], f"{i * 0.1:.3f}", f"{i % 3 + i * 0.01:.3f}"]
+            for i in range(300)]
+    path = write_csv(tmp_path / "c.csv", ["color", "a", "y"], rows)
+    src, _ = open_(path, categorical="color")
+    # sorted levels, the first (blue) the reference: no column of its own
+    assert src.meta["columns"] == ["color=green", "color=red", "a", "y"]
+    assert src.meta["levels"] == {"color": ["blue", "green", "red"]} == src.levels
+    names, chunks = formats.read_chunks(path, "", "--data", formats.TableSpec(
+        categorical=("color",), levels={"color": ["blue", "green", "red"]}))
+    got = np.concatenate(list(chunks))
+    assert got[:3, :2].tolist() == [[0, 1], [0, 0], [1, 0]]  # red, blue, green
+    # the levels are part of the cache key: other columns, another table
+    other, _ = open_(path, columns="a")
+    assert other.meta["columns"] == ["a", "y"] and other.meta["levels"] == {}

@@ -11,8 +11,7 @@ import pytest
 from helpers import TINY, final_params, finished_run, newest_ckpt, run, start, train_cli, wait_for
 
 from train.checkpoint import Checkpoint
-from train.loop import restore, state_tensors
-from train.model import layout_of, make_model, network_spec, state_layout
+from train.model import layout_of, make_model, network_spec, restore, state_layout, state_tensors
 from train.step import make_loss_scaler, make_optimizer
 
 

@@ -2,6 +2,7 @@
 units, for the rows of a file matched by column name; metrics when the file holds the target;
 every bad run folder or file is one line and exit 2."""
 
+import csv
 import json
 import sys
 
@@ -136,12 +137,19 @@ BAD = {
                          "--out in.csv is the file to predict"),
     "only a header": (lambda t, a, n: write_csv(t / "h.csv", n, []), "", "h.csv holds no rows"),
     "a feature that is NaN": (lambda t, a, n: write_csv(t / "nan.csv", n, [[float("nan")] * 11]),
-                              "", "line 2, column 1 ('age') is nan"),
+                              "", "line 2, column 1 ('age') is missing ('nan')"),
     "a target that is inf": (lambda t, a, n: write_csv(t / "inf.csv", n, [[1.0] * 10 + ["inf"]]),
                              "", "line 2, column 11 ('target') is inf; a target must be"),
     "a row of empty cells": (lambda t, a, n: put(t / "e.csv", ",".join(n) + "\n" + "1," * 10
                                                  + "1\n" + "," * 10 + "\n"), "",
-                             "line 3, column 1 ('age'): '' is not a number"),
+                             "line 3, column 1 ('age') is missing (''); a feature must be"),
+    "a feature that is NA": (lambda t, a, n: write_csv(t / "na.csv", n, [[1.0] * 4 + ["NA"]
+                                                                        + [1.0] * 6]), "",
+                             "line 2, column 5 ('s1') is missing ('NA')"),
+    "--keep on a .npy": (lambda t, a, n: np.save(t / "k.npy", a) or t / "k.npy", "--keep=id",
+                         "--keep names CSV columns; k.npy is a .npy file"),
+    "a --keep column the file lacks": (lambda t, a, n: write_csv(t / "k.csv", n, a[:3]),
+                                       "--keep=id", "k.csv has no column 'id' for --keep"),
     "a column named twice": (lambda t, a, n: write_csv(t / "d.csv", [*n, "bmi"], [[1.0] * 12]),
                              "", "names column 'bmi' twice"),
     # (past the csv module's cell limit, which importing MindSpore raises to 10 MiB)
@@ -168,3 +176,67 @@ def test_bad_input_is_one_line_and_exit_2(linear_run, table, tmp_path, case):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
+@pytest.fixture(scope="module")
+def categorical_run(tmp_path_factory):
+    """A table with an id, a date, free text and a categorical column, trained on two of its
+    columns (color one-hot encoded, drop-first)."""
+    cwd = tmp_path_factory.mktemp("cat")
+    rng = np.random.default_rng(0)
+    color = rng.choice(["red", "blue", "green"], 400)
+    a = rng.normal(size=400)
+    y = 2 * a + np.select([color == "green", color == "red"], [3.0, -1.0], 0.0) + 5
+    write_csv(cwd / "t.csv", ["id", "date", "color", "a", "note", "y"],
+              [[f"id{i}", f"2024-02-{i % 28 + 1:02d}", c, f"{v:.6f}", f"text, {i}", f"{t:.6f}"]
+               for i, (c, v, t) in enumerate(zip(color, a, y))])
+    return finished_run(cwd, ["--data", "t.csv", "--columns", "color,a", "--categorical",
+                              "color", "--epochs", "2", "--quiet"], "cat")
+
+
+def test_a_categorical_run_predicts_with_its_levels_and_keeps_columns(categorical_run, tmp_path):
+    s = json.loads((categorical_run / "summary.json").read_text())
+    assert s["features"] == ["color=green", "color=red", "a"]
+    assert s["data"]["levels"] == {"color": ["blue", "green", "red"]}
+    path = write_csv(tmp_path / "new.csv", ["note", "a", "id", "color", "date"],
+                     [["x, y", 1.0, "k1", "blue", "2024-03-01"],
+                      ["z", 0.5, "k,2", "red", "2024-03-02"],
+                      ["", 0.0, "k3", "green", "NA"]])
+    r = predict(tmp_path, categorical_run, "--data", path, "--out", tmp_path / "p.csv",
+                "--keep", "id,date")
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "id,date,prediction" and lines[2].startswith('"k,2",2024-03-02,')
+    got = [float(r[2]) for r in csv.reader(lines[1:])]
+    c = s["coefficients"]
+    expected = s["b"] + np.array([c["a"], c["color=red"] + 0.5 * c["a"], c["color=green"]])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    r = predict(tmp_path, categorical_run, "--data", path, "--json", "--keep", "id")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kept"] == {"id": ["k1", "k,2", "k3"]}
+
+
+def test_a_level_the_run_did_not_learn_is_refused_naming_it(categorical_run, tmp_path):
+    path = write_csv(tmp_path / "new.csv", ["color", "a"], [["red", 1], ["purple", 2]])
+    r = predict(tmp_path, categorical_run, "--data", path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"error: {path}: line 3, column 1 ('color'): level 'purple' was not in the training "
+        "file (its levels: blue, green, red)")
+
+
+def test_export_lists_the_expanded_columns_and_their_levels(categorical_run, tmp_path):
+    r = run([sys.executable, "-m", "train.export", str(categorical_run), "--out",
+             str(tmp_path / "m.mindir")], tmp_path)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "m.mindir.json").read_text())
+    assert meta["features"] == ["color=green", "color=red", "a"]
+    assert meta["categorical"] == {"color": {"levels": ["blue", "green", "red"],
+                                             "reference": "blue",
+                                             "columns": ["color=green", "color=red"]}}
+    assert "drop-first" in meta["encoding"]
+
+
+def test_a_resume_that_changes_the_columns_is_refused(categorical_run):
+    r = run([sys.executable, "-m", "train", "--resume", "--out", str(categorical_run),
+             "--epochs", "3", "--columns", "color", "--quiet"], categorical_run.parent)
+    assert r.returncode != 0 and "columns" in r.stderr, r.stderr

@@ -58,10 +58,10 @@ _STATE_TYPES: dict[str, tuple[type, ...]] = {
     "loss": (float, int, type(None)), "eval_loss": (float, int, type(None)),
     "eval_mse": (float, int, type(None)), "skipped": (list,), "overflow_skips": (int,),
     "fingerprint": (dict,), "data_stats": (dict, type(None)), "columns": (list, type(None)),
-    "finish": (dict, type(None))}
+    "levels": (dict, type(None)), "finish": (dict, type(None))}
 # What a checkpoint of an older version implied for a key it lacked (columns: names unknown).
 _STATE_DEFAULTS: dict[str, Any] = {"overflow_skips": 0, "data_stats": None, "columns": None,
-                                   "finish": None}
+                                   "levels": None, "finish": None}
 
 
 class CheckpointError(RuntimeError):
@@ -200,6 +200,11 @@ def _check_state(raw: Any) -> dict[str, Any]:
     cols = state["columns"]
     if cols is not None and not (len(cols) >= 2 and all(isinstance(c, str) and c for c in cols)):
         raise _Unusable("its state has malformed column names")
+    levels = state["levels"]  # a --categorical column's levels, sorted (the first: reference)
+    if levels is not None and not all(
+            isinstance(v, list) and len(v) >= 2 and all(isinstance(x, str) for x in v)
+            for v in levels.values()):
+        raise _Unusable("its state has malformed categorical levels")
     stats = state["data_stats"]
     if stats is not None and not (
             isinstance(stats.get("mean"), list) and isinstance(stats.get("std"), list)

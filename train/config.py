@@ -12,7 +12,7 @@ table, `--help`) is derived from these; a test fails when a field lacks them.
 
 Unknown keys or flags, duplicate keys, wrong types and values out of range are a one-line
 `ConfigError` naming the option and what it accepts (exit 2, before anything is written).
-`python -m train.config --markdown` prints README's option table.
+`python -m train.options --markdown` prints README's option table.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import yaml
 
 from pipeline.fileio import write_atomic
-from pipeline.limits import F32_TINY, MAX_ABS_VALUE
+from pipeline.limits import F32_TINY, MAX_ABS_VALUE, synthetic_bound
 
 DESCRIPTION = ("Data-parallel MindSpore training of y = f(x) with a Huber (or MSE) loss, on "
                "synthetic rows or a file of yours. Options come from the defaults, then "
@@ -99,6 +98,13 @@ class Config:
                    resume="refuse", shown="none", resume_missing=None)
     target: str = _f("", "the target column of a CSV", resume="refuse", source="file",
                      shown="last column")
+    columns: str = _f("", "the feature columns of a CSV, by name: `a,b,c` (or a YAML list); "
+                          "every other column is ignored, whatever it holds (text, dates)",
+                      resume="refuse", source="file", shown="all but the target")
+    categorical: str = _f("", "text columns of a CSV to one-hot encode, `col1,col2`: levels "
+                              "learned from the training file (sorted), drop-first (the first "
+                              "level is the reference: columns `col=level` for the others)",
+                          resume="refuse", source="file", shown="none")
     eval_fraction: float = _f(0.1, "share of a file's rows held out, chosen by the seed; 0 = "
                                     "every row trains", resume="refuse", source="file")
     eval_data: str = _f("", "a separate file of held-out rows instead", resume="refuse",
@@ -107,7 +113,8 @@ class Config:
                                         "the data's units (`true` needs `--data`: the synthetic "
                                         "rows are generated in known units)",
                                   resume="refuse", shown="true for files", resume_missing=False)
-    drop_nonfinite: bool = _f(False, "drop rows holding NaN or inf (counted) instead of refusing "
+    drop_nonfinite: bool = _f(False, "drop rows holding a missing cell (empty, `NA`, `NaN`), inf "
+                                     "or a value beyond float32 (counted) instead of refusing "
                                      "the file", resume="refuse", source="file")
     batch_size: int | None = _f(None, "rows per rank per micro-batch (a resume may change it at "
                                       "the same global batch). Files: automatic, see \"Training "
@@ -254,6 +261,11 @@ class Config:
         """`hidden` as a list of layer widths ([] = linear model)."""
         return [int(v) for v in self.hidden.split(",")] if self.hidden.strip() else []
 
+    def names(self, option: str) -> tuple[str, ...]:
+        """`columns` or `categorical` as names (() = none given)."""
+        text = getattr(self, option)
+        return tuple(c.strip() for c in text.split(",")) if text.strip() else ()
+
     def loss_scale_value(self) -> float | None:
         """The fixed loss scale, or None for `none` and `dynamic`."""
         return None if self.loss_scale in ("none", "dynamic") else float(self.loss_scale)
@@ -339,6 +351,9 @@ def coerce(name: str, value: Any) -> Any:
     if name == "hidden" and isinstance(value, list) and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
         value = ",".join(map(str, value))  # `hidden: [64, 64]` is `--hidden 64,64`
+    if name in ("columns", "categorical") and isinstance(value, list) and all(
+            isinstance(v, str) for v in value):
+        value = ",".join(value)  # `columns: [a, b]` is `--columns a,b`
     if name == "hidden" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if want is bool and type(value) is int and value in (0, 1):
@@ -420,19 +435,27 @@ def _check_ranges(cfg: Config) -> None:
             value = getattr(cfg, name)
             _check(value % cfg.sink_size == 0, name,
                    f"a multiple of --sink_size {cfg.sink_size}", value)
-    _check_magnitudes(cfg)
-
-
-def _check_magnitudes(cfg: Config) -> None:
-    """The synthetic rows must fit float32 with room for the loss: |y| well below 1e19."""
-    if not cfg.synthetic:
-        return
-    worst = (10 * abs(cfg.true_w) * cfg.features + abs(cfg.true_b) + 40 * cfg.noise_std
-             + 1.5 * cfg.outlier_scale)
+    _check_names(cfg)
+    # The synthetic rows must fit float32 with room for the loss: |y| well below 1e19.
+    worst = cfg.synthetic and synthetic_bound(cfg.true_w, cfg.features, cfg.true_b,
+                                              cfg.noise_std, cfg.outlier_scale)
     if worst > MAX_ABS_VALUE:
         raise ConfigError(f"true_w, true_b, noise_std and outlier_scale make targets up to "
-                          f"{worst:.3g}; they must stay below {MAX_ABS_VALUE:.0e} "
-                          "(float32 training)")
+                          f"{worst:.3g}; they must stay below {MAX_ABS_VALUE:.0e}")
+
+
+def _check_names(cfg: Config) -> None:
+    """--columns, --categorical: names, each once; categorical ones among named columns."""
+    for name in ("columns", "categorical"):
+        found = cfg.names(name)
+        _check(all(found) and len(set(found)) == len(found), name,
+               "comma-separated column names, each once, or empty", getattr(cfg, name))
+    columns = cfg.names("columns")
+    if cfg.target and cfg.target in columns:
+        raise ConfigError(f"--columns names {cfg.target!r}, the --target; columns are features")
+    if outside := [c for c in cfg.names("categorical") if columns and c not in columns]:
+        raise ConfigError(f"--categorical {outside[0]} is not among --columns {cfg.columns}; "
+                          "a categorical column is a feature: list it there too")
 
 
 def validate(cfg: Config, given: set[str] | None = None) -> Config:
@@ -474,34 +497,3 @@ def save_config(cfg: Config, path: Path) -> None:
     """Write `config_text` atomically (a resumed run rewrites it; a kill must not leave half
     a file)."""
     write_atomic(path, config_text(cfg))
-
-
-def shown_default(f: dataclasses.Field) -> str:
-    """A field's default as README and --help show it."""
-    if "shown" in f.metadata:
-        return f.metadata["shown"]
-    if isinstance(f.default, bool):
-        return "true" if f.default else "off"
-    return f"{f.default}"
-
-
-def options_table() -> str:
-    """README's option table, from the fields (tests/test_config.py checks README holds it)."""
-    rows = ["| flag | default | on `--resume` | meaning |", "|---|---|---|---|"]
-    resume = {"refuse": "refused", "allow": "may change"}
-    for name, f in FIELDS.items():
-        m = f.metadata
-        shown = shown_default(f)
-        default = shown if shown in ("none", "off") or " " in shown or "`" in shown \
-            else f"`{shown}`"
-        where = {"synthetic": "synthetic source only: ", "file": "`--data` only: ",
-                 "both": ""}[m["source"]]
-        on_resume = "-" if m["invocation"] else resume[m["resume"]]
-        rows.append(f"| `--{name}` | {default} | {on_resume} | {where}{m['help']} |")
-    return "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m train.config --markdown  (prints README's option table)")
-    print(options_table(), end="")

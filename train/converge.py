@@ -41,6 +41,24 @@ CRITERION = ("the largest Newton step over the coefficients, in standardized uni
 Rows = Iterable[tuple[np.ndarray, np.ndarray]]
 
 
+def why_no_finish(cfg: Any) -> str | None:
+    """Why a run of this config ends without the Newton finish; None when it has one."""
+    if cfg.finish == "none":
+        return "--finish none"
+    if not cfg.builtin or cfg.user_data or cfg.hidden_sizes():
+        return ("the Newton finish is for the built-in linear model with the built-in losses "
+                "on a file or the synthetic rows")
+    if cfg.optimizer == "adamw" and cfg.weight_decay > 0:
+        return "AdamW's decoupled weight decay minimises no objective to finish"
+    return None
+
+
+def l2_weight(cfg: Any) -> float:
+    """The L2 term's weight in the objective: SGD adds weight_decay x p to the gradient of
+    every parameter (train/step.py); AdamW's decay is decoupled (no objective)."""
+    return cfg.weight_decay if cfg.optimizer == "sgd" else 0.0
+
+
 @dataclass
 class Pass:
     """One pass over the rows at parameters theta: the objective and its derivatives, and the

@@ -6,8 +6,11 @@ shape (rows, *x) for any number of rows, and returns what your network returns. 
 takes float32 features, shape (rows, features) for any number of rows, in the data's own
 units, and returns the target (rows,) in its own units: the standardization is built in
 (train/infer.py). Beside it, `<out>.json` (model.mindir.json) names the features in the order
-the graph takes them, and the target; they are also printed. A run with a feature float32
-cannot hold to its spread (1e7 + a small signal) is refused: raw float32 input would lose it.
+the graph takes them, and the target; they are also printed. A `--categorical` column is
+several of them, `col=level` (0/1) for each level but the reference: the json lists each such
+column's levels and reference level (`categorical`), and how to encode it (`encoding`). A run
+with a feature float32 cannot hold to its spread (1e7 + a small signal) is refused: raw float32
+input would lose it.
 The files appear only complete. Exit codes: 0; 2 bad input (one line); 74 the files could not
 be written.
 """
@@ -40,6 +43,13 @@ def export(model: RunModel, out: Path) -> Path:
                 "input": f"float32 (rows, {features}), the features in this order, in the "
                          "data's units",
                 "output": "float32 (rows,), the target in its own units"}
+        if model.levels:  # the deployer encodes these columns as training did
+            what["categorical"] = {
+                c: {"levels": lv, "reference": lv[0], "columns": [f"{c}={v}" for v in lv[1:]]}
+                for c, lv in model.levels.items()}
+            what["encoding"] = ("drop-first one-hot: feature `col=level` is 1 when column col "
+                                "holds that level, else 0; the reference level (the first, "
+                                "sorted) is all zeros")
     else:  # a source of yours: its x as given, a dynamic batch dimension
         (shape, dtype), net = model.x_spec, model.model()
         what = {"input": f"{dtype} (rows, {', '.join(map(str, shape))}), as your source's x",

@@ -39,6 +39,9 @@ class RunModel:
     checkpoint: Path
     x_spec: tuple[tuple[int, ...], str] | None = None  # a source of yours: a row's x (as given)
     net: Any = None  # a network of yours, built for the layout check (parameters set later)
+    # --categorical columns' levels, sorted: the first is the reference (no column of its
+    # own), feature `col=level` is 1 for each other level (pipeline/formats.py TableSpec)
+    levels: dict[str, list[str]] | None = None
 
     @property
     def features(self) -> list[str]:
@@ -185,10 +188,13 @@ def _load(cfg: Config, ckdir: ck.CheckpointDir, step: int, manifest: Path) -> Ru
         layout = state_layout(features, cfg.hidden_sizes(), cfg.loss_scale, cfg.optimizer)
     got = ckdir.load(step, manifest, layout)  # ValueError (unusable) says why
     stats = got.state.get("data_stats")
+    levels = got.state.get("levels") or None
+    if cfg.names("categorical") and levels is None:
+        raise ValueError("a run with --categorical whose checkpoint lacks its levels")
     if cfg.standardize and (stats is None or len(stats["mean"]) != len(columns)):
         raise ValueError("a standardized run's checkpoint without matching statistics")
     return RunModel(cfg, columns, trained_parameters(got.tensors),
-                    stats if cfg.standardize else None, manifest, x_spec, net)
+                    stats if cfg.standardize else None, manifest, x_spec, net, levels)
 
 
 def _user_network(cfg: Config) -> Any:
@@ -235,11 +241,12 @@ def _columns(cfg: Config, state: dict) -> list[str]:
         return cols
     if cfg.synthetic:
         return [f"x{j}" for j in range(cfg.features)] + ["y"]
-    from pipeline.formats import read_chunks
+    from pipeline.formats import TableSpec, read_chunks
     from pipeline.limits import DataError
 
     try:
-        return read_chunks(Path(cfg.data), cfg.target)[0]
+        return read_chunks(Path(cfg.data), cfg.target, "--data",
+                           TableSpec(cfg.names("columns")))[0]
     except DataError as e:
         raise InferError(f"this run's checkpoint predates column names and its --data file "
                          f"cannot tell them ({e})") from None

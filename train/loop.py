@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor
+from mindspore import Tensor
 
 from pipeline import eval_chunks, make_train_dataset
 from pipeline.dataset import eval_batches
@@ -30,15 +30,17 @@ from train import converge, report
 from train.checkpoint import Checkpoint, CheckpointDir
 from train.cluster import Cluster
 from train.config import LOSSES
+from train.finish import finish_linear
 from train.loss import make_loss
 from train.model import (
     LOSS_SCALE_COUNTER,
     LOSS_SCALE_VALUE,
-    assign_in_graph,
     format_params,
     linear_params,
     make_model,
     mixed_precision,
+    restore,
+    state_tensors,
 )
 from train.network import check_outputs, make_user_loss
 from train.output import OutputError, RunOutput
@@ -62,30 +64,11 @@ RING_MAX = 4096  # most steps between two reads of the device's step record
 FRESH_STATE: dict[str, Any] = {
     "window_loss": 0.0, "window_n": 0, "timed_steps": 0, "train_s": 0.0, "wall_s": 0.0,
     "loss": None, "eval_loss": None, "eval_mse": None, "skipped": [], "overflow_skips": 0,
-    "segments": 0, "data_stats": None, "columns": None, "finish": None}
+    "segments": 0, "data_stats": None, "columns": None, "levels": None, "finish": None}
 
 
 class NonFiniteError(RuntimeError):
     """The loss, the gradient or the parameters stopped being finite numbers."""
-
-
-def state_tensors(net: Any, optimizer: Any, scaler: Any = None) -> dict[str, Parameter]:
-    """Everything a resume needs besides the manifest: the network's parameters (trainable or
-    not), the optimizer's state and step counter, and the loss scale (train/model.py:
-    `layout_of`)."""
-    out = {p.name: p for p in net.get_parameters()}
-    out.update({p.name: p for p in optimizer.get_parameters() if p.name not in out})
-    if scaler is not None:
-        out[LOSS_SCALE_VALUE] = scaler.scale_value
-        if hasattr(scaler, "counter"):
-            out[LOSS_SCALE_COUNTER] = scaler.counter
-    return out
-
-
-def restore(tensors: dict[str, Parameter], ckpt: Checkpoint) -> None:
-    """Copy a verified checkpoint's tensors into the live parameters."""
-    for name, p in tensors.items():
-        p.set_data(Tensor(ckpt.tensors[name].reshape(p.shape)))
 
 
 class Trainer:
@@ -126,7 +109,7 @@ class Trainer:
         self.agree_every: int | None = None if cluster.world_size > 1 else 1
         self.agree_from = self.start
         self.read_upto, self.window_steps = self.start, 0
-        self.no_finish = self._why_no_finish()
+        self.no_finish = converge.why_no_finish(self.cfg)
 
     # --- build -------------------------------------------------------------------------
 
@@ -335,7 +318,7 @@ class Trainer:
         if self.cluster.world_size == 1:
             return self.stop.requested
         calls = (step - self.agree_from) // self.k  # a sink call is k steps
-        due = force or (self.agree_every is None and _power_of_two(calls)) or (
+        due = force or (self.agree_every is None and calls > 0 and calls & (calls - 1) == 0) or (
             self.agree_every is not None and (step - self.agree_from) % self.agree_every == 0)
         if not due:
             return False
@@ -414,7 +397,8 @@ class Trainer:
         tensors = {n: p.asnumpy().reshape(()) if n in (LOSS_SCALE_VALUE, LOSS_SCALE_COUNTER)
                    else p.asnumpy() for n, p in self.tensors.items()}
         state = {**self.state, **self._totals(), "fingerprint": self.fingerprint,
-                 "data_stats": self.source.stats, "columns": self.source.columns}
+                 "data_stats": self.source.stats, "columns": self.source.columns,
+                 "levels": getattr(self.source, "levels", None) or None}
         try:
             self.ckpts.save(step, tensors, state)
         except OSError as e:
@@ -438,53 +422,27 @@ class Trainer:
 
     # --- the end -------------------------------------------------------------------------------
 
-    def _why_no_finish(self) -> str | None:
-        """Why the run ends without the Newton finish; None when it has one."""
-        cfg = self.cfg
-        if cfg.finish == "none":
-            return "--finish none"
-        if not cfg.builtin or cfg.user_data or cfg.hidden_sizes():
-            return ("the Newton finish is for the built-in linear model with the built-in "
-                    "losses on a file or the synthetic rows")
-        if cfg.optimizer == "adamw" and cfg.weight_decay > 0:
-            return "AdamW's decoupled weight decay minimises no objective to finish"
-        return None
-
     def _finish(self) -> None:
         """The built-in linear model taken to the optimum (train/converge.py `finish`) on every
         rank alike, then the last step's checkpoint written with it."""
         done = self.state["finish"]
         if self.no_finish is not None or (done and done["at_step"] == self.total):
             return  # (a resumed run that was finished at this step already)
-        cfg, unit = self.cfg, self.source.loss_unit
-        w, b = self._linear()
-        theta = np.array([*w, b], np.float64)
-
         def logged(record: dict[str, Any]) -> None:
-            self.out.metrics({"step": self.total, **record,
-                              "objective": record["objective"] * unit})
+            self.out.metrics({"step": self.total, **record})
             self.faults.pause("finish_pause")
 
-        theta, done = converge.finish(theta, cfg.loss, self.source.loss_delta(cfg.delta),
-                                      self.source.objective_rows, self._l2(), logged)
-        assign_in_graph([self.net.weight, self.net.bias],
-                        [theta[:-1].reshape(1, -1).astype(np.float32),
-                         theta[-1:].astype(np.float32)])
-        done.update(at_step=self.total, objective_before=done.get("objective_before", 0.0) * unit,
-                    objective_after=done.get("objective_after", 0.0) * unit)
+        done = finish_linear(self.net, self.cfg, self.source, logged)
+        done["at_step"] = self.total
         self.state["finish"] = done
         self._held_out_loss()  # of the finished model: what summary.json reports
         self.out.metrics({"step": self.total, "finished": True, "eval_loss":
                           self.state["eval_loss"], "eval_mse": self.state["eval_mse"]})
         self.out.info(f"finish: {done['passes']} Newton passes over the objective rows "
                       f"(stopped at {done['stopped']}): objective "
-                      f"{done['objective_before']:.6g} -> {done['objective_after']:.6g}")
+                      f"{done.get('objective_before', 0):.6g} -> "
+                      f"{done.get('objective_after', 0):.6g}")
         self._checkpoint(self.total, again=True)
-
-    def _l2(self) -> float:
-        """The L2 term's weight in the objective: SGD adds weight_decay x p to the gradient
-        of every parameter (train/step.py); AdamW's decay is decoupled (no objective)."""
-        return self.cfg.weight_decay if self.cfg.optimizer == "sgd" else 0.0
 
     def _totals(self) -> dict[str, float]:
         """Run-wide counters: earlier processes' (from the checkpoint) plus this one's."""
@@ -508,23 +466,15 @@ class Trainer:
         run = self._totals()
         wb = self._linear()
         params = self.source.params_in_units(wb)
-        conv: dict[str, Any] = {}
-        base: dict[str, Any] = {}
-        checked = cfg.builtin and not cfg.user_data
-        if not checked:
-            conv = {"reason": "the Newton-step check is made for the built-in linear model or "
-                              "MLP with the built-in losses on a file or the synthetic rows"}
-        elif cl.is_main:  # rank 0 reports; the figures need no other rank
-            conv = report.convergence({p.name: p.asnumpy() for p in self.optimizer.parameters},
-                                      cfg, self.source, self._l2())
-            base = report.mean_baseline(cfg, self.source)
+        conv, base = report.assess({p.name: p.asnumpy() for p in self.optimizer.parameters}
+                                   if cl.is_main else None, cfg, self.source)  # (rank 0's)
         return {
             "w": params[0] if params else None, "b": params[1] if params else None,
             "features": self.source.columns[:-1], "target": self.source.columns[-1],
             "coefficients": report.named(self.source, params[0] if params else None),
             "units": "w, b, coefficients, losses, convergence figures: the data's units; "
                      "*_standardized: the standardized units the model trains in",
-            "converged": bool(conv.get("converged")) if checked else None,
+            "converged": None if "reason" in conv else bool(conv.get("converged")),
             "convergence": conv,
             "finish": self.state["finish"] or {"method": "none", "reason": self.no_finish},
             "baseline": base,
@@ -543,10 +493,6 @@ class Trainer:
             "overflow_skips": self.state["overflow_skips"], "first_step_at": self.first_step_at,
             "mindspore_version": ms.__version__,
         }
-
-
-def _power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
 
 
 def _fmt(value: float | None, unit: float) -> str:

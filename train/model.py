@@ -177,3 +177,25 @@ def assign_in_graph(params: list[Any], values: list[np.ndarray]) -> None:
         return new[0]
 
     put(tuple(Tensor(v) for v in values))
+
+
+def state_tensors(net: Any, optimizer: Any, scaler: Any = None) -> dict[str, Any]:
+    """Everything a resume needs besides the manifest: the network's parameters (trainable or
+    not), the optimizer's state and step counter, and the loss scale (train/model.py:
+    `layout_of`)."""
+    out = {p.name: p for p in net.get_parameters()}
+    out.update({p.name: p for p in optimizer.get_parameters() if p.name not in out})
+    if scaler is not None:
+        out[LOSS_SCALE_VALUE] = scaler.scale_value
+        if hasattr(scaler, "counter"):
+            out[LOSS_SCALE_COUNTER] = scaler.counter
+    return out
+
+
+def restore(tensors: dict[str, Any], ckpt: Any) -> None:
+    """Copy a verified checkpoint's tensors into the live parameters (before any graph is
+    compiled: train/model.py `assign_in_graph` says why)."""
+    from mindspore import Tensor
+
+    for name, p in tensors.items():
+        p.set_data(Tensor(ckpt.tensors[name].reshape(p.shape)))

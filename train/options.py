@@ -8,6 +8,7 @@ key or flag (with the closest name), a duplicate key, a wrong type.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import re
 import sys
@@ -24,7 +25,6 @@ from train.config import (
     coerce,
     expected,
     saved_missing,
-    shown_default,
     validate,
     value_type,
 )
@@ -231,3 +231,32 @@ def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
     return (validate(cfg, ns.given) if check else cfg), ns
 
 
+def shown_default(f: dataclasses.Field) -> str:
+    """A field's default as README and --help show it."""
+    if "shown" in f.metadata:
+        return f.metadata["shown"]
+    if isinstance(f.default, bool):
+        return "true" if f.default else "off"
+    return f"{f.default}"
+
+
+def options_table() -> str:
+    """README's option table, from the fields (tests/test_config.py checks README holds it)."""
+    rows = ["| flag | default | on `--resume` | meaning |", "|---|---|---|---|"]
+    resume = {"refuse": "refused", "allow": "may change"}
+    for name, f in FIELDS.items():
+        m = f.metadata
+        shown = shown_default(f)
+        default = shown if shown in ("none", "off") or " " in shown or "`" in shown \
+            else f"`{shown}`"
+        where = {"synthetic": "synthetic source only: ", "file": "`--data` only: ",
+                 "both": ""}[m["source"]]
+        on_resume = "-" if m["invocation"] else resume[m["resume"]]
+        rows.append(f"| `--{name}` | {default} | {on_resume} | {where}{m['help']} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m train.options --markdown  (prints README's option table)")
+    print(options_table(), end="")

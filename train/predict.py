@@ -1,16 +1,19 @@
-"""`python -m train.predict RUN_DIR --data FILE [--out FILE] [--json] [--ckpt NAME]`: a trained
-model's predictions, in the target's own units, for every row of FILE.
+"""`python -m train.predict RUN_DIR --data FILE [--out FILE] [--json] [--ckpt NAME] [--keep
+COLS]`: a trained model's predictions, in the target's own units, for every row of FILE.
 
 FILE is read as `--data` reads files (.csv, .npy, .npz, .mindrecord); for a run on a source of
 yours (`--data MODULE:NAME`), a .npy of inputs shaped like the source's x (or an .npz's `x`),
 with one prediction row per input row written to `--out p.npy`. A CSV's columns are
-matched to the run's features by name (any order; other columns are not read); the other
-formats hold the features by position (then, optionally, the target). A feature that is not a
-finite number is refused naming its line. With `--out`, the predictions go to a CSV with one
-column, `prediction`, in FILE's row order; without it, to stdout. When FILE holds the target,
-its metrics follow, over the rows that have one (a blank target is a row without a label
-yet): the run's loss (Huber with its delta), MSE, MAE and R², all in the target's units
-(`--json`: one JSON object on stdout instead, with the predictions when there is no `--out`).
+matched to the run's features by name (any order; other columns, text or dates, are not read);
+a `--categorical` column is encoded with the levels the run learned (a level it did not see is
+refused, naming it). The other formats hold the features by position (then, optionally, the
+target). A feature that is missing (empty, NA, NaN) or not a finite number is refused naming
+its line and column. With `--out`, the predictions go to a CSV with one column, `prediction`,
+in FILE's row order (`--keep id,date`: those columns of FILE first, as they are); without it,
+to stdout. When FILE holds the target, its metrics follow, over the rows that have one (a
+missing target is a row without a label yet): the run's loss (Huber with its delta), MSE, MAE
+and R², all in the target's units (`--json`: one JSON object on stdout instead, with the
+predictions, and the kept columns, when there is no `--out`).
 Exit codes: 0; 2 bad input (one line); 74 `--out` could not be written.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -28,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.fileio import finite_json, write_atomic
-from pipeline.formats import csv_number, not_a_number, validated_chunks
+from pipeline.formats import csv_number, is_missing, not_a_number, validated_chunks
 from pipeline.limits import DataError
 from train.config import LOSSES
 from train.converge import loss_per_row
@@ -38,34 +42,55 @@ from train.output import IO_EXIT, one_line
 CHUNK = 1 << 16  # rows per network call
 
 
-def _csv_chunks(model: RunModel, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """A CSV's features (by name) and target (NaN where blank, all NaN if absent), in chunks:
-    the other columns are not read, whatever they hold."""
+Chunk = tuple[np.ndarray, np.ndarray, list[list[str]]]  # features, target, kept cells
+
+
+def _csv_chunks(model: RunModel, path: Path, keep: tuple[str, ...] = ()) -> Iterator[Chunk]:
+    """A CSV's features (by name; a categorical column encoded with the run's levels),
+    target (NaN where missing, all NaN if absent) and the cells of the `keep` columns, in
+    chunks: the other columns are not read, whatever they hold."""
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
         try:
-            yield from _csv_rows(model, path, reader)
+            yield from _csv_rows(model, path, reader, keep)
         except csv.Error as e:  # a cell over the csv module's size limit, an unclosed quote
             raise DataError(f"{path}: line {reader.line_num}: not readable as CSV ({e})"
                             ) from None
 
 
-def _csv_rows(model: RunModel, path: Path,
-              reader: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    names = [h.strip() for h in next(reader, [])]
-    missing = [c for c in model.features if c not in names]
+def _plan(model: RunModel, names: list[str], path: Path,
+          keep: tuple[str, ...]) -> list[tuple[int, str | None]]:
+    """For each feature of the model: its file column, and the level it is 1 for (a
+    categorical column's `col=level`; None for a number)."""
+    dummies = {f"{c}={v}": (c, v) for c, lv in (model.levels or {}).items() for v in lv[1:]}
+    raw = [dummies[f][0] if f in dummies else f for f in model.features]
+    missing = [c for c in raw if c not in names]
     if missing:
         raise DataError(f"{path} has no column {missing[0]!r}, a feature of this run "
-                        f"(features: {', '.join(model.features)}; the file's columns: "
+                        f"(features: {', '.join(dict.fromkeys(raw))}; the file's columns: "
                         f"{', '.join(names) or 'none'})")
-    twice = [c for c in [*model.features, model.target] if names.count(c) > 1]
+    absent = [k for k in keep if k not in names]
+    if absent:
+        raise DataError(f"{path} has no column {absent[0]!r} for --keep (the file's columns: "
+                        f"{', '.join(names) or 'none'})")
+    twice = [c for c in [*raw, model.target, *keep] if names.count(c) > 1]
     if twice:
         raise DataError(f"{path}: the header names column {twice[0]!r} twice; which one is "
                         "meant is not known")
-    cols = [names.index(c) for c in model.features]
+    return [(names.index(r), dummies[f][1] if f in dummies else None)
+            for f, r in zip(model.features, raw)]
+
+
+def _csv_rows(model: RunModel, path: Path, reader: Any,
+              keep: tuple[str, ...]) -> Iterator[Chunk]:
+    names = [h.strip() for h in next(reader, [])]
+    plan = _plan(model, names, path, keep)
+    levels = {names.index(c): lv for c, lv in (model.levels or {}).items()}
+    kept = [names.index(k) for k in keep]
     target = names.index(model.target) if model.target in names else None
     xs: list[list[float]] = []
     ys: list[float] = []
+    ks: list[list[str]] = []
     for row in reader:
         if len(row) <= 1 and not "".join(row).strip():
             continue  # a blank line (a row of empty cells is a row: refused below)
@@ -73,32 +98,47 @@ def _csv_rows(model: RunModel, path: Path,
         if len(row) != len(names):
             raise DataError(f"{path}: line {line} has {len(row)} cells, the header "
                             f"{len(names)}")
-        xs.append(_features(row, cols, names, path, line))
+        xs.append([_cell(row, j, names, path, line, "a feature must be a finite number")
+                   if level is None else
+                   float(_level(row, j, names, path, line, levels[j]) == level)
+                   for j, level in plan])
         ys.append(_label(row, target, names, path, line))
+        ks.append([row[k] for k in kept])
         if len(xs) == CHUNK:
-            yield np.array(xs), np.array(ys)
-            xs, ys = [], []
+            yield np.array(xs), np.array(ys), ks
+            xs, ys, ks = [], [], []
     if xs:
-        yield np.array(xs), np.array(ys)
+        yield np.array(xs), np.array(ys), ks
 
 
-def _features(row: list[str], cols: list[int], names: list[str], path: Path,
-              line: int) -> list[float]:
-    return [_cell(row, j, names, path, line, "a feature must be a finite number")
-            for j in cols]
+def _level(row: list[str], j: int, names: list[str], path: Path, line: int,
+           levels: list[str]) -> str:
+    """A categorical cell: one of the training file's levels, else DataError naming it."""
+    v = row[j].strip()
+    if is_missing(v):
+        raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}) is missing "
+                        f"({v!r}); a categorical feature must be one of its levels")
+    if v not in levels:
+        raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}): level {v!r} was "
+                        f"not in the training file (its levels: {', '.join(levels[:20])}"
+                        f"{', ...' if len(levels) > 20 else ''})")
+    return v
 
 
 def _label(row: list[str], target: int | None, names: list[str], path: Path,
            line: int) -> float:
-    """The target of a row: NaN when absent or blank (a row without a label yet)."""
-    if target is None or not row[target].strip():
+    """The target of a row: NaN when absent or missing (a row without a label yet)."""
+    if target is None or is_missing(row[target]):
         return float("nan")
     return _cell(row, target, names, path, line,
-                 "a target must be a finite number, or blank for a row without one")
+                 "a target must be a finite number, or missing for a row without one")
 
 
 def _cell(row: list[str], j: int, names: list[str], path: Path, line: int, rule: str) -> float:
     """Cell j of a row as a finite number; DataError naming it and `rule` otherwise."""
+    if is_missing(row[j]):
+        raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}) is missing "
+                        f"({row[j].strip()!r}); {rule}")
     try:
         v = csv_number(row[j])
     except ValueError:
@@ -108,8 +148,10 @@ def _cell(row: list[str], j: int, names: list[str], path: Path, line: int, rule:
     return v
 
 
-def _other_chunks(model: RunModel, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _other_chunks(model: RunModel, path: Path, keep: tuple[str, ...] = ()) -> Iterator[Chunk]:
     """.npy, .npz, .mindrecord: the features by position, then optionally the target."""
+    if keep:
+        raise DataError(f"--keep names CSV columns; {path.name} is a {path.suffix} file")
     names, chunks = validated_chunks(path, "", False, "--data", min_columns=1)
     f = len(model.features)
     if len(names) not in (f, f + 1):
@@ -117,23 +159,26 @@ def _other_chunks(model: RunModel, path: Path) -> Iterator[tuple[np.ndarray, np.
                         f"feature(s) ({', '.join(model.features)}), optionally then the target")
     for chunk in chunks:
         yield chunk[:, :f], (chunk[:, f] if len(names) == f + 1 else
-                             np.full(len(chunk), np.nan))
+                             np.full(len(chunk), np.nan)), []
 
 
-def predict_file(model: RunModel, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions for every row of `path`, and its target (NaN where it has none)."""
+def predict_file(model: RunModel, path: Path, keep: tuple[str, ...] = ()
+                 ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """Predictions for every row of `path`, its target (NaN where it has none) and the cells
+    of its `keep` columns (a CSV's), row by row."""
     from pipeline.formats import check_file
 
     check_file(path)
     chunks = _csv_chunks if path.suffix.lower() == ".csv" else _other_chunks
     net = model.model()
-    preds, ys = [], []
-    for x, y in chunks(model, path):
+    preds, ys, kept = [], [], []
+    for x, y, k in chunks(model, path, keep):
         preds.append(model.predict(x, net))
         ys.append(y)
+        kept += k
     if not preds:
         raise DataError(f"{path} holds no rows")
-    return np.concatenate(preds), np.concatenate(ys)
+    return np.concatenate(preds), np.concatenate(ys), kept
 
 
 def _read_x(model: RunModel, path: Path) -> np.ndarray:
@@ -177,8 +222,6 @@ def predict_rows(model: RunModel, x: np.ndarray) -> np.ndarray:
 def _predict_source_run(model: RunModel, args: argparse.Namespace) -> int:
     """`--data x.npy --out p.npy` for a run on a source of yours (no metrics: its targets are
     yours to compare)."""
-    import io
-
     try:
         if args.out is None or args.out.suffix.lower() != ".npy":
             raise DataError("--out: this run trained on a source of yours; its predictions go "
@@ -238,6 +281,18 @@ def _line(path: Path, m: dict[str, Any], loss: str) -> str:
             f"units; checkpoint {m['checkpoint']})")
 
 
+def _table_text(pred: np.ndarray, keep: tuple[str, ...], kept: list[list[str]]) -> str:
+    """The predictions as CSV: the kept columns (as the input held them), then
+    `prediction`."""
+    if not keep:
+        return "prediction\n" + "".join(f"{v:.9g}\n" for v in pred)  # one-column CSV
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*keep, "prediction"])
+    w.writerows([*k, f"{v:.9g}"] for k, v in zip(kept, pred))
+    return buf.getvalue()
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; see the module docstring."""
     p = argparse.ArgumentParser(prog="python -m train.predict",
@@ -250,20 +305,28 @@ def main(argv: list[str] | None = None) -> int:
                    "the predictions when there is no --out")
     p.add_argument("--ckpt", default="", help="a checkpoint step or name (default: the newest "
                    "good one)")
+    p.add_argument("--keep", default="", help="CSV columns carried into the output before the "
+                   "prediction, e.g. id or id,date")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    keep = tuple(k.strip() for k in args.keep.split(",")) if args.keep.strip() else ()
     try:
         if args.out and _same_file(args.out, args.data):
             raise DataError(f"--out {args.out} is the file to predict; choose another name")
+        if not all(keep) or len(set(keep)) != len(keep):
+            raise DataError(f"--keep {args.keep}: comma-separated column names, each once")
         model = load_run(args.run_dir, args.ckpt)
         if model.x_spec is not None:
+            if keep:
+                raise DataError("--keep names CSV columns; this run trained on a source of "
+                                "yours (its predictions are a .npy in input order)")
             return _predict_source_run(model, args)
-        pred, y = predict_file(model, args.data)
+        pred, y, kept = predict_file(model, args.data, keep)
     except (InferError, DataError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     try:
         if args.out or not args.json:  # (with --json alone they go into the JSON object)
-            text = "prediction\n" + "".join(f"{v:.9g}\n" for v in pred)  # one-column CSV
+            text = _table_text(pred, keep, kept)
             if args.out:
                 write_atomic(args.out, text)
             else:
@@ -279,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         found["out"] = str(args.out)
     elif args.json:
         found["predictions"] = [float(v) for v in pred]
+        if keep:
+            found["kept"] = {k: [r[i] for r in kept] for i, k in enumerate(keep)}
     if args.json:
         print(json.dumps(finite_json(found)))
     elif labelled:

@@ -24,6 +24,19 @@ def convergence(params: dict[str, np.ndarray], cfg: Any, source: Any, l2: float 
     return found
 
 
+def assess(params: dict[str, np.ndarray] | None, cfg: Any, source: Any
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The convergence figures and the mean baseline; `params` None (ranks other than 0, which
+    do not report): empty figures."""
+    if not cfg.builtin or cfg.user_data:
+        return {"reason": "the Newton-step check is made for the built-in linear model or MLP "
+                          "with the built-in losses on a file or the synthetic rows"}, {}
+    if params is None:
+        return {}, {}
+    return (convergence(params, cfg, source, converge.l2_weight(cfg)),
+            mean_baseline(cfg, source))
+
+
 def mean_baseline(cfg: Any, source: Any) -> dict[str, float | None]:
     """The held-out loss and MSE, in the data's units, of predicting every row the training
     rows' mean target: the model to beat. None without held-out rows."""

@@ -65,7 +65,8 @@ def check_options(cfg: Config) -> None:
     if cfg.user_data:  # (config.yaml holds the file options' defaults: those pass)
         refusals += [(getattr(cfg, k) != FIELDS[k].default, f"--{k} describes a data file; "
                       f"--data {cfg.data} is a source of yours (held-out rows: --eval_fraction)")
-                     for k in ("target", "eval_data", "drop_nonfinite")]
+                     for k in ("target", "columns", "categorical", "eval_data",
+                               "drop_nonfinite")]
         refusals.append((cfg.standardize, f"--standardize true is for data files; --data "
                          f"{cfg.data} is a source of yours, taken as given"))
     for refused, why in refusals:
