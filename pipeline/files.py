@@ -434,7 +434,7 @@ class FileSource:
         dropped = f", {m['dropped_nonfinite']} non-finite dropped" if m["dropped_nonfinite"] else ""
         delta = f"delta {cfg.delta:g} in {m['columns'][-1]}'s units"
         if self.auto_delta:
-            delta += " (chosen from the data: 1.345 x the robust scale of a first fit)"
+            delta += " (chosen from the data: 1.345 x the robust scale of a Huber fit)"
         if cfg.standardize:
             delta += f", {self.loss_delta(cfg.delta):.6g} standardized"
         return (f"data: {cfg.data} ({m['rows']} rows{dropped}: {self.split.train_rows} train, "

@@ -27,7 +27,7 @@ from pipeline.formats import CHUNK
 from pipeline.split import Split
 
 HUBER_TUNING = 1.345  # delta = 1.345 sigma: 95% efficiency under Gaussian noise (Huber, 1964)
-DELTA_SAMPLE = 200_000  # residuals used for the robust scale of the first fit
+DELTA_SAMPLE = 200_000  # rows the robust fit behind the automatic delta uses
 
 
 class _Moments:

@@ -7,7 +7,7 @@ import pytest
 from helpers import run
 from PIL import Image
 
-SMALL = ["--epochs", "2", "--steps_per_epoch", "100", "--batch_size", "256", "--eval_size", "512"]
+SMALL = ["--epochs", "2", "--steps_per_epoch", "100", "--batch_size", "256", "--eval_size", "8192"]
 
 
 def test_huber_beats_mse_on_contaminated_data(tmp_path):
@@ -15,6 +15,7 @@ def test_huber_beats_mse_on_contaminated_data(tmp_path):
     land MSE close to the truth by luck; the claim is about the typical run: mean error over
     three seeds (each run is deterministic)."""
     errors = {"huber": [], "mse": []}
+    clean = {"huber": 0.0, "mse": 0.0}
     for seed in (0, 1, 2):
         out = f"cmp{seed}"
         r = run([sys.executable, "-m", "train.compare", "--out", out, "--seed", str(seed), *SMALL],
@@ -24,7 +25,10 @@ def test_huber_beats_mse_on_contaminated_data(tmp_path):
         assert res.keys() == {"huber", "mse"}
         for loss, v in res.items():
             errors[loss].append((abs(v["w"][0] - 2), abs(v["b"] - 3)))
-        assert res["huber"]["eval_loss"] < res["mse"]["eval_loss"]  # MSE on clean held-out rows
+            clean[loss] += v["eval_loss"]  # MSE on clean held-out rows
+    # Both fits are finished at their optimum: MSE's is off by its outliers' variance only
+    # (|b - 3| ~0.05), which the clean MSE shows as ~0.0025 over the noise's 1.
+    assert clean["huber"] < clean["mse"]
     huber = [sum(e[i] for e in errors["huber"]) / 3 for i in (0, 1)]
     mse = [sum(e[i] for e in errors["mse"]) / 3 for i in (0, 1)]
     assert huber[0] < 0.05 and huber[1] < 0.05

@@ -13,53 +13,39 @@ import pytest
 from helpers import train_cli
 
 sm = pytest.importorskip("statsmodels.api", reason="statsmodels (pip install -e '.[test]')")
-from statsmodels.robust.norms import HuberT  # noqa: E402
+from train.bench.fits import _error, _public, _rlm, fit_one  # noqa: E402  (the bench's code)
 
-# (dataset, target column or None for its endog, feature columns or None for all)
-TABLES = {
-    "scotland": None, "stackloss": None, "ccard": None, "longley": None, "fair": None,
-    "star98": 11,  # NABOVE on the first 11 of its 20 columns (the issue's 303 x 12)
-    "engel": None,  # not named in the issue: food expenditure on income
-}
+# The issue's six tables, one more, and one with a text column (`--categorical firm`).
+TABLES = ["scotland", "stackloss", "star98", "ccard", "longley", "fair", "engel", "grunfeld"]
 
 
-def public_table(name):
-    d = getattr(sm.datasets, name).load_pandas()
-    x = d.exog.iloc[:, :TABLES[name]] if TABLES[name] else d.exog
-    y = d.endog if d.endog.ndim == 1 else d.endog.iloc[:, 0]
-    return x.astype(float), y.astype(float).rename("target")
-
-
-def rlm_fixed_delta(x, y, delta):
-    """The exact optimum of mean Huber(delta) in the target's units: RLM with the scale 1."""
-    a = sm.add_constant(x.to_numpy(), has_constant="add")
-    r = sm.RLM(y.to_numpy(), a, M=HuberT(t=delta)).fit(
-        scale_est=lambda *_: 1.0, update_scale=False, conv="coefs", tol=1e-14, maxiter=1000)
-    return r.params[1:], r.params[0]
-
-
-def error(w, b, ref_w, ref_b, x, y):
-    sx, sy, mx = x.std(ddof=0).to_numpy(), y.std(ddof=0), x.mean().to_numpy()
-    dw = np.asarray(w) - ref_w
-    return max(float((np.abs(dw) * sx / sy).max()), abs(b - ref_b + dw @ mx) / sy)
-
-
-@pytest.mark.parametrize("name", list(TABLES))
+@pytest.mark.parametrize("name", TABLES)
 def test_defaults_reach_statsmodels_optimum_on_public_tables(tmp_path, name):
-    x, y = public_table(name)
+    r = fit_one(tmp_path, name, *_public(name))
+    assert r["error"] <= 1e-5, r  # the issue asks 1e-3
+    assert r["delta_vs_rlm"] == pytest.approx(1.0, abs=1e-4)  # 1.345 x RLM's default scale
+    assert r["converged"] is True and r["distance"] <= 1e-4 and r["passes"] >= 1
+    s = json.loads((tmp_path / f"fit-{name}" / "summary.json").read_text())
+    assert s["finish"]["stopped"] in ("converged", "the float64 floor")
+    assert s["data"]["held_out"]["rows"] == 0 and s["data"]["train_rows"] == r["rows"]
+
+
+def test_sklearns_huber_regressor_is_the_fit_at_epsilon_times_its_scale(tmp_path):
+    """scikit-learn estimates a scale jointly: with alpha=0 its coefficients are the fixed
+    delta fit at delta = epsilon x scale_ (README: which numbers must agree)."""
+    sklearn = pytest.importorskip("sklearn.linear_model", reason="scikit-learn (the test extra)")
+    x, y, _ = _public("stackloss")
+    h = sklearn.HuberRegressor(epsilon=1.345, alpha=0.0, max_iter=10_000, tol=1e-12).fit(
+        x.to_numpy(), y.to_numpy())
     x.assign(target=y).to_csv(tmp_path / "t.csv", index=False)
-    r = train_cli(["--data", "t.csv", "--eval_fraction", "0", "--out", "run", "--quiet"],
-                  tmp_path)
-    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = train_cli(["--data", "t.csv", "--eval_fraction", "0", "--delta",
+                   repr(float(1.345 * h.scale_)), "--out", "run", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
-    default = sm.RLM(y.to_numpy(), sm.add_constant(x.to_numpy()), M=HuberT()).fit(
-        tol=1e-12, maxiter=500)
-    assert s["delta"] == pytest.approx(1.345 * default.scale, rel=1e-4)  # the robust scale
-    ref_w, ref_b = rlm_fixed_delta(x, y, s["delta"])
-    assert error(s["w"], s["b"], ref_w, ref_b, x, y) <= 1e-5  # the issue asks 1e-3
-    assert s["converged"] is True and s["convergence"]["distance"] <= 1e-4
-    assert s["finish"]["method"] == "newton" and s["finish"]["stopped"] in (
-        "converged", "the float64 floor")
+    sx, sy = x.std(ddof=0).to_numpy(), y.std(ddof=0)
+    assert np.abs((np.asarray(s["w"]) - h.coef_) * sx / sy).max() <= 1e-4
+    ref_w, ref_b, _ = _rlm(x, y, s["delta"])  # and statsmodels' fixed-delta fit, closer
+    assert np.abs((np.asarray(s["w"]) - ref_w) * sx / sy).max() <= 1e-6
 
 
 def outliers_csv(path, rows, outlier_rows, size, seed=0):
@@ -82,14 +68,12 @@ def test_gross_outliers_do_not_switch_robustness_off(tmp_path, rows, outliers, s
     assert r.returncode == 0, r.stderr
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 1.0 < s["delta"] < 2.0, s["delta"]
-    default = sm.RLM(y, sm.add_constant(x), M=HuberT()).fit(tol=1e-12, maxiter=500)
-    assert s["delta"] == pytest.approx(1.345 * default.scale, rel=0.05)  # its own training rows
+    train = np.setdiff1d(np.arange(rows), s["data"]["held_out"]["indices"])
+    design, target = pd.DataFrame({"x": x[train]}), pd.Series(y[train])
+    assert s["delta"] == pytest.approx(1.345 * _rlm(design, target, None)[2], rel=1e-4)
     assert abs(s["w"][0] - 2) < 0.05 and s["converged"]  # least squares: 1.28 (10%), -1.46
     # The intercept keeps Huber's own bias under one-sided outliers (10%: ~0.2): the fit is
     # the fixed-delta optimum, which statsmodels finds on the same training rows.
-    train = np.setdiff1d(np.arange(rows), s["data"]["held_out"]["indices"])
-    ref_w, ref_b = rlm_fixed_delta(pd.DataFrame({"x": x[train]}), pd.Series(y[train]), s["delta"])
-    assert error(s["w"], s["b"], ref_w, ref_b, pd.DataFrame({"x": x[train]}),
-                 pd.Series(y[train])) <= 1e-5
+    assert _error(s, design, target, *_rlm(design, target, s["delta"])[:2]) <= 1e-5
     if outliers == 1:
         assert abs(s["b"] - 1) < 0.1

@@ -436,8 +436,9 @@ class Trainer:
         done["at_step"] = self.total
         self.state["finish"] = done
         self._held_out_loss()  # of the finished model: what summary.json reports
-        self.out.metrics({"step": self.total, "finished": True, "eval_loss":
-                          self.state["eval_loss"], "eval_mse": self.state["eval_mse"]})
+        self.out.metrics({"step": self.total, "finished": True,  # (not an epoch's record)
+                          "finished_eval_loss": self.state["eval_loss"],
+                          "finished_eval_mse": self.state["eval_mse"]})
         self.out.info(f"finish: {done['passes']} Newton passes over the objective rows "
                       f"(stopped at {done['stopped']}): objective "
                       f"{done.get('objective_before', 0):.6g} -> "

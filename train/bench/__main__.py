@@ -1,5 +1,5 @@
-"""`python -m train.bench [--quick] [--out DIR] [--memory_gib N | --defaults | --user]`: every
-row, the table, bench.json and bench.png (train/bench/__init__.py lists the rows)."""
+"""`python -m train.bench [--quick] [--out DIR] [--memory_gib N | --defaults | --fits | --user]`:
+every row, the table, bench.json and bench.png (train/bench/__init__.py lists the rows)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user", action="store_true",
                    help="instead: a network of yours through the package against the same "
                    "network in plain MindSpore loops (ms per step; train/bench/user.py)")
+    p.add_argument("--fits", action="store_true",
+                   help="instead: the defaults on public tables and generated ones against "
+                   "statsmodels' RLM (error in standardized units, time, what summary.json "
+                   "says; needs the test extra)")
     p.add_argument("--defaults", action="store_true",
                    help="instead: `python -m train --data FILE` with every automatic value on "
                    "tables of 100 to 1,000,000 rows: wall time, steps, converged")
@@ -60,11 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     if args.defaults:
         print(f"{'rows':>9} {'features':>8} {'batch':>6} {'epochs':>6} {'steps':>6} "
-              f"{'wall s':>7} {'converged':>9} {'above optimum':>13}")
+              f"{'wall s':>7} {'converged':>9} {'distance':>9}")
         for r in run_defaults(scratch):
             print(f"{r['rows']:>9,} {r['features']:>8} {r['global_batch']:>6} {r['epochs']:>6} "
                   f"{r['steps']:>6} {r['wall_s']:>7.1f} {str(r['converged']):>9} "
-                  f"{100 * r['relative_excess']:>12.2g}%")
+                  f"{r['distance']:>9.2g}")
+        return 0
+    if args.fits:
+        from train.bench.fits import run_fits
+
+        print(f"{'table':>22} {'rows x cols':>13} {'error':>8} {'wall s':>6} {'converged':>9} "
+              f"{'distance':>8} {'passes':>6} {'delta/RLM':>9}")
+        for r in run_fits(scratch, args.quick):
+            print(f"{r['table']:>22} {r['rows']:>7,} x {r['columns']:<3} {r['error']:>8.1e} "
+                  f"{r['wall_s']:>6.1f} {str(r['converged']):>9} {r['distance']:>8.1e} "
+                  f"{r['passes']:>6} {r['delta_vs_rlm']:>9.6f}")
         return 0
     if args.user:
         from train.bench.user import run_user

@@ -112,5 +112,5 @@ def run_defaults(root: Path) -> list[dict[str, Any]]:
         found.append({"rows": rows, "features": features, "wall_s": time.perf_counter() - t0,
                       "steps": s["steps"], "epochs": s["epochs"],
                       "global_batch": s["global_batch_size"], "converged": s["converged"],
-                      "relative_excess": s["convergence"].get("relative_excess")})
+                      "distance": s["convergence"].get("distance")})
     return found
