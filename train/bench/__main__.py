@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in run_fits(scratch, args.quick):
             print(f"{r['table']:>22} {r['rows']:>7,} x {r['columns']:<3} {r['error']:>8.1e} "
                   f"{r['wall_s']:>6.1f} {str(r['converged']):>9} {r['distance']:>8.1e} "
-                  f"{r['passes']:>6} {r['delta_vs_rlm']:>9.6f}")
+                  f"{r['passes']:>6} {r['delta_vs_rlm']:>9.6f}  {r['reference']}")
         return 0
     if args.user:
         from train.bench.user import run_user
