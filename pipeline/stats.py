@@ -108,10 +108,14 @@ def _robust_delta(table: np.ndarray, split: Split, offset: np.ndarray, mean: np.
     least squares), on an evenly spread sample of training rows, centred in float64."""
     rows = np.asarray(table[split.spread_rows(DELTA_SAMPLE)], np.float64)
     centred = rows + (offset - mean)
-    scale = huber_scale(centred[:, :-1], centred[:, -1], np.asarray(w, np.float64))
-    if not scale > 0:  # a perfect fit: any small delta will do
-        scale = 1e-6 * max(float(np.std(rows[:, -1])), 1e-12)
-    return HUBER_TUNING * scale
+    x, y = centred[:, :-1], centred[:, -1]
+    scale = huber_scale(x, y, np.asarray(w, np.float64))
+    ls = y - x @ np.asarray(w, np.float64)
+    ls_scale = _mad(ls - float(np.mean(ls)))  # the least-squares residuals' (with intercept)
+    if not scale > 1e-6 * ls_scale:  # more than half the rows fit exactly (tied targets:
+        scale = ls_scale  # counts, ratings): the robust scale is 0, delta would be rounding
+    # A perfect fit (or nearly): any small delta will do, but one float32 can hold.
+    return HUBER_TUNING * max(scale, 1e-6 * max(float(np.std(rows[:, -1])), 1e-12))
 
 
 def _mad(r: np.ndarray) -> float:

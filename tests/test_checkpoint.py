@@ -84,6 +84,44 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, damage
     assert got.step == 1 and len(warnings) == 1 and "ckpt-00000002.json is unusable" in warnings[0]
 
 
+def test_a_step_written_again_keeps_a_whole_checkpoint_at_every_moment(tmp_path):
+    """The Newton finish writes the last step's checkpoint again: the new tensors go to the
+    step's other file name, so a kill before the new manifest leaves the old pair whole; once
+    it is in place the old tensors go."""
+    d = ck.CheckpointDir(tmp_path, keep=1)
+    d.save(7, tensors(7), state())
+
+    def weights(value):  # step 7's tensors (its step counter) with other weights
+        return {**tensors(7), "weight": np.full(LAYOUT["weight"][0], value, np.float32)}
+
+    finished = {**state(), "finish": {"method": "newton", "at_step": 7, "passes": 3,
+                                      "stopped": "converged"}}
+
+    class Killed(Exception):
+        pass
+
+    def kill():
+        raise Killed
+
+    d._on_write = kill  # between the tensor file and the manifest, as TRAIN_FAULT ckpt_pause
+    with pytest.raises(Killed):
+        d.save(7, weights(8.0), finished)
+    got = d.latest(LAYOUT, warn=pytest.fail)  # the old pair, whole
+    assert got.tensors["weight"][0, 0] == 7.0 and got.state["finish"] is None
+    d._on_write = None
+    d.save(7, weights(8.0), finished)
+    got = d.latest(LAYOUT, warn=pytest.fail)
+    assert got.tensors["weight"][0, 0] == 8.0 and got.state["finish"]["passes"] == 3
+    assert sorted(p.name for p in d.dir.iterdir()) == ["ckpt-00000007.1.safetensors",
+                                                       "ckpt-00000007.json"]
+    d.save(7, weights(9.0), finished)  # and back to the first name
+    assert sorted(p.name for p in d.dir.iterdir()) == ["ckpt-00000007.json",
+                                                       "ckpt-00000007.safetensors"]
+    d.save(8, tensors(10), state())  # keep=1: both of step 7's names go with its manifest
+    assert sorted(p.name for p in d.dir.iterdir()) == ["ckpt-00000008.json",
+                                                       "ckpt-00000008.safetensors"]
+
+
 def test_no_checkpoint_is_none_and_none_good_is_an_error(tmp_path):
     d = ck.CheckpointDir(tmp_path)
     assert d.latest(LAYOUT, warn=pytest.fail) is None
@@ -180,18 +218,28 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path, 
     assert not [p for p in (out / "ckpt").iterdir() if p.name.startswith(".")]  # swept
 
 
-def test_a_kill_during_the_newton_finish_resumes_exactly(tmp_path, reference):
-    """The last step's checkpoint waits for the finish: a kill inside it resumes from the
-    checkpoint before, repeats the steps and the finish, and ends bitwise where the
-    uninterrupted run ended."""
+def test_a_stop_or_a_kill_during_the_newton_finish_resumes_exactly(tmp_path, reference):
+    """The last step's checkpoint holds SGD's parameters until the finish writes it again: a
+    SIGTERM inside the finish exits 75, a SIGKILL there loses nothing, and --resume finishes
+    bitwise where the uninterrupted run ended, with no metrics line twice."""
     out = tmp_path / "run"
-    proc = start([*KILL_JOB, "--out", "run"], tmp_path, TRAIN_FAULT="finish_pause=600")
-    wait_for(lambda: '"finish_pass"' in ((out / "metrics.jsonl").read_text()
-                                         if (out / "metrics.jsonl").exists() else ""),
-             proc, what="a pass of the finish")
+
+    def finishing(resume):
+        proc = start([*KILL_JOB, "--out", "run"] + resume, tmp_path,
+                     TRAIN_FAULT="finish_pause=600")
+        wait_for(lambda: '"finish_pass"' in ((out / "metrics.jsonl").read_text()
+                                             if (out / "metrics.jsonl").exists() else ""),
+                 proc, what="a pass of the finish")
+        return proc
+
+    proc = finishing([])
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 75
+    assert "stopped during the Newton finish; finish it with --resume" in proc.stderr.read()
+    proc = finishing(["--resume"])
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 0 < newest_ckpt(out) < 1000  # no checkpoint of the unfinished last step
+    assert newest_ckpt(out) == 1000  # SGD's, unfinished
     r = train_cli([*KILL_JOB, "--out", "run", "--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
     got, s = final_params(out)

@@ -48,8 +48,11 @@ def test_compare_decides_the_runs_itself(tmp_path, flag):
 
 
 def test_a_config_file_overrides_compares_defaults(tmp_path):
-    (tmp_path / "c.yaml").write_text("outlier_fraction: 0.05\n")
+    """(With two features: no fitted line to draw, and it says so rather than claim a PNG.)"""
+    (tmp_path / "c.yaml").write_text("outlier_fraction: 0.05\nfeatures: 2\n")
     r = run([sys.executable, "-m", "train.compare", "--config", "c.yaml", "--out", "cmp",
              "--epochs", "1", "--steps_per_epoch", "20", "--eval_size", "256"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "5% of rows with outliers" in r.stdout
+    assert not (tmp_path / "cmp" / "compare.png").exists() and "compare.png" not in \
+        r.stdout.strip().splitlines()[-1] and (tmp_path / "cmp" / "compare.json").exists()

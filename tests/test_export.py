@@ -2,6 +2,7 @@
 rows, predicting what train.predict predicts, with the features' names beside it."""
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -38,6 +39,17 @@ def test_the_mindir_predicts_what_predict_prints_on_any_number_of_rows(tmp_path,
     for n, values in got.items():
         assert len(values) == int(n)
         np.testing.assert_allclose(values, pred[:int(n)], rtol=1e-5)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.mindir").stat().st_mode & 0o777 == 0o666 & ~umask  # not 0400
+    if not model:  # a features file that cannot be written: refused first, nothing left
+        (tmp_path / "b.mindir.json").mkdir()
+        r = run([sys.executable, "-m", "train.export", str(runs), "--out", "b.mindir"], tmp_path)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            "error: --out: b.mindir.json exists and is not a file (the export writes b.mindir "
+            "and b.mindir.json); choose another name")
+        assert not (tmp_path / "b.mindir").exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.mindir")]
 
 
 def test_bad_output_names_are_refused(tmp_path):

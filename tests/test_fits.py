@@ -77,3 +77,20 @@ def test_gross_outliers_do_not_switch_robustness_off(tmp_path, rows, outliers, s
     assert _error(s, design, target, *_rlm(design, target, s["delta"])[:2]) <= 1e-5
     if outliers == 1:
         assert abs(s["b"] - 1) < 0.1
+
+
+def test_tied_targets_keep_a_delta_float32_can_hold(tmp_path):
+    """A rounded target with a categorical column: 90% of the rows lie exactly on the line, so
+    the Huber fit's MAD is 0 (1e-15 in float64); delta falls back to the least-squares
+    residuals' scale and the run converges instead of losing every row beyond delta."""
+    rng = np.random.default_rng(0)
+    d = rng.integers(0, 3, 5000)
+    y = np.round(1 + d + 0.3 * rng.normal(size=5000))
+    pd.DataFrame({"kind": np.array(["a", "b", "c"])[d], "noise": rng.normal(size=5000),
+                  "y": y}).to_csv(tmp_path / "t.csv", index=False)
+    r = train_cli(["--data", "t.csv", "--categorical", "kind", "--out", "run", "--quiet"],
+                  tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["delta"] > 1e-4 and s["converged"] is True
+    assert abs(s["coefficients"]["kind=b"] - 1) < 0.01 and abs(s["b"] - 1) < 0.01

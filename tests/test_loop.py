@@ -98,6 +98,11 @@ def test_dynamic_loss_scaling_skips_overflows_and_matches_a_run_that_skipped_the
     lines = [json.loads(x) for x in
              (tmp_path / "scaled" / "metrics.jsonl").read_text().splitlines()]
     assert [m["loss_scale"] for m in lines if "loss_scale" in m][0] == 2.0 ** 14
+    # A static scale's overflow is an overflow too: skipped and counted, not a stop at the
+    # default --skip_nonfinite 0 (the scale stays; the run ends where the skipped run ends).
+    fixed, f = _summary(tmp_path, "static", "--loss_scale", "256",
+                        TRAIN_FAULT="overflow@5,overflow@9")
+    assert f["overflow_skips"] == 2 and f["skipped_nonfinite"] == [] and fixed == ref
 
 
 def test_the_loss_scale_survives_a_resume_bitwise(tmp_path):

@@ -152,6 +152,9 @@ BAD = {
                                        "--keep=id", "k.csv has no column 'id' for --keep"),
     "a column named twice": (lambda t, a, n: write_csv(t / "d.csv", [*n, "bmi"], [[1.0] * 12]),
                              "", "names column 'bmi' twice"),
+    "a finite feature beyond float32": (lambda t, a, n: write_csv(t / "big.csv", n, [
+        [1.0] * 2 + ["1e300"] + [1.0] * 8]), "",
+        "line 2, column 3 ('bmi') is '1e300', beyond float32's range"),
     # (past the csv module's cell limit, which importing MindSpore raises to 10 MiB)
     "an unclosed quote": (lambda t, a, n: put(t / "q.csv", ",".join(n) + ",note\n" + "1," * 11
                                               + '"' + "x" * (16 << 20) + "\n"), "",
@@ -240,3 +243,28 @@ def test_a_resume_that_changes_the_columns_is_refused(categorical_run):
     r = run([sys.executable, "-m", "train", "--resume", "--out", str(categorical_run),
              "--epochs", "3", "--columns", "color", "--quiet"], categorical_run.parent)
     assert r.returncode != 0 and "columns" in r.stderr, r.stderr
+
+
+def test_out_never_names_the_run_folder_or_an_input(linear_run, table, tmp_path):
+    """A prediction written over config.yaml, a checkpoint, the lock or the training data
+    would break the next predict or --resume: each is refused, and nothing changes."""
+    a, names = table
+    rows = write_csv(tmp_path / "rows.csv", names, a[:5])
+    before = {p: p.read_bytes() for p in linear_run.rglob("*") if p.is_file()}
+    newest = sorted((linear_run / "ckpt").glob("*.json"))[-1]
+    for out in [linear_run / "config.yaml", newest, linear_run / ".lock",
+                linear_run / "new.csv", linear_run / "ckpt", DIABETES, rows]:
+        r = predict(tmp_path, linear_run, "--data", rows, "--out", out)
+        assert r.returncode == 2 and r.stderr.startswith("error: --out "), (out, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in linear_run.rglob("*") if p.is_file()} == before
+    assert not (linear_run / "new.csv").exists()
+
+
+def test_the_library_module_says_where_its_commands_are(tmp_path):
+    """`python -m train.infer` is no command: --help names the ones that are (exit 0); an
+    argument is refused with the same line (exit 2)."""
+    r = run([sys.executable, "-m", "train.infer", "--help"], tmp_path)
+    assert r.returncode == 0 and "python -m train.predict RUN_DIR" in r.stdout
+    r = run([sys.executable, "-m", "train.infer", "run1"], tmp_path)
+    assert r.returncode == 2 and "python -m train.export RUN_DIR" in r.stderr

@@ -90,6 +90,9 @@ def test_a_run_that_did_not_converge_says_so_and_its_hint_works_when_followed_on
     gap, error, s = objective_gap(tmp_path / "bad")
     assert s["converged"] is True and error <= 1e-5 and s["steps"] == steps  # no step added
     assert yaml.safe_load((tmp_path / "bad" / "config.yaml").read_text())["finish"] == "newton"
+    last = f"ckpt-{steps:08d}"  # written again, under the step's other name: one pair left
+    assert {p.name for p in (tmp_path / "bad" / "ckpt").iterdir() if last in p.name} == {
+        f"{last}.json", f"{last}.1.safetensors"}
     assert "; converged (coefficients within " in again.stdout
 
 

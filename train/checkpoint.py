@@ -50,6 +50,10 @@ from train.config import FIELDS, resume_keys, resume_missing
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _NAME = re.compile(r"ckpt-(\d+)\.json")
+# A step's tensors: ckpt-<step>.safetensors, or ckpt-<step>.1.safetensors when that step's
+# checkpoint was written again (the last step's, after the Newton finish): the two names
+# alternate so that the old pair stays whole until the new manifest replaces the old.
+_TENSORS = re.compile(r"(ckpt-\d+)(?:\.1)?\.safetensors")
 MANIFEST_MAX = 1 << 20  # bytes; a manifest is a few kB
 # Run state: type checks, and the defaults for keys older versions did not write.
 _STATE_TYPES: dict[str, tuple[type, ...]] = {
@@ -212,12 +216,20 @@ def _check_state(raw: Any) -> dict[str, Any]:
             and finite_numbers(stats["mean"] + stats["std"])
             and all(v > 0 for v in stats["std"])):
         raise _Unusable("its state has malformed data statistics")
-    finish = state["finish"]
-    if finish is not None and not (isinstance(finish.get("at_step"), int)
-                                   and not isinstance(finish["at_step"], bool)
-                                   and 0 <= finish["at_step"] < 2**62):
+    if state["finish"] is not None and not _finish_ok(state["finish"]):
         raise _Unusable("its state has a malformed 'finish' record")
     return state
+
+
+def _finish_ok(finish: dict[str, Any]) -> bool:
+    """A Newton finish record as train/finish.py writes it (summary.json repeats it)."""
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
+
+    return (count(finish.get("at_step")) and count(finish.get("passes", 0))
+            and all(isinstance(finish.get(k, ""), str) for k in ("method", "stopped"))
+            and finite_numbers([finish.get(k, 0.0) for k in ("objective_before",
+                                                              "objective_after")]))
 
 
 def _check_tensors(tensors: dict[str, np.ndarray], layout: dict[str, tuple[tuple, str]],
@@ -274,7 +286,10 @@ class CheckpointDir:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"ckpt-{step:08d}"
-        data, manifest = self.dir / f"{name}{SUFFIX}", self.dir / f"{name}.json"
+        manifest = self.dir / f"{name}.json"
+        current = self._tensor_file(manifest)
+        data = self.dir / (f"{name}.1{SUFFIX}" if current == f"{name}{SUFFIX}" else
+                           f"{name}{SUFFIX}")
         # (not np.ascontiguousarray: it turns a 0-d scalar into shape (1,))
         raw = st_save({k: np.array(v, order="C", copy=True) for k, v in tensors.items()})
         write_atomic(data, raw)  # the tensors first: a manifest never names a missing file
@@ -284,19 +299,32 @@ class CheckpointDir:
                 "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw),
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "state": state}
         write_atomic(manifest, json_text(body, indent=2) + "\n")
+        if current is not None and current != data.name:  # the replaced pair's tensors
+            (self.dir / current).unlink(missing_ok=True)
         _fsync(self.dir)
         self._prune()
         return manifest
+
+    def _tensor_file(self, manifest: Path) -> str | None:
+        """The tensor file an existing manifest names (one of the step's two names), or
+        None: no manifest, or one that names nothing usable."""
+        try:
+            body = json.loads(read_regular(manifest, MANIFEST_MAX))
+        except (_Unusable, ValueError, RecursionError):
+            return None
+        got = body.get("file") if isinstance(body, dict) else None
+        m = _TENSORS.fullmatch(got) if isinstance(got, str) else None
+        return got if m and m[1] == manifest.stem else None
 
     def _prune(self) -> None:
         for _, old in self.manifests()[self.keep:]:
             old.unlink(missing_ok=True)
             old.with_suffix(SUFFIX).unlink(missing_ok=True)
+            old.with_suffix(f".1{SUFFIX}").unlink(missing_ok=True)
         kept = {p.stem for _, p in self.manifests()}
         for p in self.dir.iterdir():  # leftovers of killed writes, and orphaned tensor files
-            if (p.name.startswith(".") and ".tmp" in p.name) or (
-                    p.suffix == SUFFIX and _NAME.fullmatch(p.stem + ".json") and
-                    p.stem not in kept):
+            m = _TENSORS.fullmatch(p.name)
+            if (p.name.startswith(".") and ".tmp" in p.name) or (m and m[1] not in kept):
                 p.unlink(missing_ok=True)
 
     def load(self, step: int, manifest: Path, layout: dict[str, tuple[tuple, str]],
@@ -331,12 +359,15 @@ class CheckpointDir:
                             f"one reads up to {FORMAT_VERSION})")
         if body.get("step") != step or isinstance(body.get("step"), bool):
             raise _Unusable(f"its step {body.get('step')!r} is not the {step} of its name")
-        if body.get("file") != manifest.stem + SUFFIX:
-            raise _Unusable(f"its file {body.get('file')!r} is not {manifest.stem + SUFFIX}")
+        names = (manifest.stem + SUFFIX, f"{manifest.stem}.1{SUFFIX}")
+        if body.get("file") not in names:
+            raise _Unusable(f"its file {body.get('file')!r} is not {' or '.join(names)}")
         digest = body.get("sha256")
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise _Unusable("malformed sha256")
         state = _check_state(body.get("state"))
+        if state["finish"] is not None and state["finish"]["at_step"] != step:
+            raise _Unusable(f"its finish record is of step {state['finish']['at_step']}")
         if fingerprint is not None:  # another config (e.g. --hidden) would misread its tensors
             check_fingerprint(state["fingerprint"], fingerprint)
         # Bound the read by what this model's tensors can take (plus a generous header).

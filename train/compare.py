@@ -92,11 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     (out / "compare.json").write_text(json.dumps(
         {k: {n: v for n, v in r.items() if n != "curve"} for k, r in results.items()},
         indent=2) + "\n")
+    wrote = [out / "compare.json"]
     if plt is not None:
         _figure(plt, cfg, results, out / "compare.png")
     elif not cfg.synthetic:
         _figure_file(pyplot(), out, out / "compare.png")
-    print(f"\nwrote {out / 'compare.json'} and {out / 'compare.png'}")
+    if plt is not None or not cfg.synthetic:
+        wrote.append(out / "compare.png")
+    else:  # several synthetic features: no line to draw; the table says it all
+        print("\n(no compare.png: the fitted lines are drawn for one feature only)")
+    print(f"\nwrote {' and '.join(map(str, wrote))}")
     return 0
 
 

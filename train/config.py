@@ -202,8 +202,9 @@ class Config:
     amp_dtype: str = _f("float16", "the low-precision type of O1-O3: `float16` or `bfloat16` "
                                    "(bfloat16 has no CPU MatMul: refused on CPU)",
                         resume="refuse", choices=AMP_DTYPES)
-    loss_scale: str = _f("none", "`none`, `dynamic` (2^16, halved on overflow with the update "
-                                 "skipped, doubled after 1,000 good steps) or a fixed number >= 1",
+    loss_scale: str = _f("none", "`none`, `dynamic` (2^16, halved on overflow, doubled after "
+                                 "1,000 good steps) or a fixed number >= 1; an overflow's update "
+                                 "is skipped and counted (`overflow_skips`)",
                          resume="refuse", shown="`none`")
     deterministic: bool = _f(True, "deterministic kernels and, on Ascend, deterministic HCCL "
                                    "reductions (`ms.set_deterministic`)", resume="allow")

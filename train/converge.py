@@ -43,13 +43,18 @@ Rows = Iterable[tuple[np.ndarray, np.ndarray]]
 
 def why_no_finish(cfg: Any) -> str | None:
     """Why a run of this config ends without the Newton finish; None when it has one."""
-    if cfg.finish == "none":
-        return "--finish none"
     if not cfg.builtin or cfg.user_data or cfg.hidden_sizes():
         return ("the Newton finish is for the built-in linear model with the built-in losses "
                 "on a file or the synthetic rows")
+    if no_objective(cfg):
+        return no_objective(cfg)
+    return "--finish none" if cfg.finish == "none" else None
+
+
+def no_objective(cfg: Any) -> str | None:
+    """Why a run of this config minimises no objective (so has no optimum to be at)."""
     if cfg.optimizer == "adamw" and cfg.weight_decay > 0:
-        return "AdamW's decoupled weight decay minimises no objective to finish"
+        return "AdamW's decoupled weight decay minimises no objective: there is no optimum"
     return None
 
 

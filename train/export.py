@@ -25,7 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.fileio import write_atomic
 from train.infer import InferError, RunModel, load_run
 from train.output import IO_EXIT, one_line
 
@@ -54,16 +53,23 @@ def export(model: RunModel, out: Path) -> Path:
         (shape, dtype), net = model.x_spec, model.model()
         what = {"input": f"{dtype} (rows, {', '.join(map(str, shape))}), as your source's x",
                 "output": "what your network returns, one row per input row"}
+    meta = Path(f"{out}.json")  # model.mindir.json: never another file of that folder
     try:
         ms.export(net, ms.Tensor(shape=[None, *shape], dtype=getattr(ms, dtype)),
                   file_name=str(work / "model.mindir"), file_format="MINDIR")
+        # ms.export makes the file read-only for its owner (0400): the user's umask instead
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work / "model.mindir", 0o666 & ~umask)
+        (work / "model.json").write_text(json.dumps({
+            **what, "run": str(model.checkpoint.parent.parent),
+            "checkpoint": model.checkpoint.stem}, indent=2) + "\n")
+        # Both complete before either is in place; the features file first, so that a MindIR
+        # never appears without the file that says what its inputs are.
+        os.replace(work / "model.json", meta)
         os.replace(work / "model.mindir", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    meta = Path(f"{out}.json")  # model.mindir.json: never another file of that folder
-    write_atomic(meta, json.dumps({
-        **what, "run": str(model.checkpoint.parent.parent),
-        "checkpoint": model.checkpoint.stem}, indent=2) + "\n")
     return meta
 
 
@@ -81,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             raise InferError(f"--out {args.out}: a MindIR file's name ends in .mindir")
         if not args.out.parent.is_dir():
             raise InferError(f"--out {args.out}: no folder {args.out.parent}")
+        for path in (args.out, Path(f"{args.out}.json")):  # replaced only if a file
+            if path.exists() and not path.is_file():
+                raise InferError(f"--out: {path} exists and is not a file (the export writes "
+                                 f"{args.out} and {args.out}.json); choose another name")
         model = load_run(args.run_dir, args.ckpt)
         lost = model.float32_features()
         if lost:  # the graph takes raw float32 features: these would be rounded away
@@ -95,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = export(model, args.out)
     except OSError as e:
-        print(f"error: cannot write {args.out} ({e.strerror or e})", file=sys.stderr)
+        print(f"error: cannot write {args.out} and {args.out}.json ({e.strerror or e})",
+              file=sys.stderr)
         return IO_EXIT
     if model.x_spec is not None:
         print(f"wrote {args.out} and {meta} (checkpoint {model.checkpoint.stem}): input "

@@ -250,3 +250,12 @@ def _columns(cfg: Config, state: dict) -> list[str]:
     except DataError as e:
         raise InferError(f"this run's checkpoint predates column names and its --data file "
                          f"cannot tell them ({e})") from None
+
+
+if __name__ == "__main__":  # a library: say where its commands are, not nothing
+    import sys
+
+    print("train.infer is the library behind `python -m train.predict RUN_DIR --data FILE` and "
+          "`python -m train.export RUN_DIR`; run one of those (--help for its options)",
+          file=sys.stderr if sys.argv[1:] not in ([], ["--help"], ["-h"]) else sys.stdout)
+    sys.exit(0 if sys.argv[1:] in ([], ["--help"], ["-h"]) else 2)

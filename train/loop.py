@@ -30,7 +30,7 @@ from train import converge, report
 from train.checkpoint import Checkpoint, CheckpointDir
 from train.cluster import Cluster
 from train.config import LOSSES
-from train.finish import finish_linear
+from train.finish import FinishStopped, finish_line, finish_linear
 from train.loss import make_loss
 from train.model import (
     LOSS_SCALE_COUNTER,
@@ -85,6 +85,8 @@ class Trainer:
         self.state = {**FRESH_STATE, **(ckpt.state if ckpt else {})}
         self.state["skipped"] = list(self.state["skipped"])
         self.state["segments"] += 1
+        if self.state["finish"] and self.state["finish"]["at_step"] != self.total:
+            self.state["finish"] = None  # a finished run trained on: its finish is history
         self.global_batch = cfg.global_batch_size(cluster.world_size)
         # Losses in the data's units: Huber (delta scaled with it) and MSE scale with std(y)^2
         # on a standardized file; a loss of yours is reported in the units it trains in.
@@ -238,12 +240,9 @@ class Trainer:
         cfg = self.cfg
         in_epoch = step % self.source.steps_per_epoch
         log = step % cfg.log_every == 0 or in_epoch == 0 or step == self.total
-        end = step == self.total
-        # The last step's checkpoint waits for the finish, so that no checkpoint at the last
-        # step ever holds unfinished parameters (a kill during the finish resumes from the
-        # checkpoint before and repeats it: the same arithmetic, the same result).
-        save = end and self.no_finish is not None or not end and bool(
-            cfg.ckpt_every and step % cfg.ckpt_every == 0)
+        # (the last step's checkpoint holds SGD's parameters; the Newton finish, if any, then
+        # writes it again with its own: a kill during the finish repeats it from there)
+        save = step == self.total or bool(cfg.ckpt_every and step % cfg.ckpt_every == 0)
         if log or save or step % self.record.width == 0:  # the ring must not wrap unread
             self._read(step, log)
         stop = self._agree(step, force=log) and step < self.total  # on the last step: finish
@@ -266,8 +265,8 @@ class Trainer:
             if math.isfinite(row[1]):  # the device's own test (train/step.py)
                 self.state["window_loss"] += row[0]
                 self.state["window_n"] += 1
-            elif self.cfg.loss_scale == "dynamic" and row[2] > 1:
-                self.state["overflow_skips"] += 1  # expected: the scale halves
+            elif self.scaler is not None and row[2] > 1:  # dynamic or static, as both skip
+                self.state["overflow_skips"] += 1  # expected: (dynamic) the scale halves
             else:
                 bad.append(s)
         self.window_steps += step - self.read_upto  # run by this process (not a resumed window)
@@ -367,12 +366,8 @@ class Trainer:
             raise NonFiniteError(f"non-finite held-out loss at step {step} on rank "
                                  f"{self.cluster.rank}")
 
-    def _linear(self) -> tuple[list[float], float] | None:
-        """(w, b) of the built-in linear model; None for an MLP or a network of yours."""
-        return None if self.cfg.model else linear_params(self.net)
-
     def _epoch_line(self, epoch: int, step: int) -> None:
-        params = self.source.params_in_units(self._linear())
+        params = self.source.params_in_units(None if self.cfg.model else linear_params(self.net))
         names = None if self.cfg.synthetic else self.source.columns[:-1]
         self.out.info(f"epoch {epoch}/{self.cfg.epochs}  step {step}  loss "
                       f"{_fmt(self.state['loss'], self.loss_unit)}  eval_loss "
@@ -423,26 +418,29 @@ class Trainer:
     # --- the end -------------------------------------------------------------------------------
 
     def _finish(self) -> None:
-        """The built-in linear model taken to the optimum (train/converge.py `finish`) on every
-        rank alike, then the last step's checkpoint written with it."""
+        """The built-in linear model taken to the optimum (train/finish.py), then the last
+        step's checkpoint written again with it; a stop request during it leaves with
+        Preempted (that checkpoint holds SGD's parameters: --resume finishes them)."""
         done = self.state["finish"]
         if self.no_finish is not None or (done and done["at_step"] == self.total):
             return  # (a resumed run that was finished at this step already)
-        def logged(record: dict[str, Any]) -> None:
-            self.out.metrics({"step": self.total, **record})
-            self.faults.pause("finish_pause")
 
-        done = finish_linear(self.net, self.cfg, self.source, logged)
-        done["at_step"] = self.total
-        self.state["finish"] = done
+        def logged(record: dict[str, Any]) -> None:  # rank 0, after each pass
+            self.out.metrics({"step": self.total, **record})
+            self.faults.pause("finish_pause", until=lambda: self.stop.requested)
+            if self.stop.requested:
+                raise FinishStopped
+
+        done = finish_linear(self.net, self.cfg, self.source, self.cluster, logged)
+        if done is None:  # (the last step's checkpoint holds SGD's parameters)
+            raise Preempted(f"{self.stop.signal_name or 'a stop request'}: stopped during the "
+                            f"Newton finish; finish it with --resume --out {self.out.dir}")
+        self.state["finish"] = {**done, "at_step": self.total}
         self._held_out_loss()  # of the finished model: what summary.json reports
         self.out.metrics({"step": self.total, "finished": True,  # (not an epoch's record)
                           "finished_eval_loss": self.state["eval_loss"],
                           "finished_eval_mse": self.state["eval_mse"]})
-        self.out.info(f"finish: {done['passes']} Newton passes over the objective rows "
-                      f"(stopped at {done['stopped']}): objective "
-                      f"{done.get('objective_before', 0):.6g} -> "
-                      f"{done.get('objective_after', 0):.6g}")
+        self.out.info(finish_line(done))
         self._checkpoint(self.total, again=True)
 
     def _totals(self) -> dict[str, float]:
@@ -465,7 +463,7 @@ class Trainer:
         cfg, cl = self.cfg, self.cluster
         cl.check_identical([p.asnumpy() for p in self.optimizer.parameters])
         run = self._totals()
-        wb = self._linear()
+        wb = None if self.cfg.model else linear_params(self.net)  # (w, b); None: an MLP
         params = self.source.params_in_units(wb)
         conv, base = report.assess({p.name: p.asnumpy() for p in self.optimizer.parameters}
                                    if cl.is_main else None, cfg, self.source)  # (rank 0's)

@@ -88,6 +88,15 @@ def _step_of(line: str) -> float:
         return float("inf")
 
 
+def _finish_record(line: str) -> bool:
+    """A metrics line of the Newton finish (a pass, or the finished model's figures)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and ("finish_pass" in record or "finished" in record)
+
+
 def one_line(msg: object) -> str:
     """An error message as the one line the contract promises (a file name may hold a newline)."""
     return str(msg).replace("\r", "\\r").replace("\n", "\\n")
@@ -178,9 +187,10 @@ class RunOutput:
         if self.main:
             warn(msg)
 
-    def truncate_metrics(self, step: int) -> None:
+    def truncate_metrics(self, step: int, finished: bool = True) -> None:
         """On resume: drop records past the checkpoint's step (the killed process may have
-        logged steps it never checkpointed) and a torn last line, so that the resumed run
+        logged steps it never checkpointed), a torn last line, and (`finished` False) the
+        records of a Newton finish the checkpoint does not hold, so that the resumed run
         appends without duplicates."""
         path = self.dir / "metrics.jsonl"
         if not self.main or not path.exists():
@@ -189,7 +199,11 @@ class RunOutput:
             lines = path.read_bytes().decode("utf-8", "replace").splitlines()
         except OSError as e:
             raise OutputError(f"cannot read {path} ({e.strerror or e})") from None
-        self._write("metrics.jsonl", "".join(ln + "\n" for ln in lines if _step_of(ln) <= step))
+        def kept(ln: str) -> bool:
+            at = _step_of(ln)
+            return at < step or at == step and (finished or not _finish_record(ln))
+
+        self._write("metrics.jsonl", "".join(ln + "\n" for ln in lines if kept(ln)))
 
     def metrics(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl (rank 0); also this rank's log."""

@@ -196,7 +196,9 @@ class RunPlan:
         if cluster.is_main:
             out.save_config(self.cfg)
             if self.cfg.resume:
-                out.truncate_metrics(self.ckpt.step if self.ckpt else 0)
+                done = self.ckpt.state["finish"] if self.ckpt else None
+                out.truncate_metrics(self.ckpt.step if self.ckpt else 0, finished=bool(
+                    done and done["at_step"] == self.ckpt.step))
         out.info(f"# {self.source.describe()}")
         if self.automatic:
             out.info(f"# {self.describe_automatic()}")

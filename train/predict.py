@@ -33,8 +33,8 @@ import numpy as np
 
 from pipeline.fileio import finite_json, write_atomic
 from pipeline.formats import csv_number, is_missing, not_a_number, validated_chunks
-from pipeline.limits import DataError
-from train.config import LOSSES
+from pipeline.limits import F32_MAX, DataError
+from train.config import LOSSES, is_import_path
 from train.converge import loss_per_row
 from train.infer import InferError, RunModel, load_run
 from train.output import IO_EXIT, one_line
@@ -143,8 +143,10 @@ def _cell(row: list[str], j: int, names: list[str], path: Path, line: int, rule:
         v = csv_number(row[j])
     except ValueError:
         raise DataError(f"{path}: {not_a_number(line, j, names, row[j])}") from None
-    if not np.isfinite(v):
-        raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}) is {v}; {rule}")
+    if not abs(v) <= F32_MAX:  # the model computes in float32: 1e300 would predict inf
+        what = f"{row[j].strip()!r}, beyond float32's range (±3.4e38)" if np.isfinite(v) \
+            else f"{v}"
+        raise DataError(f"{path}: line {line}, column {j + 1} ({names[j]!r}) is {what}; {rule}")
     return v
 
 
@@ -178,7 +180,13 @@ def predict_file(model: RunModel, path: Path, keep: tuple[str, ...] = ()
         kept += k
     if not preds:
         raise DataError(f"{path} holds no rows")
-    return np.concatenate(preds), np.concatenate(ys), kept
+    pred = np.concatenate(preds)
+    if not np.isfinite(pred).all():  # float32 overflow: inputs far beyond the training rows'
+        row = int(np.argmin(np.isfinite(pred).ravel()))
+        raise DataError(f"{path}: row {row + 1} of the data gives a prediction beyond float32's "
+                        "range (its features are far outside the training rows'); nothing "
+                        "was written")
+    return pred, np.concatenate(ys), kept
 
 
 def _read_x(model: RunModel, path: Path) -> np.ndarray:
@@ -273,6 +281,24 @@ def _same_file(a: Path, b: Path) -> bool:
             return False
 
 
+def _check_out(out: Path, run_dir: Path, model: RunModel, data: Path) -> None:
+    """--out names a new file of the user's: never inside the run folder (its config,
+    checkpoints, lock and logs are the run's; a later predict or --resume reads them), never
+    the rows to predict, the run's training data or its held-out file."""
+    try:
+        where, run = out.resolve(), run_dir.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: refused as a path nothing can be written to
+        raise DataError(f"--out {out}: cannot resolve it (a symlink loop?)") from None
+    if where == run or run in where.parents:
+        raise DataError(f"--out {out} is inside the run folder {run_dir}, whose files are the "
+                        "run's; write the predictions outside it")
+    inputs = {"the file to predict": data, "the run's training data": model.cfg.data,
+              "the run's held-out file": model.cfg.eval_data}
+    for what, path in inputs.items():  # (a source of yours, MODULE:NAME, is no file)
+        if path and not is_import_path(str(path)) and _same_file(out, Path(path)):
+            raise DataError(f"--out {out} is {what}; choose another name")
+
+
 def _line(path: Path, m: dict[str, Any], loss: str) -> str:
     r2 = "n/a" if m["r2"] is None else f"{m['r2']:.4f}"
     loss_part = f"{loss} loss {m[f'{loss}_loss']:.6g}, " if f"{loss}_loss" in m else ""
@@ -310,11 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     keep = tuple(k.strip() for k in args.keep.split(",")) if args.keep.strip() else ()
     try:
-        if args.out and _same_file(args.out, args.data):
-            raise DataError(f"--out {args.out} is the file to predict; choose another name")
         if not all(keep) or len(set(keep)) != len(keep):
             raise DataError(f"--keep {args.keep}: comma-separated column names, each once")
         model = load_run(args.run_dir, args.ckpt)
+        if args.out:
+            _check_out(args.out, args.run_dir, model, args.data)
         if model.x_spec is not None:
             if keep:
                 raise DataError("--keep names CSV columns; this run trained on a source of "

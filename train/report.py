@@ -31,6 +31,9 @@ def assess(params: dict[str, np.ndarray] | None, cfg: Any, source: Any
     if not cfg.builtin or cfg.user_data:
         return {"reason": "the Newton-step check is made for the built-in linear model or MLP "
                           "with the built-in losses on a file or the synthetic rows"}, {}
+    if converge.no_objective(cfg):
+        return ({"reason": converge.no_objective(cfg)},
+                {} if params is None else mean_baseline(cfg, source))
     if params is None:
         return {}, {}
     return (convergence(params, cfg, source, converge.l2_weight(cfg)),
@@ -96,9 +99,6 @@ def _not_converged(cfg: Any, summary: dict[str, Any], out_dir: Any) -> str:
             f"from the optimum in standardized units (criterion {converge.TOL:g})")
     if finish.get("reason") == "--finish none":
         return f"{what}; finish it there: --resume --out {out_dir} --finish newton"
-    if finish.get("stopped") == "an unbounded objective":
-        return (f"{what}: along some direction every row is beyond delta, where Huber has no "
-                "finite optimum; give a larger --delta")
     if finish.get("method") == "newton":
         return f"{what}; the Newton finish stopped at {finish.get('stopped')}"
     more = max(2 * summary["epochs"], summary["epochs"] + 1)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.limits import DataError
+from train.checkpoint import CheckpointDir
 from train.config import ConfigError, save_config
 from train.launch import scripts_dir
 from train.model import trained_parameters
@@ -57,8 +58,8 @@ def final_parameters(run_dir: Path) -> dict[str, np.ndarray]:
     """The trained parameters in a finished run's newest checkpoint (not optimizer state)."""
     from safetensors.numpy import load
 
-    newest = max((run_dir / "ckpt").glob("ckpt-*.safetensors"),
-                 key=lambda p: int(p.stem.split("-")[1]))
+    _, manifest = CheckpointDir(run_dir).manifests()[0]  # the newest (a run of its own)
+    newest = run_dir / "ckpt" / json.loads(manifest.read_text())["file"]
     return trained_parameters(load(newest.read_bytes()))
 
 
