@@ -17,6 +17,9 @@ need_int() {
     echo "error: $name must be a whole number $range, got '$value'" >&2
     exit 2
   fi
+  # Decimal from here on, whatever its zeros: bash reads 010 as octal and 08 as an error,
+  # msrun and the trainer read them as decimal.
+  printf -v "$name" '%d' "$((10#$value))"
 }
 
 # From a checkout: the checkout these scripts belong to comes first on the import path, whatever
@@ -145,6 +148,10 @@ job_lines() {
 # without creating it: a refused job writes nothing).
 need_dir() {
   local name=$1 value=${!1-} p
+  if [[ "$value" == -* ]]; then  # a path, never an option: mkdir, find and msrun would
+    value="./$value"  # read `-logs` as a flag
+    printf -v "$name" '%s' "$value"
+  fi
   p=$value
   while [[ "$p" == */ && "$p" != / ]]; do p=${p%/}; done  # `afile/` names the file afile
   while [[ -n "$p" && ! -e "$p" && ! -L "$p" ]]; do p=$(dirname -- "$p"); done

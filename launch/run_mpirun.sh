@@ -21,7 +21,7 @@ NODE_TIMEOUT=${NODE_TIMEOUT:-30}       # seconds without a heartbeat before a ra
 # MASTER_ADDR / MASTER_PORT: the scheduler's host name or address and port; by default rank 0
 # picks 127.0.0.1 (one host) or its interface that reaches the other hosts (MASTER_IFACE to
 # choose one), and a free port.
-need_int NPROC 1 1000000
+need_int NPROC 1 4096  # (more than one host runs: the loops below stay quick)
 need_int CLUSTER_TIMEOUT 1
 need_int NODE_TIMEOUT 1
 need_dir LOG_DIR

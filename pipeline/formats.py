@@ -26,8 +26,7 @@ from pipeline.limits import F32_MAX, DataError
 
 FORMATS = (".npy", ".npz", ".csv", ".mindrecord")
 CHUNK = 1 << 18  # rows per streaming step
-# A missing cell as pandas and R write one by default (NaN and nan too: float() reads them)
-MISSING = ("", "NA")
+MISSING = ("", "NA")  # a missing cell as pandas and R write one (NaN, nan: float() reads them)
 MAX_LEVELS = 1000  # levels of a --categorical column (more: an id or free text, not a category)
 
 def check_file(path: Path, what: str = "--data") -> None:
@@ -97,7 +96,8 @@ def _npz_member(z: zipfile.ZipFile, name: str, path: Path) -> tuple[Any, tuple, 
     return f, shape, dtype
 
 
-def _npz_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray]]:
+def _npz_chunks(path: Path, target: str, y_optional: bool = False
+                ) -> tuple[list[str], Iterator[np.ndarray]]:
     if target:
         raise DataError(f"--target names a CSV column; in {path.name} the target is array y")
     try:
@@ -105,7 +105,8 @@ def _npz_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"{path}: not a valid .npz file ({e})") from None
     fx, sx, dx = _npz_member(z, "x", path)
-    fy, sy, dy = _npz_member(z, "y", path)
+    has_y = not y_optional or "y.npy" in z.namelist()  # rows to predict: x alone will do
+    fy, sy, dy = _npz_member(z, "y", path) if has_y else (None, sx[:1], dx)
     if len(sx) != 2 or sy not in ((sx[0],), (sx[0], 1)):
         raise DataError(f"{path}: x must be (rows, features) and y (rows,) or (rows, 1) with "
                         f"the same rows; got x {sx}, y {sy}")
@@ -114,10 +115,13 @@ def _npz_chunks(path: Path, target: str) -> tuple[list[str], Iterator[np.ndarray
         for i in range(0, sx[0], CHUNK):
             k = min(CHUNK, sx[0] - i)
             x = np.frombuffer(fx.read(k * sx[1] * dx.itemsize), dx).reshape(k, sx[1])
+            if fy is None:
+                yield x.astype(np.float64)
+                continue
             y = np.frombuffer(fy.read(k * dy.itemsize), dy).reshape(k, 1)
             yield np.concatenate([x.astype(np.float64), y.astype(np.float64)], axis=1)
 
-    return [f"x{j}" for j in range(sx[1])] + ["y"], gen()
+    return [f"x{j}" for j in range(sx[1])] + ["y"] * has_y, gen()
 
 
 def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
@@ -139,10 +143,11 @@ def _csv_columns(path: Path, target: str) -> tuple[list[str], int]:
 
 
 def csv_number(cell: str) -> float:
-    """A CSV cell as the reader takes it (float() without `_` digit groups; an empty cell and
-    `NA` are NaN, a missing value); ValueError if it is not a number."""
-    if "_" in cell:  # float() takes 1_000, the CSV reader does not
-        raise ValueError(cell)
+    """A CSV cell as the reader takes it (float() without `_` digit groups or non-ASCII
+    digits; an empty cell and `NA` are NaN, a missing value); ValueError if it is not a
+    number."""
+    if "_" in cell or not cell.isascii():  # float() takes 1_000 and '٣' (3), NumPy's reader
+        raise ValueError(cell)  # does not: one meaning per file, whichever reader reads it
     return math.nan if cell.strip() in MISSING else float(cell)
 
 
@@ -388,9 +393,10 @@ READERS: dict[str, Callable[[Path, str], tuple[list[str], Iterator[np.ndarray]]]
 
 
 def read_chunks(path: Path, target: str = "", what: str = "--data",
-                spec: TableSpec | None = None) -> tuple[list[str], Iterator[np.ndarray]]:
-    """Column names (features..., target) and the rows, streamed as float64 chunks; `spec`
-    picks and encodes a CSV's columns (TableSpec)."""
+                spec: TableSpec | None = None, y_optional: bool = False
+                ) -> tuple[list[str], Iterator[np.ndarray]]:
+    """Column names (features..., target) and the rows as float64 chunks; `spec` picks and
+    encodes a CSV's columns (TableSpec); `y_optional`: an .npz may hold x alone."""
     check_file(path, what)
     if path.suffix.lower() == ".csv":
         return _guarded(path, lambda: _csv_chunks(path, target, spec))
@@ -398,7 +404,9 @@ def read_chunks(path: Path, target: str = "", what: str = "--data",
         raise DataError(f"--columns and --categorical pick and encode a CSV's columns by name; "
                         f"{path.name} is a {path.suffix} file, numbers by position (select "
                         "and encode its columns before saving it)")
-    return _guarded(path, lambda: READERS[path.suffix.lower()](path, target))
+    npz = path.suffix.lower() == ".npz"  # (rows to predict: an .npz may lack y)
+    return _guarded(path, lambda: _npz_chunks(path, target, y_optional) if npz else
+                    READERS[path.suffix.lower()](path, target))
 
 
 
@@ -448,7 +456,7 @@ def validated_chunks(path: Path, target: str, drop_nonfinite: bool, what: str = 
     refused naming its line and column unless `drop_nonfinite` (then its row is dropped)."""
     spec = spec or TableSpec()
     spec.missing_ok = drop_nonfinite
-    names, chunks = read_chunks(path, target, what, spec)
+    names, chunks = read_chunks(path, target, what, spec, min_columns < 2)
     if len(names) < min_columns:
         raise DataError(f"{path}: no feature columns (only the target); a table needs at "
                         "least one feature and the target")

@@ -53,6 +53,12 @@ def manifest(run, step):
     return run / "ckpt" / f"ckpt-{step:08d}.json"
 
 
+def tensor_file(run, step):
+    """The tensor file a checkpoint's manifest names (the last step's is written again after
+    the Newton finish, under the step's other name: ckpt-<step>.1.safetensors)."""
+    return run / "ckpt" / json.loads(manifest(run, step).read_text())["file"]
+
+
 def edit_manifest(run, step, fn):
     m = manifest(run, step)
     body = json.loads(m.read_text())
@@ -71,14 +77,14 @@ def _step(v):
 
 def _symlink_to(target):
     def damage(run):
-        data = run / "ckpt" / "ckpt-00000020.safetensors"
+        data = tensor_file(run, 20)
         data.unlink()
         data.symlink_to(target)
     return damage
 
 
 def _fifo(run):
-    data = run / "ckpt" / "ckpt-00000020.safetensors"
+    data = tensor_file(run, 20)
     data.unlink()
     os.mkfifo(data)
 
@@ -89,7 +95,7 @@ def _nan_weights(run):
 
     from safetensors.numpy import load, save
 
-    data = run / "ckpt" / "ckpt-00000020.safetensors"
+    data = tensor_file(run, 20)
     tensors = load(data.read_bytes())
     tensors["weight"] = np.full_like(tensors["weight"], np.nan)
     raw = save(tensors)
@@ -104,7 +110,7 @@ def _reshape(run):
 
     from safetensors.numpy import load, save
 
-    data = run / "ckpt" / "ckpt-00000020.safetensors"
+    data = tensor_file(run, 20)
     tensors = load(data.read_bytes())
     tensors["weight"] = np.zeros((1, 3), np.float32)
     raw = save(tensors)

@@ -247,6 +247,7 @@ def test_a_stop_or_a_kill_during_the_newton_finish_resumes_exactly(tmp_path, ref
     assert s["finish"]["at_step"] == 1000 and s["finish"]["passes"] >= 2 and s["converged"]
     again = train_cli([*KILL_JOB, "--out", "run", "--resume"], tmp_path)  # finished: as it is
     assert again.returncode == 0 and final_params(out)[0] == got
+    assert "all 1000 steps done (resumed at step 1000)" in again.stdout  # not "1001-1000"
     assert metrics(out) == metrics(reference)
 
 

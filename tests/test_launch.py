@@ -50,18 +50,19 @@ def single_b16(tmp_path_factory):
 
 
 def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):
+    """(NPROC=02 is two, not an octal; LOG_DIR=-msrun_logs is a folder, not an option.)"""
     r = msrun([*TINY, "--batch_size", "8", "--outlier_fraction", "0.2", "--out", "o"], tmp_path,
-              port)
+              port, NPROC="02", LOG_DIR="-msrun_logs")
     assert r.returncode == 0, r.stderr[-2000:]
     got, s = final_params(tmp_path / "o")
     assert max(abs(a - b) for a, b in zip(got, single_b16)) <= 1e-5
     assert s["world_size"] == 2 and s["global_batch_size"] == 16 and s["launch"] == "msrun"
     logs = sorted(p.name for p in (tmp_path / "o" / "logs").iterdir())
     assert logs == ["rank_0.log", "rank_1.log"]  # every rank keeps its own log
-    launcher_logs = {p.name for p in (tmp_path / "launcher_logs").iterdir()}
+    launcher_logs = {p.name for p in (tmp_path / "-msrun_logs").iterdir()}
     assert launcher_logs == {"worker_0.log", "worker_1.log", "scheduler.log", "msrun_node0.log"}
     # Rank 1 is silent on the console and writes none of the run files; rank 0's log is echoed.
-    assert "epoch 1/1" not in (tmp_path / "launcher_logs" / "worker_1.log").read_text()
+    assert "epoch 1/1" not in (tmp_path / "-msrun_logs" / "worker_1.log").read_text()
     assert "epoch 1/1" in r.stdout
     assert json.loads((tmp_path / "o" / "run.json").read_text())["rank_hosts"].keys() == {"0", "1"}
     assert leftovers() == []
@@ -128,7 +129,8 @@ def test_wrong_world_size_is_refused_before_starting(tmp_path, port, launcher):
     ("msrun", "LOG_DIR", "/dev/null/", "LOG_DIR must be a folder this job can create"),
     ("msrun", "MASTER_ADDR", "no.such.host.invalid", "MASTER_ADDR 'no.such.host.invalid' does "
                                                      "not resolve"),
-    ("mpirun", "NPROC", "-1", "NPROC must be a whole number in 1-1000000, got '-1'"),
+    ("mpirun", "NPROC", "-1", "NPROC must be a whole number in 1-4096, got '-1'"),
+    ("mpirun", "NPROC", "1000000", "NPROC must be a whole number in 1-4096, got '1000000'"),
     ("mpirun", "MASTER_PORT", "abc", "MASTER_PORT must be a whole number in 1024-65535"),
     ("mpirun", "MASTER_ADDR", "no.such.host.invalid", "does not resolve to an IPv4 address"),
     ("mpirun", "MASTER_IFACE", "nope9", "MASTER_IFACE 'nope9' is not an interface"),

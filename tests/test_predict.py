@@ -152,6 +152,9 @@ BAD = {
                                        "--keep=id", "k.csv has no column 'id' for --keep"),
     "a column named twice": (lambda t, a, n: write_csv(t / "d.csv", [*n, "bmi"], [[1.0] * 12]),
                              "", "names column 'bmi' twice"),
+    "an Arabic-Indic digit": (lambda t, a, n: write_csv(t / "ar.csv", n, [
+        [1.0] * 3 + ["\u0663"] + [1.0] * 7]), "",
+        "line 2, column 4 ('bp'): '\u0663' is not a number"),
     "a finite feature beyond float32": (lambda t, a, n: write_csv(t / "big.csv", n, [
         [1.0] * 2 + ["1e300"] + [1.0] * 8]), "",
         "line 2, column 3 ('bmi') is '1e300', beyond float32's range"),
@@ -268,3 +271,13 @@ def test_the_library_module_says_where_its_commands_are(tmp_path):
     assert r.returncode == 0 and "python -m train.predict RUN_DIR" in r.stdout
     r = run([sys.executable, "-m", "train.infer", "run1"], tmp_path)
     assert r.returncode == 2 and "python -m train.export RUN_DIR" in r.stderr
+
+
+def test_an_npz_of_features_alone_is_rows_to_predict(linear_run, table, tmp_path):
+    """The help says the target is optional: an .npz holding x alone predicts, no metrics."""
+    a, _ = table
+    np.savez(tmp_path / "x.npz", x=a[:7, :-1])
+    r = predict(tmp_path, linear_run, "--data", "x.npz", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["predicted"] == 7 and "mse" not in got and len(got["predictions"]) == 7

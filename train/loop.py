@@ -210,7 +210,8 @@ class Trainer:
         cfg = self.cfg
         self.out.info(f"{self.cluster.launch}: rank {self.cluster.rank} of "
                       f"{self.cluster.world_size} on {cfg.device}; global batch "
-                      f"{self.global_batch}; steps {self.start + 1}-{self.total}"
+                      f"{self.global_batch}; " + (f"steps {self.start + 1}-{self.total}"
+                      if self.start < self.total else f"all {self.total} steps done")
                       + (f" (resumed at step {self.start})" if self.start else ""))
         self.out.progress(self.total, initial=self.start)
         self.t_window = time.perf_counter()
