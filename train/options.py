@@ -78,54 +78,67 @@ def _yaml_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _yaml_mapping)
 
 
-def load_yaml(path: str, warn: Any = None) -> dict[str, Any]:
+def load_yaml(path: str, warn: Any = None, what: str = "--config") -> dict[str, Any]:
     """Read a YAML mapping of config keys; every problem is a one-line ConfigError.
     Keys removed in this release are dropped, with a warning through `warn`."""
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"--config {path}: larger than {MAX_CONFIG_BYTES} bytes; a config "
+            raise ConfigError(f"{what} {path}: larger than {MAX_CONFIG_BYTES} bytes; a config "
                               "file is a mapping of option: value")
         text = raw.decode("utf-8")
     except OSError as e:
-        raise ConfigError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+        raise ConfigError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"--config {path}: not UTF-8 text (byte {e.start})") from None
+        raise ConfigError(f"{what} {path}: not UTF-8 text (byte {e.start})") from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as e:
-        raise ConfigError(f"--config {path}: {e}") from None
+        raise ConfigError(f"{what} {path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"--config {path}: not valid YAML{where}") from None
+        raise ConfigError(f"{what} {path}: not valid YAML{where}") from None
     except RecursionError:
-        raise ConfigError(f"--config {path}: nested too deeply") from None
+        raise ConfigError(f"{what} {path}: nested too deeply") from None
     except (ValueError, TypeError) as e:  # a tag's value it cannot be (!!int abc), a list key
         why = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--config {path}: not a valid config ({why})") from None
+        raise ConfigError(f"{what} {path}: not a valid config ({why})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of option: value, "
+        raise ConfigError(f"{what} {path}: expected a mapping of option: value, "
                           f"got {type(data).__name__}")
     removed = [k for k in data if k in REMOVED]
     if removed and warn is not None:
-        warn(f"--config {path}: ignoring {', '.join(removed)} (removed; faults for tests are "
+        warn(f"{what} {path}: ignoring {', '.join(removed)} (removed; faults for tests are "
              "injected with the TRAIN_FAULT environment variable)")
     for key in data:
         if key not in FIELDS and key not in REMOVED:
-            raise ConfigError(f"--config {path}: unknown key {key!r}{_suggest(str(key))}")
+            raise ConfigError(f"{what} {path}: unknown key {key!r}{_suggest(str(key))}")
     if "config" in data:
-        raise ConfigError(f"--config {path}: a config file cannot name another (config: ...)")
+        raise ConfigError(f"{what} {path}: a config file cannot name another (config: ...)")
     return {k: coerce(k, v) for k, v in data.items() if k not in REMOVED}
 
 
 def load_saved(path: str, warn: Any = None) -> dict[str, Any]:
     """A run folder's config.yaml, with what an older release's implied for the options it
     lacks (config.saved_missing): the base a resume, predict or export starts from."""
-    return {**saved_missing(), **load_yaml(path, warn)}
+    return {**saved_missing(), **load_yaml(path, warn, "the run's config")}
+
+
+def refuse_changes(cfg: Config, given: set[str], base: dict[str, Any]) -> None:
+    """A resume's flags against the run's config.yaml: an option that must not change on
+    resume (`resume: refuse`) and differs is refused naming it, before any other check (which
+    would complain about what the changed value implies instead). Files are compared by
+    identity later (the fingerprint), not by how their path is spelled."""
+    changed = [f"{n} {base[n]!r} -> {getattr(cfg, n)!r}" for n in sorted(given)
+               if n in FIELDS and FIELDS[n].metadata["resume"] == "refuse" and n in base
+               and n not in ("data", "eval_data") and getattr(cfg, n) != base[n]]
+    if changed:
+        raise ConfigError(f"cannot resume: the config differs from the run's in "
+                          f"{', '.join(changed)}; start a new run with another --out")
 
 
 def _suggest(name: str) -> str:

@@ -29,7 +29,7 @@ from train import rundir
 from train.config import LOSSES, Config, ConfigError, validate
 from train.faults import Faults, from_env
 from train.model import layout_of, network_spec, state_layout
-from train.options import load_saved, parse_config
+from train.options import load_saved, parse_config, refuse_changes
 from train.output import default_out_dir, warn
 from train.user import check_options
 
@@ -83,6 +83,7 @@ class RunPlan:
             if rundir.kind(Path(cfg.out)) != "run":
                 rundir.check(Path(cfg.out), resume=True)  # "holds no run to continue"
             base = load_saved(str(Path(cfg.out) / rundir.CONFIG), warn=notes)
+            refuse_changes(cfg, ns.given, base)
             cfg, _ = parse_config(argv, base=base, warn=notes)
         else:
             cfg = validate(cfg, ns.given)

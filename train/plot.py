@@ -48,7 +48,7 @@ def read_run(run_dir: Path) -> tuple[Config, list[dict], dict | None]:
     """(config, metrics records, summary or None if the run did not finish)."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.jsonl").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml and metrics.jsonl)")
-    cfg, _ = parse_config([], base=load_yaml(str(run_dir / "config.yaml")))
+    cfg, _ = parse_config([], base=load_yaml(str(run_dir / "config.yaml"), what="the run's config"))
     metrics = []
     for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
         try:

@@ -75,21 +75,15 @@ def final_lines(cfg: Any, summary: dict[str, Any], out_dir: Any) -> tuple[str, l
     state = "converged" if summary["converged"] else "NOT converged"
     if summary["converged"] is None:
         state = "convergence not checked (README: Your own network)"
-    elif "distance" in conv:
-        state += (f" (coefficients within {conv['distance']:.2g} of the optimum in standardized "
-                  f"units; objective {_percent(conv['relative_excess'])} above it)")
+    elif "distance" in conv:  # (the objective's excess is in summary.json: relative to an
+        # exact fit's objective, float32 rounding, any excess is large)
+        state += f" (coefficients within {conv['distance']:.2g} of the optimum, standardized)"
     if summary["eval_loss"] is None:
         line = f"{what}; no held-out rows; {state}; {out_dir}"
     else:
         mse = "" if summary["eval_mse"] is None else f", eval MSE {summary['eval_mse']:.4f}"
         line = f"{what}; eval {cfg.loss} loss {summary['eval_loss']:.4f}{mse}; {state}; {out_dir}"
     return line, _warnings(cfg, summary, out_dir)
-
-
-def _percent(r: float) -> str:
-    if not np.isfinite(r):
-        return "an unbounded amount"
-    return f"{100 * r:.0f}%" if r >= 0.1 else f"{100 * r:.2g}%"
 
 
 def _not_converged(cfg: Any, summary: dict[str, Any], out_dir: Any) -> str:
