@@ -104,3 +104,16 @@ def test_setup_cfg_lists_every_package():
     folders = {".".join(p.parent.relative_to(REPO).parts) for pkg in PACKAGES
                for p in (REPO / pkg).rglob("__init__.py")}
     assert listed == folders | {"train._launch"}
+
+
+# MindSpore 2.10 documents these as deprecated, "removed after version 2.9.0": the package uses
+# the primitives (ops.Assign(), ops.AssignAdd(), ops.ScatterUpdate()), as MindSpore's own
+# optimizers do.
+DEPRECATED = re.compile(r"\bops\.(assign|assign_add|scatter_update)\(")
+
+
+def test_no_deprecated_mindspore_function_is_called():
+    found = [f"{name}:{i + 1}" for name, path in modules().items()
+             for i, line in enumerate(path.read_text().splitlines())
+             if DEPRECATED.search(line.split("#")[0])]
+    assert found == []

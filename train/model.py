@@ -168,12 +168,12 @@ def assign_in_graph(params: list[Any], values: list[np.ndarray]) -> None:
     import mindspore as ms
     from mindspore import ParameterTuple, Tensor, ops
 
-    targets = ParameterTuple(params)
+    targets, assign = ParameterTuple(params), ops.Assign()  # (ops.assign: deprecated)
 
     @ms.jit
     def put(new: tuple) -> Any:
         for p, v in zip(targets, new):
-            ops.assign(p, v)
+            assign(p, v)
         return new[0]
 
     put(tuple(Tensor(v) for v in values))

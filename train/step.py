@@ -58,6 +58,9 @@ class _Guarded(nn.Cell):
         super().__init__(auto_prefix=False)
         self.parameters = ParameterTuple(params)
         self.global_step = Parameter(Tensor(np.zeros(1, np.int32)), name="global_step")
+        # The primitives, as MindSpore's own optimizers hold them (nn/optim/optimizer.py): the
+        # functional ops.assign_add is deprecated (to be removed after 2.9.0).
+        self.assign_add = ops.AssignAdd()
         self.one, self.hold = Tensor(np.ones(1, np.int32)), Tensor(np.float32(1.0))
         self.decay = decays(list(params))
 
@@ -88,7 +91,7 @@ class GuardedSGD(_Guarded):
                 g = g + self.weight_decay * self.parameters[i]
             done = ops.depend(done, self.sgd(self.parameters[i], ops.where(ok, g, 0.0), lr,
                                              self.accum[i], momentum, self.stat[i]))
-        ops.assign_add(self.global_step, self.one)
+        self.assign_add(self.global_step, self.one)
         return done
 
 
@@ -118,7 +121,7 @@ class GuardedAdamW(_Guarded):
             done = ops.depend(done, self.adamw(self.parameters[i], self.moments1[i],
                                                self.moments2[i], lr, beta1, beta2, self.eps,
                                                self.rates[i], ops.where(ok, grads[i], 0.0)))
-        ops.assign_add(self.global_step, self.one)
+        self.assign_add(self.global_step, self.one)
         return done
 
 
@@ -139,6 +142,7 @@ class StepRecord(nn.Cell):
         super().__init__()
         self.width, self.columns = width, columns
         self.ring = Parameter(Tensor(np.zeros((width, columns), np.float32)), name="record.ring")
+        self.scatter = ops.ScatterUpdate()  # (ops.scatter_update is deprecated after 2.9.0)
         ring = self.ring
 
         @ms.jit
@@ -150,7 +154,7 @@ class StepRecord(nn.Cell):
 
     def construct(self, step: Tensor, row: Tensor) -> Tensor:
         """Inside the step: write this step's row (`step` = the 0-based global step, (1,))."""
-        return ops.scatter_update(self.ring, step % self.width, row.reshape((1, self.columns)))
+        return self.scatter(self.ring, step % self.width, row.reshape((1, self.columns)))
 
     def read(self) -> tuple[np.ndarray, bool]:
         """One device-to-host read: the ring (width, columns) and whether every parameter is
@@ -185,11 +189,12 @@ class LrWindow(nn.Cell):
         self.base = Parameter(Tensor(np.zeros(1, np.int32)), name="lr_window.base")
         self._lo = self._hi = 0
         table, base = self.table, self.base
+        assign = ops.Assign()  # (ops.assign is deprecated after 2.9.0)
 
         @ms.jit
         def refill(values: Tensor, first: Tensor) -> Tensor:
-            ops.assign(table, values)
-            ops.assign(base, first)
+            assign(table, values)
+            assign(base, first)
             return first
 
         self._refill = refill
