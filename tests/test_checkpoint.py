@@ -272,8 +272,8 @@ def test_resume_refuses_a_different_config_and_changes_nothing(tmp_path):
               and p.name != ".lock"}  # the lock file records its latest holder
     r = train_cli([*TINY, "--out", "run", "--resume", "--lr", "0.5", "--loss", "mse"], tmp_path)
     assert r.returncode == 2
-    assert "cannot resume: the config differs from the run's in loss 'huber' -> 'mse', " \
-           "lr 0.01 -> 0.5; start a new run with another --out" in r.stderr
+    assert "cannot resume: the config differs from the checkpoint's in loss 'huber' -> 'mse', " \
+           "lr 0.01 -> 0.5" in r.stderr
     # named before what the change would imply (--hidden: the linear model's --init)
     r = train_cli(["--data", str(DIABETES), "--epochs", "1", "--out", "file", "--quiet"],
                   tmp_path)

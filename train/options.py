@@ -129,10 +129,9 @@ def load_saved(path: str, warn: Any = None) -> dict[str, Any]:
 
 
 def refuse_changes(cfg: Config, given: set[str], base: dict[str, Any]) -> None:
-    """A resume's flags against the run's config.yaml: an option that must not change on
-    resume (`resume: refuse`) and differs is refused naming it, before any other check (which
-    would complain about what the changed value implies instead). Files are compared by
-    identity later (the fingerprint), not by how their path is spelled."""
+    """A resume's flags against the run's config.yaml, when they made it invalid: an option
+    that must not change on resume (`resume: refuse`) and differs is named, rather than what
+    its change implies. Files are compared by identity (the fingerprint), not by spelling."""
     changed = [f"{n} {base[n]!r} -> {getattr(cfg, n)!r}" for n in sorted(given)
                if n in FIELDS and FIELDS[n].metadata["resume"] == "refuse" and n in base
                and n not in ("data", "eval_data") and getattr(cfg, n) != base[n]]

@@ -83,8 +83,11 @@ class RunPlan:
             if rundir.kind(Path(cfg.out)) != "run":
                 rundir.check(Path(cfg.out), resume=True)  # "holds no run to continue"
             base = load_saved(str(Path(cfg.out) / rundir.CONFIG), warn=notes)
-            refuse_changes(cfg, ns.given, base)
-            cfg, _ = parse_config(argv, base=base, warn=notes)
+            try:
+                cfg, _ = parse_config(argv, base=base, warn=notes)
+            except ConfigError:  # a changed option is the cause, not what its change implies
+                refuse_changes(cfg, ns.given, base)
+                raise
         else:
             cfg = validate(cfg, ns.given)
         check_options(cfg)
