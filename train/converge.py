@@ -46,8 +46,8 @@ def why_no_finish(cfg: Any) -> str | None:
     if not cfg.builtin or cfg.user_data or cfg.hidden_sizes():
         return ("the Newton finish is for the built-in linear model with the built-in losses "
                 "on a file or the synthetic rows")
-    if no_objective(cfg):
-        return no_objective(cfg)
+    if why := no_objective(cfg):
+        return why
     return "--finish none" if cfg.finish == "none" else None
 
 

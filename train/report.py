@@ -31,8 +31,8 @@ def assess(params: dict[str, np.ndarray] | None, cfg: Any, source: Any
     if not cfg.builtin or cfg.user_data:
         return {"reason": "the Newton-step check is made for the built-in linear model or MLP "
                           "with the built-in losses on a file or the synthetic rows"}, {}
-    if converge.no_objective(cfg):
-        return ({"reason": converge.no_objective(cfg)},
+    if why := converge.no_objective(cfg):
+        return ({"reason": why},
                 {} if params is None else mean_baseline(cfg, source))
     if params is None:
         return {}, {}
