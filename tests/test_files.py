@@ -142,4 +142,5 @@ def test_a_run_names_its_files_absolutely_and_resumes_from_any_folder(tmp_path):
     r = train_cli(["--out", "run", "--resume", "--epochs", "4", "--eval_data", "data/e2.csv"],
                   tmp_path)
     assert r.returncode == 2 and "cannot resume: the config differs from the checkpoint's in " \
-        "data" in r.stderr, r.stderr
+        f"--eval_data ({tmp_path}/data/e1.csv, " in r.stderr and "e2.csv, " in r.stderr, r.stderr
+    assert "{" not in r.stderr  # said as paths, sizes and hashes, never as a dict

@@ -119,7 +119,18 @@ def _diff(key: str, a: Any, b: Any) -> str:
         name = next((n for n in [*a, *b] if a.get(n) != b.get(n)), "?")
         return (f"your network's parameters ({name!r}: {_spec(a.get(name))} -> "
                 f"{_spec(b.get(name))}; --model's code or --model_args changed)")
+    if key == "data" and isinstance(a, dict) and isinstance(b, dict):
+        parts = [f"{'--' + k if k != 'file' else '--data'} ({_file(a.get(k))} -> "
+                 f"{_file(b.get(k))})" for k in ("file", "eval_data") if a.get(k) != b.get(k)]
+        return f"{', '.join(parts) or 'data'}: a resume reads the run's own data files"
     return f"{key} {a!r} -> {b!r}"
+
+
+def _file(f: Any) -> str:
+    """A data file's identity as a person reads it: its path, size and content hash."""
+    if not isinstance(f, dict):
+        return "none" if f is None else repr(f)
+    return f"{f.get('path')}, {f.get('size')} bytes, sha256 {str(f.get('head_tail_sha256'))[:12]}"
 
 
 def _spec(v: Any) -> str:
@@ -331,7 +342,10 @@ class CheckpointDir:
              fingerprint: dict[str, Any] | None = None) -> Checkpoint:
         """Read and verify one checkpoint; `_Unusable` says what is wrong with it. Whatever a
         hostile file makes the parsers raise (a JSON nested 100k deep, a 400-digit integer, a
-        tensor type NumPy lacks, an I/O error) is reported the same way."""
+        tensor type NumPy lacks, an I/O error) is reported the same way; a missing library is
+        this machine's fault, not the checkpoint's, and is not."""
+        import safetensors.numpy  # noqa: F401 - outside the try, for the reason above
+
         try:
             return self._load(step, manifest, layout, fingerprint)
         except (_Unusable, CheckpointError):
