@@ -18,6 +18,7 @@ from train.step import (
     lr_values,
     make_loss_scaler,
     make_optimizer,
+    make_sink_step,
     make_train_step,
 )
 
@@ -312,3 +313,43 @@ def test_saturation_mode_clears_the_float_status_where_mindspores_cell_does(monk
         changed = not np.array_equal(state(opt)[:6], before[:6])  # weights and momentum
         assert changed == (not overflow) and np.isnan(row[1]) == overflow, (t, row)
     assert float(scaler.scale_value.asnumpy()) == 2.0 ** 15  # halved once: the overflow only
+
+
+def test_the_data_sink_takes_sink_size_steps_per_call_without_mindspore_warnings(monkeypatch,
+                                                                                 caplog):
+    """ms.data_sink with a JitConfig warned twice per run (exc_mode, infer_boost). Its device
+    queue cannot run on CPU: the queue is replaced by the same batches, the rest of data_sink
+    is MindSpore's own. Two calls of 2 steps equal 4 host steps bitwise, and nothing warns."""
+    import importlib
+    import types
+
+    sink_module = importlib.import_module("mindspore.train.data_sink")  # (the module, not
+    # the function mindspore.train exports under the same name)
+    batches = [rows(16, 1, t) for t in range(4)]
+    queue = iter(batches)
+    real_context = sink_module.context
+    monkeypatch.setattr(sink_module, "context", types.SimpleNamespace(
+        get_context=lambda k: "Ascend" if k == "device_target" else real_context.get_context(k),
+        GRAPH_MODE=real_context.GRAPH_MODE))
+    monkeypatch.setattr(sink_module, "_init_sink_dataset",
+                        lambda *a: (lambda: next(queue), False))
+    host, host_opt, _, _ = build()
+    for x, y in batches:
+        host(x, y, Tensor(np.int32(0)))
+    step, opt, _, _ = build()
+
+    def warnings():  # MindSpore's logger writes to the stderr it found at import: its records
+        got = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+               and "compiled again" not in r.getMessage()]  # (this test builds two steps)
+        caplog.clear()
+        return got
+
+    warnings()
+    body = make_sink_step(step, types.SimpleNamespace(), 2)
+    body()
+    body()
+    assert warnings() == []
+    np.testing.assert_array_equal(state(opt), state(host_opt))
+    sink_module._get_jit_func(lambda: None, ms.JitConfig(jit_level="O0"))  # the old way warns
+    got = " ".join(warnings())
+    assert "infer_boost" in got and "exc_mode" in got  # (so this test sees MindSpore's warnings)

@@ -415,6 +415,25 @@ def make_train_step(
     return train_step_mpi
 
 
+def make_sink_step(step_fn: StepFn, dataset: Any, sink_size: int) -> Callable[[], Tensor]:
+    """`sink_size` steps per call, each on the next batch of the dataset's device queue
+    (`ms.data_sink`, Ascend/GPU only; the batches are chunks of one step, `i` = 0).
+
+    No `jit_config`: MindSpore 2.10's data_sink hands a JitConfig's `exc_mode` and
+    `infer_boost` to `ms.jit` as options (mindspore/train/data_sink.py:113-133), and jit warns
+    about both ('infer_boost' deprecated, 'exc_mode' not recognized: graph/api.py:1064-1079),
+    two warnings per run. The step is already `@ms.jit` at --jit_level, and data_sink calls it
+    `sink_size` times per call from the host either way (data_sink.py:245-256); without a
+    JitConfig only the queue's GetNext runs outside the graph (data_sink.py:229-232, 238-243).
+    """
+    zero = Tensor(np.int32(0))
+
+    def one_step(x: Tensor, y: Tensor) -> Tensor:
+        return step_fn(x, y, zero)
+
+    return ms.data_sink(one_step, dataset, sink_size=sink_size)
+
+
 def make_eval_step(model: nn.Cell, loss_fn: nn.Cell, low_precision: bool = False) -> EvalFn:
     """Build `eval(x, y, mask) -> [loss sum, squared-error sum, rows]` over the rows where mask
     is 1 (`loss_fn` with reduction none). Sums, so that ranks can add their shards."""
