@@ -44,7 +44,7 @@ trap 'forward INT' INT
 trap 'forward USR1' USR1
 
 mpi_hint() {  # the installed package's form, and a source checkout's where this is one
-  python -c 'from train import pip_hint; print(pip_hint("mpi"))' 2>/dev/null \
+  python -c 'from train.launch import pip_hint; print(pip_hint("mpi"))' 2>/dev/null \
     || echo "pip install 'ms-dp-regression[mpi]'"
 }
 if ! command -v "$MPIRUN" >/dev/null; then

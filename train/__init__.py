@@ -13,10 +13,9 @@ network, loss and data (README "Your own network"). mindspore is not imported he
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-__all__ = ["FitError", "fit", "main", "pip_hint"]
+__all__ = ["FitError", "fit", "main"]
 
 
 class FitError(RuntimeError):
@@ -62,16 +61,3 @@ def fit(*, model: Any = None, loss: Any = None, data: Any = None, **options: Any
     if outcome.code != 0:
         raise FitError(outcome.code, outcome.message)
     return outcome.summary if outcome.summary is not None else {}
-
-
-def pip_hint(extra: str) -> str:
-    """How to install an extra (`plot`, `mpi`): the released package's form, and where this
-    code runs from a source checkout (an editable install, tests), that checkout's form too."""
-    hint = f"pip install 'ms-dp-regression[{extra}]'"
-    root = Path(__file__).resolve().parent.parent
-    try:
-        checkout = "name = ms-dp-regression" in (root / "setup.cfg").read_text(errors="replace")
-    except OSError:
-        checkout = False
-    return hint + (f" (from this source checkout: pip install -e '{root}[{extra}]')"
-                   if checkout else "")

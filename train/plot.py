@@ -30,7 +30,7 @@ def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        from train import pip_hint
+        from train.launch import pip_hint
 
         raise ConfigError(f"plotting needs matplotlib: {pip_hint('plot')}") from None
     matplotlib.use("Agg")  # files only, no display needed

@@ -130,7 +130,7 @@ def mpi_world() -> Any:
     try:
         from mpi4py import MPI
     except ImportError:
-        from train import pip_hint
+        from train.launch import pip_hint
 
         raise ClusterError("started by an MPI launcher but mpi4py is not installed: "
                            f"{pip_hint('mpi')}, or build mpi4py against your site MPI") from None
