@@ -43,12 +43,16 @@ trap 'forward TERM' TERM
 trap 'forward INT' INT
 trap 'forward USR1' USR1
 
+mpi_hint() {  # the installed package's form, and a source checkout's where this is one
+  python -c 'from train.launch import pip_hint; print(pip_hint("mpi"))' 2>/dev/null \
+    || echo "pip install 'ms-dp-regression[mpi]'"
+}
 if ! command -v "$MPIRUN" >/dev/null; then
-  echo "error: MPI launcher '$MPIRUN' not found; pip install '.[mpi]' or load your site MPI" >&2
+  echo "error: MPI launcher '$MPIRUN' not found; $(mpi_hint), or load your site MPI" >&2
   exit 2
 fi
 if ! python -c 'import mpi4py' 2>/dev/null; then
-  echo "error: mpi4py is not installed; pip install '.[mpi]'" >&2
+  echo "error: mpi4py is not installed; $(mpi_hint)" >&2
   exit 2
 fi
 # The flags, data, run folder and world size as every rank will see them, checked once.

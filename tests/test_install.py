@@ -19,6 +19,13 @@ def test_the_wheel_holds_the_scripts(installed, tmp_path):
     r = run([sys.executable, "-c", "import train; print(train.__file__)"], tmp_path,
             PYTHONPATH=str(installed))
     assert r.stdout.strip().startswith(str(installed))
+    # install hints (a missing matplotlib or mpi4py) name the package, not a checkout's '.'
+    hint = [sys.executable, "-c", "from train.launch import pip_hint; print(pip_hint('plot'))"]
+    r = run(hint, tmp_path, PYTHONPATH=str(installed))
+    assert r.stdout.strip() == "pip install 'ms-dp-regression[plot]'", r.stderr
+    r = run(hint, tmp_path, PYTHONPATH=str(REPO))
+    assert r.stdout.strip() == ("pip install 'ms-dp-regression[plot]' (from this source "
+                                f"checkout: pip install -e '{REPO}[plot]')"), r.stderr
 
 
 @pytest.mark.parametrize("launcher", ["local", "msrun", "mpirun"])

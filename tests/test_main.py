@@ -53,6 +53,8 @@ BAD = [
     (["--device", "Ascend"], "--device Ascend: no /dev/davinci* device on this host"),
     (["--device", "GPU"], "--device GPU: no /dev/nvidia* device on this host"),
     (["--amp_level", "O2", "--amp_dtype", "bfloat16"], "--amp_dtype bfloat16 does not run on CPU"),
+    (["--device", "GPU", "--amp_level", "O1", "--amp_dtype", "bfloat16"],
+     "--amp_dtype bfloat16 does not run on GPU (MindSpore has bfloat16 kernels on Ascend only)"),
     (["--batch_size", "100000000", "--features", "50"], "GiB of host memory per rank"),
     (["--eval_size", "2000000000"], "GiB of host memory per rank"),
     (["--data", "two\nlines.csv"], "--data two\\nlines.csv: no such file"),  # still one line
@@ -100,6 +102,17 @@ def test_the_device_probe_can_be_skipped_to_check_an_ascend_command_line(tmp_pat
     assert r.returncode == 0, r.stderr
     assert "# launch: msrun  world_size: 8  global_batch_size: 2048" in r.stdout
     assert "# device: Ascend" in r.stdout
+
+
+def test_a_device_mindspore_cannot_load_is_one_line_exit_2(tmp_path):
+    """The probe skipped, MindSpore's set_device itself refuses GPU here (no CUDA 11 plugin
+    libraries): one line naming what it needs, MindSpore's own ERROR lines held back."""
+    r = train_cli(["--device", "GPU", "--out", "o"], tmp_path, TRAIN_NO_DEVICE_PROBE="1")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --device GPU: MindSpore 2.10"), lines
+    assert "its GPU plugin needs CUDA 11 (11.1 or 11.6: libcudart.so.11.0" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".lock"]  # reusable: "empty"
 
 
 def test_help_documents_every_option(tmp_path):

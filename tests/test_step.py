@@ -18,6 +18,7 @@ from train.step import (
     lr_values,
     make_loss_scaler,
     make_optimizer,
+    make_sink_step,
     make_train_step,
 )
 
@@ -235,3 +236,120 @@ def test_the_overflow_check_is_mindspores_and_agreed_across_ranks(monkeypatch, h
     n = 2 * sum(p.size for p in opt.parameters)  # weights, then momentum (then SGD's flags)
     np.testing.assert_array_equal(after[:n], before[:n])  # untouched, bitwise
     assert after[-1] == before[-1] + 1 and np.isnan(row[1])  # the host reads it as skipped
+
+
+class _SaturationNpu:
+    """An NPU in saturation mode, in-process: NPUClearFloatStatusV2 and NPUGetFloatStatusV2
+    as pyfunc ops over a register of 8 int32, and recorders for the forward and both
+    all-reduces. `log` lists the calls in the order the compiled step ran them."""
+
+    def __init__(self):
+        self.log, self.register, self.overflow = [], np.zeros(8, np.int32), False
+
+    def op(self, name, body=None):
+        def run(x):
+            self.log.append(name)
+            return x if body is None else body(x)
+
+        return ops.Custom(run, out_shape=lambda s: s, out_dtype=lambda d: d, func_type="pyfunc")
+
+    def clear(self, x):
+        self.register[:] = 0
+        return x
+
+    def forward(self, x):
+        if self.overflow:  # as a float16 overflow in the forward would set a status bit
+            self.register[0] = 1
+        return x
+
+
+class _Recorded(nn.Cell):
+    """The model, its input passed through a recorder first."""
+
+    def __init__(self, net, record):
+        super().__init__()
+        self.net, self.record = net, record
+
+    def construct(self, x):
+        return self.net(self.record(x))
+
+
+class _RecordedReducer(nn.Cell):
+    """As the gradients' all-reduce of one rank: the gradients as they are, recorded."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def construct(self, grads):
+        return (self.record(grads[0]),) + grads[1:]
+
+
+def test_saturation_mode_clears_the_float_status_where_mindspores_cell_does(monkeypatch):
+    """910A: the status is cleared before the forward (a bit set between steps, by the loop's
+    eager all-reduces or the float16 eval step, is not charged to the step), read after the
+    gradients and their all-reduce, all-reduced, and cleared again once the flag is known
+    (nn/wrap/loss_scale.py: start_overflow_check, then the saturation-mode status read)."""
+    npu = _SaturationNpu()
+    monkeypatch.setattr("train.step.float_status_ops", lambda: (
+        npu.op("clear", npu.clear), npu.op("get", lambda x: npu.register.copy())))
+    dense = make_model(2, seed=0)
+    opt = GuardedSGD(dense.trainable_params(), 0.9)
+    scaler = make_loss_scaler("dynamic")
+    record = StepRecord(8, 3, list(opt.parameters))
+    step = make_train_step(_Recorded(dense, npu.op("forward", npu.forward)),
+                           make_loss("huber", 1.0), opt, record, LrWindow(0.01, "constant", 10),
+                           grad_reducer=_RecordedReducer(npu.op("grad all-reduce")),
+                           loss_scaler=scaler, agree=npu.op("flag all-reduce"))
+    order = ["clear", "forward", "grad all-reduce", "get", "flag all-reduce", "clear"]
+    for t, (set_before, overflow) in enumerate([(False, False), (True, False), (False, True)]):
+        npu.log.clear()
+        npu.register[3] = 1 if set_before else 0  # work between steps left a status bit
+        npu.overflow = overflow
+        before = state(opt)
+        row = step(*rows(16, 1, t), Tensor(np.int32(0))).asnumpy()
+        assert npu.log == order
+        assert not npu.register.any()  # cleared after the flag's all-reduce
+        changed = not np.array_equal(state(opt)[:6], before[:6])  # weights and momentum
+        assert changed == (not overflow) and np.isnan(row[1]) == overflow, (t, row)
+    assert float(scaler.scale_value.asnumpy()) == 2.0 ** 15  # halved once: the overflow only
+
+
+def test_the_data_sink_takes_sink_size_steps_per_call_without_mindspore_warnings(monkeypatch,
+                                                                                 caplog):
+    """ms.data_sink with a JitConfig warned twice per run (exc_mode, infer_boost). Its device
+    queue cannot run on CPU: the queue is replaced by the same batches, the rest of data_sink
+    is MindSpore's own. Two calls of 2 steps equal 4 host steps bitwise, and nothing warns."""
+    import importlib
+    import types
+
+    sink_module = importlib.import_module("mindspore.train.data_sink")  # (the module, not
+    # the function mindspore.train exports under the same name)
+    batches = [rows(16, 1, t) for t in range(4)]
+    queue = iter(batches)
+    real_context = sink_module.context
+    monkeypatch.setattr(sink_module, "context", types.SimpleNamespace(
+        get_context=lambda k: "Ascend" if k == "device_target" else real_context.get_context(k),
+        GRAPH_MODE=real_context.GRAPH_MODE))
+    monkeypatch.setattr(sink_module, "_init_sink_dataset",
+                        lambda *a: (lambda: next(queue), False))
+    host, host_opt, _, _ = build()
+    for x, y in batches:
+        host(x, y, Tensor(np.int32(0)))
+    step, opt, _, _ = build()
+
+    def warnings():  # MindSpore's logger writes to the stderr it found at import: its records
+        got = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+               and "compiled again" not in r.getMessage()]  # (this test builds two steps)
+        caplog.clear()
+        return got
+
+    warnings()
+    body = make_sink_step(step, types.SimpleNamespace(), 2)
+    body()
+    body()
+    assert warnings() == []
+    np.testing.assert_array_equal(state(opt), state(host_opt))
+    sink_module._get_jit_func(lambda: None, ms.JitConfig(jit_level="O0"))  # the old way warns
+    got = " ".join(warnings())
+    assert "infer_boost" in got and "exc_mode" in got  # (so this test sees MindSpore's warnings)

@@ -9,6 +9,7 @@ it bitwise, and predict/export use it.
 """
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -143,10 +144,11 @@ def test_predict_and_export_use_the_network_as_trained(reference, tmp_path):
     pred = np.load(tmp_path / "p.npy")
     assert pred.shape == (50, 1)  # one prediction row per input row
     r = run([sys.executable, "-m", "train.export", str(ref), "--out", "m.mindir"], tmp_path,
-            PYTHONPATH=str(cwd))
+            PYTHONPATH=f"{cwd}{os.pathsep}{REPO}")  # this checkout's train, not an installed one
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "m.mindir.json").read_text())["input"].startswith(
         "float32 (rows, 8)")
+    assert ":[-1,8]\ndynamic_dims=" in (tmp_path / "m.mindir.lite.ini").read_text()
     code = ("import mindspore as ms, numpy as np; from mindspore import nn; "
             "ms.set_device('CPU'); g = nn.GraphCell(ms.load('m.mindir')); "
             "x = np.load('x.npy'); print(np.abs(g(ms.Tensor(x)).asnumpy() - np.load('p.npy'))"

@@ -200,7 +200,7 @@ class Config:
                               "low-precision matmuls, O2 low-precision network with float32 "
                               "norms, O3 all low precision", resume="refuse", choices=AMP_LEVELS)
     amp_dtype: str = _f("float16", "the low-precision type of O1-O3: `float16` or `bfloat16` "
-                                   "(bfloat16 has no CPU MatMul: refused on CPU)",
+                                   "(bfloat16: Ascend only, refused on CPU and GPU)",
                         resume="refuse", choices=AMP_DTYPES)
     loss_scale: str = _f("none", "`none`, `dynamic` (2^16, halved on overflow, doubled after "
                                  "1,000 good steps) or a fixed number >= 1; an overflow's update "

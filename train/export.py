@@ -11,8 +11,14 @@ several of them, `col=level` (0/1) for each level but the reference: the json li
 column's levels and reference level (`categorical`), and how to encode it (`encoding`). A run
 with a feature float32 cannot hold to its spread (1e7 + a small signal) is refused: raw float32
 input would lose it.
-The files appear only complete. Exit codes: 0; 2 bad input (one line); 74 the files could not
-be written.
+
+MindSpore Lite on Ascend needs more than the MindIR: `<out>.lite.ini` (model.mindir.lite.ini)
+holds the converter settings (`converter_lite --configFile`, or `config_path` of Lite's
+`Model.build_from_file`): float32 arithmetic (its default, enforce_fp16, would compute the
+built-in (x - mean) / std of raw-unit features in float16), the input's name and shape, and the
+batch sizes Lite on Ascend compiles (`--lite_batches`; it takes no other row counts). The
+files appear only complete, with the user's umask. Exit codes: 0; 2 bad input (one line); 74
+the files could not be written.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -28,9 +35,55 @@ from pathlib import Path
 from train.infer import InferError, RunModel, load_run
 from train.output import IO_EXIT, one_line
 
+# Preset batch sizes for Lite on Ascend (dynamic_dims): factors of 8 from 1 to 4096, so a batch
+# padded up to the next preset costs at most 8x its rows (small next to a call's fixed cost for
+# this model), and larger batches go in chunks of 4096. CANN takes 2-100 presets (3-4
+# recommended): each one is a graph compiled at conversion.
+LITE_BATCHES = (1, 8, 64, 512, 4096)
+LITE_MAX_ROWS = 1 << 20
 
-def export(model: RunModel, out: Path) -> Path:
-    """Write `out` (.mindir) and its features file; return the features file's path."""
+
+def lite_batches(text: str) -> tuple[int, ...]:
+    """--lite_batches: comma-separated row counts, 2-100 distinct, each 1-1048576; sorted."""
+    sizes = sorted({int(v) for v in text.split(",")}) if re.fullmatch(
+        r"[0-9]+(,[0-9]+)*", text) else []
+    if not 2 <= len(sizes) <= 100 or sizes[0] < 1 or sizes[-1] > LITE_MAX_ROWS:
+        raise InferError(f"--lite_batches {text}: 2 to 100 distinct batch sizes 1-{LITE_MAX_ROWS}"
+                         f", comma-separated, such as {','.join(map(str, LITE_BATCHES))} (Lite "
+                         "on Ascend compiles one graph per size)")
+    return tuple(sizes)
+
+
+def lite_config(name: str, mindir: str, shape: list[int], batches: tuple[int, ...]) -> str:
+    """The converter's config file (MindSpore Lite's [ascend_context]; lines starting with #
+    are skipped, one `=` per setting: lite/tools/common/parse_config_utils.cc)."""
+    stem = mindir[:-len(".mindir")]
+    return (f"# MindSpore Lite on Ascend, for {mindir} (python -m train.export).\n"
+            f"#   converter_lite --fmk=MINDIR --modelFile={mindir} --outputFile={stem}_ascend "
+            f"--saveType=MINDIR --optimize=ascend_oriented --configFile={mindir}.lite.ini\n"
+            "# or mindspore_lite.Model().build_from_file(..., config_path=this file).\n"
+            "# precision_mode: Lite's default on Ascend (enforce_fp16) would compute the\n"
+            "# standardization of raw-unit features in float16; this keeps float32.\n"
+            "# dynamic_dims: the only row counts Lite takes; pad or split batches to them.\n"
+            "[ascend_context]\ninput_format=ND\n"
+            f"input_shape={name}:[{','.join(map(str, [-1, *shape]))}]\n"
+            f"dynamic_dims={','.join(f'[{b}]' for b in batches)}\n"
+            "precision_mode=enforce_fp32\n")
+
+
+def input_name(path: Path) -> str:
+    """The MindIR's input as Lite names it: MindSpore writes `<graph>:<argument>` (`..:x`),
+    Lite takes the argument's name (`x`)."""
+    from mindspore.train import mind_ir_pb2
+
+    model = mind_ir_pb2.ModelProto()
+    model.ParseFromString(path.read_bytes())
+    return model.graph.input[0].name.rsplit(":", 1)[-1]
+
+
+def export(model: RunModel, out: Path, batches: tuple[int, ...] = LITE_BATCHES) -> Path:
+    """Write `out` (.mindir), its features file and Lite's config; return the features
+    file's path."""
     import mindspore as ms
 
     ms.set_device("CPU")
@@ -53,7 +106,7 @@ def export(model: RunModel, out: Path) -> Path:
         (shape, dtype), net = model.x_spec, model.model()
         what = {"input": f"{dtype} (rows, {', '.join(map(str, shape))}), as your source's x",
                 "output": "what your network returns, one row per input row"}
-    meta = Path(f"{out}.json")  # model.mindir.json: never another file of that folder
+    meta, lite = Path(f"{out}.json"), Path(f"{out}.lite.ini")  # never another file there
     try:
         ms.export(net, ms.Tensor(shape=[None, *shape], dtype=getattr(ms, dtype)),
                   file_name=str(work / "model.mindir"), file_format="MINDIR")
@@ -61,12 +114,18 @@ def export(model: RunModel, out: Path) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(work / "model.mindir", 0o666 & ~umask)
+        name = input_name(work / "model.mindir")
+        (work / "model.lite.ini").write_text(lite_config(name, out.name, shape, batches))
         (work / "model.json").write_text(json.dumps({
-            **what, "run": str(model.checkpoint.parent.parent),
+            **what, "rows": {"mindspore": "any", "lite_ascend": list(batches)},
+            "lite": {"config": lite.name, "input_name": name, "precision_mode": "enforce_fp32",
+                     "batch_sizes": list(batches)},
+            "run": str(model.checkpoint.parent.parent),
             "checkpoint": model.checkpoint.stem}, indent=2) + "\n")
-        # Both complete before either is in place; the features file first, so that a MindIR
-        # never appears without the file that says what its inputs are.
+        # All complete before any is in place; the MindIR last, so that it never appears
+        # without the files that say what its inputs are.
         os.replace(work / "model.json", meta)
+        os.replace(work / "model.lite.ini", lite)
         os.replace(work / "model.mindir", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -81,16 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="the MindIR file (*.mindir)")
     p.add_argument("--ckpt", default="", help="a checkpoint step or name (default: the newest "
                    "good one)")
+    p.add_argument("--lite_batches", default=",".join(map(str, LITE_BATCHES)),
+                   help="the batch sizes MindSpore Lite on Ascend compiles (<out>.lite.ini); "
+                        "it takes no other row counts (default %(default)s)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        batches = lite_batches(args.lite_batches)
         if args.out.suffix != ".mindir":
             raise InferError(f"--out {args.out}: a MindIR file's name ends in .mindir")
         if not args.out.parent.is_dir():
             raise InferError(f"--out {args.out}: no folder {args.out.parent}")
-        for path in (args.out, Path(f"{args.out}.json")):  # replaced only if a file
-            if path.exists() and not path.is_file():
+        for path in (args.out, Path(f"{args.out}.json"), Path(f"{args.out}.lite.ini")):
+            if path.exists() and not path.is_file():  # replaced only if a file
                 raise InferError(f"--out: {path} exists and is not a file (the export writes "
-                                 f"{args.out} and {args.out}.json); choose another name")
+                                 f"{args.out}, {args.out}.json and {args.out}.lite.ini); "
+                                 "choose another name")
         model = load_run(args.run_dir, args.ckpt)
         lost = model.float32_features()
         if lost:  # the graph takes raw float32 features: these would be rounded away
@@ -103,19 +167,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     try:
-        meta = export(model, args.out)
+        meta = export(model, args.out, batches)
     except OSError as e:
-        print(f"error: cannot write {args.out} and {args.out}.json ({e.strerror or e})",
+        print(f"error: cannot write {args.out} and the files beside it ({e.strerror or e})",
               file=sys.stderr)
         return IO_EXIT
+    lite = (f"; for MindSpore Lite on Ascend: {args.out}.lite.ini (batches of "
+            f"{', '.join(map(str, batches))} rows)")
     if model.x_spec is not None:
         print(f"wrote {args.out} and {meta} (checkpoint {model.checkpoint.stem}): input "
               f"{model.x_spec[1]} (rows, {', '.join(map(str, model.x_spec[0]))}), as your "
-              "source's x; output as your network returns it")
+              f"source's x; output as your network returns it{lite}")
         return 0
     print(f"wrote {args.out} and {meta} (checkpoint {model.checkpoint.stem}): input float32 "
           f"(rows, {len(model.features)}) = {', '.join(model.features)}; output "
-          f"{model.target} (rows,), the data's own units")
+          f"{model.target} (rows,), the data's own units{lite}")
     return 0
 
 

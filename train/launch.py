@@ -24,6 +24,19 @@ def scripts_dir() -> Path:
     return Path(str(files("train._launch")))
 
 
+def pip_hint(extra: str) -> str:
+    """How to install an extra (`plot`, `mpi`): the released package's form, and where this
+    code runs from a source checkout (an editable install, tests), that checkout's form too."""
+    hint = f"pip install 'ms-dp-regression[{extra}]'"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        checkout = "name = ms-dp-regression" in (root / "setup.cfg").read_text(errors="replace")
+    except OSError:
+        checkout = False
+    return hint + (f" (from this source checkout: pip install -e '{root}[{extra}]')"
+                   if checkout else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the scripts' folder, or become the chosen script (its exit code is the run's)."""
     argv = sys.argv[1:] if argv is None else argv

@@ -50,6 +50,7 @@ from train.step import (
     make_eval_step,
     make_loss_scaler,
     make_optimizer,
+    make_sink_step,
     make_train_step,
     make_user_eval_step,
 )
@@ -175,13 +176,7 @@ class Trainer:
             self.source.stream, cfg.batch_size, a, self.source.steps_per_epoch, cfg.epochs,
             num_shards=cl.world_size, shard_id=cl.rank, start_step=self.start, chunk=chunk)
         if sink:  # written from MindSpore's documentation; first run on an NPU pending
-            zero, step_fn = Tensor(np.int32(0)), self.step_fn
-
-            def one_step(x: Tensor, y: Tensor) -> Tensor:  # a def: jit cannot parse lambdas
-                return step_fn(x, y, zero)
-
-            body = ms.data_sink(one_step, data, sink_size=sink,
-                                jit_config=ms.JitConfig(jit_level=cfg.jit_level))
+            body = make_sink_step(self.step_fn, data, sink)
             for step in range(self.start + sink, self.total + 1, sink):
                 self.lr.cover(step - sink, step - 1)
                 yield step, body

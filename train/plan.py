@@ -93,8 +93,8 @@ class RunPlan:
         check_options(cfg)
         faults = from_env()
         launch, world = cl.check_launch(cfg.world_size)
+        _check_compat(cfg, launch, world)  # what cannot work on any such host, first
         cl.probe_device(cfg.device)
-        _check_compat(cfg, launch, world)
         data = _open_user_data(cfg) if cfg.user_data else open_data(cfg, stop)
         _check_user_code(cfg, data)
         cfg, automatic = resolve(cfg, data, world)
@@ -304,9 +304,11 @@ def _check_compat(cfg: Config, launch: str, world: int) -> None:
     if cfg.grad_backend == "mpi" and world > 1 and launch != "mpi":
         raise ConfigError(f"--grad_backend mpi needs an MPI launcher "
                           f"(launch/run_mpirun.sh or slurm.sbatch), not {launch}")
-    if cfg.device == "CPU" and cfg.amp_level != "O0" and cfg.amp_dtype == "bfloat16":
-        raise ConfigError("--amp_dtype bfloat16 does not run on CPU (MindSpore's CPU MatMul has "
-                          "no bfloat16 kernel); use --amp_dtype float16 or --amp_level O0")
+    if cfg.device != "Ascend" and cfg.amp_level != "O0" and cfg.amp_dtype == "bfloat16":
+        # MindSpore's bfloat16 support list: "only Ascend backend has adapted operators"
+        raise ConfigError(f"--amp_dtype bfloat16 does not run on {cfg.device} (MindSpore has "
+                          "bfloat16 kernels on Ascend only); use --amp_dtype float16 or "
+                          "--amp_level O0")
 
 
 def _open_user_data(cfg: Config) -> Any:

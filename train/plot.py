@@ -30,7 +30,9 @@ def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise ConfigError("plotting needs matplotlib: pip install -e '.[plot]'") from None
+        from train.launch import pip_hint
+
+        raise ConfigError(f"plotting needs matplotlib: {pip_hint('plot')}") from None
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 

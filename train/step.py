@@ -29,10 +29,15 @@ so both are exact and a scaled run equals an unscaled one bitwise, except at ove
 update is skipped like any non-finite step (the dynamic scaler then halves its scale). The ring
 records the scale each step used, so that the loop can tell an overflow (scale above 1: expected,
 not counted against --skip_nonfinite) from a non-finite step at scale 1.
+
+Atlas training chips in saturation mode see an overflow only in the NPU's float status register
+(`float_status_ops`): the step clears it first and reads it after the gradients, in
+`TrainOneStepWithLossScaleCell`'s order (README, "Running on Ascend").
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import mindspore as ms
@@ -227,6 +232,68 @@ def make_loss_scaler(loss_scale: str) -> Any:
     return ms.amp.StaticLossScaler(float(loss_scale))
 
 
+def float_status_ops() -> tuple[Any, Any] | None:
+    """(clear, get): `NPUClearFloatStatusV2`, `NPUGetFloatStatusV2`, where an overflow shows
+    only in the NPU's float status: 910A, or 910B with MS_ASCEND_CHECK_OVERFLOW_MODE=
+    SATURATION_MODE (the test of mindspore/amp.py:44-56 and 125-129). None elsewhere:
+    `ms.amp.all_finite` then tests the values and keeps no state between calls."""
+    if ms.get_context("device_target") != "Ascend":
+        return None
+    from mindspore._c_expression import MSContext
+    from mindspore.ops.operations.math_ops import NPUClearFloatStatusV2, NPUGetFloatStatusV2
+
+    soc = MSContext.get_instance()
+    if not (soc.ascend_soc_supports_feature("amp_loss_scale_train_classic_target") or (
+            soc.ascend_soc_supports_feature("train_hq_dtype_line")
+            and os.environ.get("MS_ASCEND_CHECK_OVERFLOW_MODE") == "SATURATION_MODE")):
+        return None
+    return NPUClearFloatStatusV2(), NPUGetFloatStatusV2()
+
+
+def make_overflow_check(agree: Callable[[Tensor], Tensor] | None) -> tuple[
+        Callable[[Tensor], Tensor], Callable[[tuple[Tensor, ...], Tensor], Tensor]]:
+    """(start, finite) for use inside the jit step: `start(x)` is x, after the float status
+    was cleared; `finite(grads, after)` whether the step overflowed nowhere, the same on every
+    rank (`agree`: a sum over ranks), read once `after` is computed.
+
+    Saturation mode follows mindspore/nn/wrap/loss_scale.py (2.10): the clear before the
+    step's first computation, ordered by a depend on its input (`start_overflow_check`,
+    475-482); the status read after the gradients (529-530), all-reduced (534), then cleared
+    again once the flag is known (537-540; one rank: 543-546). `amp.all_finite` reads and
+    clears at once (amp.py:130-137): a rank would clear before the all-reduce, and whatever
+    ran between steps (the loop's eager all-reduces, the float16 eval step) would charge its
+    status bits to the next step, skipped while the dynamic scale halves."""
+    ops_pair = float_status_ops()
+    if ops_pair is None:
+        def finite_values(grads: tuple[Tensor, ...], after: Tensor) -> Tensor:
+            finite = ms.amp.all_finite(grads)
+            if agree is not None:  # loss_scale.py:504-511: the flag as float32, summed
+                flag = ops.logical_not(finite).astype(ms.float32).reshape((1,))
+                finite = agree(flag)[0] < 0.5
+            return finite
+
+        def as_is(x: Tensor) -> Tensor:  # (a def: graph mode cannot parse every lambda)
+            return x
+
+        return as_is, finite_values
+    clear, get = ops_pair
+    zeros = Tensor(np.zeros(8, np.int32))  # the ops' placeholder input (math_ops.py:2061-2160)
+
+    def start(x: Tensor) -> Tensor:
+        return ops.depend(x, clear(zeros))
+
+    def finite_status(grads: tuple[Tensor, ...], after: Tensor) -> Tensor:
+        status = ops.depend(zeros, after)
+        got = get(status)
+        if agree is not None:
+            got = agree(got)  # every rank's status, summed: one rank's overflow is everyone's
+        status = ops.depend(status, got)
+        got = ops.depend(got, clear(status))
+        return ops.equal(got, 0).all()
+
+    return start, finite_status
+
+
 def make_train_step(
     model: nn.Cell,
     loss_fn: nn.Cell,
@@ -267,6 +334,7 @@ def make_train_step(
     one = Tensor(np.float32(1.0))
     nan = Tensor(np.float32(np.nan))
     jit = ms.jit(jit_level=jit_level) if jit_level != "O0" else ms.jit
+    start_check, finite_check = make_overflow_check(agree)
 
     def forward_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         pred = model(x)
@@ -282,6 +350,7 @@ def make_train_step(
     sizes = [int(np.prod(s)) for s in shapes]
 
     def local_grads(xc: Tensor, yc: Tensor, i: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        xc = start_check(xc)  # saturation mode: the float status cleared before the forward
         (_, loss), grads = grad_fn(xc[i], yc[i])
         for a in range(1, accum_steps):  # unrolled at compile time: a Python constant
             (_, loss_i), grads_i = grad_fn(xc[i + a], yc[i + a])
@@ -300,14 +369,12 @@ def make_train_step(
             grads = loss_scaler.unscale(grads)
         sumsq = ops.addn([ops.reduce_sum(ops.square(g)) for g in grads])
         # MindSpore's own overflow check: on Atlas training chips (910A; 910B in saturation
-        # mode) an overflow saturates instead of making inf/NaN, and all_finite reads the
-        # NPU's float status instead; elsewhere it tests the values. The status is this
-        # device's: the ranks agree through `agree` (an all-reduce of the overflow flag).
+        # mode) an overflow saturates instead of making inf/NaN, and the NPU's float status
+        # says it instead (make_overflow_check); elsewhere ms.amp.all_finite tests the values.
+        # The status is this device's: the ranks agree through `agree` (an all-reduce).
         # (On CPU it repeats what isfinite(sumsq) says, for one pass over the gradients: kept,
         # so that the CPU tests run the graph an NPU runs.)
-        finite = ms.amp.all_finite(grads)
-        if agree is not None:
-            finite = agree(ops.logical_not(finite).astype(ms.float32).reshape((1,)))[0] < 0.5
+        finite = finite_check(grads, sumsq)  # read after the gradients and their norm
         ok = ops.logical_and(finite, ops.isfinite(sumsq))
         if clip_norm > 0:  # global-norm clipping, reusing the norm just computed
             factor = clip_norm / ops.maximum(ops.sqrt(sumsq), clip_norm)
@@ -346,6 +413,25 @@ def make_train_step(
         return update_flat(loss, Tensor(host_grad_mean(flat.asnumpy())))
 
     return train_step_mpi
+
+
+def make_sink_step(step_fn: StepFn, dataset: Any, sink_size: int) -> Callable[[], Tensor]:
+    """`sink_size` steps per call, each on the next batch of the dataset's device queue
+    (`ms.data_sink`, Ascend/GPU only; the batches are chunks of one step, `i` = 0).
+
+    No `jit_config`: MindSpore 2.10's data_sink hands a JitConfig's `exc_mode` and
+    `infer_boost` to `ms.jit` as options (mindspore/train/data_sink.py:113-133), and jit warns
+    about both ('infer_boost' deprecated, 'exc_mode' not recognized: graph/api.py:1064-1079),
+    two warnings per run. The step is already `@ms.jit` at --jit_level, and data_sink calls it
+    `sink_size` times per call from the host either way (data_sink.py:245-256); without a
+    JitConfig only the queue's GetNext runs outside the graph (data_sink.py:229-232, 238-243).
+    """
+    zero = Tensor(np.int32(0))
+
+    def one_step(x: Tensor, y: Tensor) -> Tensor:
+        return step_fn(x, y, zero)
+
+    return ms.data_sink(one_step, dataset, sink_size=sink_size)
 
 
 def make_eval_step(model: nn.Cell, loss_fn: nn.Cell, low_precision: bool = False) -> EvalFn:

@@ -26,6 +26,7 @@ Import order matters: mindspore is imported only inside `setup()`, after mpi4py.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import socket
 import sys
@@ -322,9 +323,53 @@ def device_id(launch: str, env: Mapping[str, str], local_rank: int = 0) -> int |
 def _set_device(device: str, dev_id: int | None, deterministic: bool = True) -> None:
     import mindspore as ms
 
-    if device == "CPU" or dev_id is None:
-        ms.set_device(device)
-    else:
-        ms.set_device(device, dev_id)
+    # set_device runs MindSpore's environment check (run_check/_check_version.py: check_env,
+    # set_env), which logs ERROR lines about missing CUDA libraries before it fails: held back,
+    # and shown only if the device works after all.
+    held: list[logging.LogRecord] = []
+    log = ms.log._get_logger()
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    log.addFilter(hold)
+    unusable = ""
+    try:
+        if device == "CPU" or dev_id is None:
+            ms.set_device(device)
+        else:
+            ms.set_device(device, dev_id)
+    except RuntimeError as e:  # mindspore/device_manager.py:81, set_device_target_inner
+        if "Unsupported device target" not in str(e):
+            raise
+        unusable = device_unusable(device, str(e))
+    finally:
+        log.removeFilter(hold)
+        for record in held if not unusable else []:
+            log.handle(record)
+    if unusable:
+        raise ClusterError(unusable)
     ms.set_deterministic(deterministic)
+
+
+def device_unusable(device: str, error: str) -> str:
+    """One line for MindSpore's 'Unsupported device target' (its plugin for the device did not
+    load): what the device needs, and the library MindSpore says it could not open."""
+    why = next((line.split("failed.", 1)[1].strip() for line in error.splitlines()
+                if f"libmindspore_{device.lower()}" in line and "failed." in line), "")
+    if device == "GPU":  # lib/plugin/libmindspore_gpu.so.11.{1,6}: NEEDED libcudart.so.11.0
+        need = ("its GPU plugin needs CUDA 11 (11.1 or 11.6: libcudart.so.11.0, libcublas.so.11) "
+                "and cuDNN 8 on the library path; a CUDA 12 toolkit does not serve it")
+    else:  # lib/plugin/libmindspore_ascend.so.2: NEEDED libge_runner.so, libascendcl.so
+        need = ("its Ascend plugin needs CANN on the library path (libge_runner.so, "
+                "libascendcl.so: source the toolkit's set_env.sh)")
+    return (f"--device {device}: MindSpore {_ms_version()} cannot use this device here: {need}"
+            + (f" (MindSpore: {why[:160]})" if why else "") + "; or use --device CPU")
+
+
+def _ms_version() -> str:
+    import mindspore as ms
+
+    return str(getattr(ms, "__version__", ""))
 

@@ -130,8 +130,10 @@ def mpi_world() -> Any:
     try:
         from mpi4py import MPI
     except ImportError:
+        from train.launch import pip_hint
+
         raise ClusterError("started by an MPI launcher but mpi4py is not installed: "
-                           "pip install '.[mpi]' (or build mpi4py against your site MPI)") from None
+                           f"{pip_hint('mpi')}, or build mpi4py against your site MPI") from None
     return MPI.COMM_WORLD
 
 
