@@ -207,7 +207,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         written.append(run_dir / "fit.png")
         save_figure(fig, written[1])
         plt.close(fig)
-    if summary is not None and not cfg.synthetic:
+    if summary is not None and not cfg.synthetic and not cfg.user_data:  # (yours: no table)
         written += _held_out_figures(plt, run_dir, cfg, summary)
     return written
 
