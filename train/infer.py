@@ -137,7 +137,7 @@ def load_run(run_dir: Path, checkpoint: str = "", warn: Callable[[str], None] = 
     cfg = _config(run_dir)
     ckdir = ck.CheckpointDir(run_dir)
     step = _step_of(checkpoint) if checkpoint else None
-    damaged: dict[str, str] = {}  # manifest name -> why it is unusable
+    damaged: dict[str, tuple[int, str]] = {}  # manifest name -> (its step, why unusable)
     for _ in range(RELISTS):
         for at, manifest in _listing(run_dir, ckdir, step, checkpoint):
             if manifest.name in damaged:
@@ -150,15 +150,16 @@ def load_run(run_dir: Path, checkpoint: str = "", warn: Callable[[str], None] = 
             except (ck.CheckpointError, ValueError) as e:
                 if seen is None or _identity(manifest) != seen:
                     break  # rotated away or written again as we read it: list anew
-                damaged[manifest.name] = str(e)
+                damaged[manifest.name] = (at, str(e))
                 continue
-            for name, why in damaged.items():
-                warn(f"checkpoint {name} is unusable ({why}); using the older "
-                     f"{manifest.stem}")
+            for name, (newer, why) in damaged.items():
+                if newer > at:  # (one found damaged before a relist may be older)
+                    warn(f"checkpoint {name} is unusable ({why}); using the older "
+                         f"{manifest.stem}")
             return model
         else:
             break  # every checkpoint listed was tried
-    why = "; ".join(f"{n}: {w}" for n, w in damaged.items()) or \
+    why = "; ".join(f"{n}: {w}" for n, (_, w) in damaged.items()) or \
         f"each was replaced as it was read, {RELISTS} times over"
     raise InferError(f"{run_dir}: no usable checkpoint ({why[:300]})")
 
