@@ -24,11 +24,15 @@ def tmp_name(path: Path) -> Path:
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a whole file atomically; on any error the temporary file is removed and the
-    previous `path` is untouched (the OSError propagates)."""
+    previous `path` is untouched (the OSError propagates). A symbolic link at `path` is
+    replaced by the file, never written through; the temporary file is created new (O_EXCL,
+    O_NOFOLLOW), so that nothing planted under its name is written through either."""
     tmp = tmp_name(path)
     raw = data.encode() if isinstance(data, str) else data
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o666)  # (fails before anything of ours exists to remove)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())

@@ -4,6 +4,7 @@ every bad run folder or file is one line and exit 2."""
 
 import csv
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -281,3 +282,82 @@ def test_an_npz_of_features_alone_is_rows_to_predict(linear_run, table, tmp_path
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["predicted"] == 7 and "mse" not in got and len(got["predictions"]) == 7
+
+
+def test_a_config_edited_after_training_is_refused_naming_the_edits(linear_run, table, tmp_path):
+    """`standardize: false` changed the predictions and `loss: mse` the metric: config.yaml
+    is checked against the checkpoint's record of the options a resume must not change, by
+    predict and export alike."""
+    run_dir = shutil.copytree(linear_run, tmp_path / "run")
+    text = (run_dir / "config.yaml").read_text()
+    edited = text.replace("standardize: true\n", "standardize: false\n").replace(
+        "loss: huber\n", "loss: mse\n")
+    assert edited.count("false") == text.count("false") + 1 and "loss: mse" in edited
+    (run_dir / "config.yaml").write_text(edited)
+    newest = max((run_dir / "ckpt").glob("ckpt-*.json")).stem
+    line = (f"error: {run_dir}/config.yaml differs from what checkpoint {newest} was trained "
+            "with, in loss ('huber' in the checkpoint, 'mse' in config.yaml), standardize "
+            "(True in the checkpoint, False in config.yaml); it was edited after training: "
+            "restore those values")
+    r = predict(tmp_path, run_dir, "--data", DIABETES)
+    assert r.returncode == 2 and r.stderr.strip() == line, r.stderr
+    r = run([sys.executable, "-m", "train.export", str(run_dir), "--out", "m.mindir"], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == line, r.stderr
+    assert not list(tmp_path.glob("*mindir*"))
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_saying_so(linear_run, tmp_path):
+    run_dir = shutil.copytree(linear_run, tmp_path / "run")
+    (older, _), (newest, manifest) = _newest_two(run_dir)
+    tensors = run_dir / "ckpt" / json.loads(manifest.read_text())["file"]
+    raw = bytearray(tensors.read_bytes())
+    raw[-3] ^= 0xFF  # one flipped bit in a weight
+    tensors.write_bytes(bytes(raw))
+    r = predict(tmp_path, run_dir, "--data", DIABETES, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["checkpoint"] == f"ckpt-{older:08d}"
+    assert r.stderr.strip() == (f"warning: checkpoint {manifest.name} is unusable (SHA-256 "
+                                f"mismatch (truncated or corrupt)); using the older "
+                                f"ckpt-{older:08d}")
+
+
+def _newest_two(run_dir):
+    """((step, manifest) of the second newest checkpoint, and of the newest)."""
+    found = sorted((int(p.stem[5:]), p) for p in (run_dir / "ckpt").glob("ckpt-*.json"))
+    return found[-2], found[-1]
+
+
+def test_a_checkpoint_rotated_away_as_it_is_read_is_looked_for_again(linear_run, tmp_path,
+                                                                     monkeypatch):
+    """A live run with --keep_ckpts 1 writes checkpoint M and removes N between predict's
+    listing (N) and its read of N: the folder is listed again and M is used, with no warning
+    (nothing was damaged). The race made deterministic: the first listing is the one taken
+    just before M appeared, and N goes as it returns."""
+    from train import checkpoint as ck
+    from train.infer import load_run
+
+    run_dir = tmp_path / "run"
+    (run_dir / "ckpt").mkdir(parents=True)
+    shutil.copy(linear_run / "config.yaml", run_dir)
+    (n, _), (m, _) = _newest_two(linear_run)
+    for step in (n, m):
+        manifest = linear_run / "ckpt" / f"ckpt-{step:08d}.json"
+        shutil.copy(manifest, run_dir / "ckpt")
+        shutil.copy(linear_run / "ckpt" / json.loads(manifest.read_text())["file"],
+                    run_dir / "ckpt")
+    real, listings = ck.CheckpointDir.manifests, []
+
+    def listing(self, warn=None):
+        found = real(self, warn)
+        listings.append(found)
+        if len(listings) > 1:
+            return found
+        for p in (run_dir / "ckpt").glob(f"ckpt-{n:08d}*"):  # rotated away
+            p.unlink()
+        return [(s, p) for s, p in found if s == n]  # (listed before M was written)
+
+    monkeypatch.setattr(ck.CheckpointDir, "manifests", listing)
+    warned = []
+    model = load_run(run_dir, warn=warned.append)
+    assert model.checkpoint.name == f"ckpt-{m:08d}.json" and len(listings) == 2
+    assert warned == []

@@ -1,6 +1,7 @@
 """train/rundir.py: a run folder has one owner; a dead owner never keeps it."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -75,3 +76,68 @@ def test_a_second_process_is_refused_while_the_first_trains(tmp_path, second):
         f"error: --out run is in use by pid {first.pid} on host {socket.gethostname()} (since ")
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 75
+
+
+LINK = "a symbolic link (a run never writes through one)"
+
+
+@pytest.mark.parametrize("name", [".lock", "logs", "logs/rank_0.log", "ckpt", "metrics.jsonl"])
+def test_a_run_never_writes_through_a_link(tmp_path, name):
+    """A link planted where a run appends or writes into is refused before anything is
+    written (a fresh folder may hold only the lock and logs; the others need --resume)."""
+    victim = tmp_path / "victim"
+    victim.mkdir() if name in ("logs", "ckpt") else victim.write_text("mine")
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True)
+    resume = name not in (".lock", "logs")
+    if resume:
+        (run_dir / "config.yaml").write_text("epochs: 1\n")
+    if name == "logs":
+        (run_dir / "logs").rmdir()
+    (run_dir / name).symlink_to(victim)
+    with pytest.raises(ConfigError, match=re.escape(f"--out {run_dir}: {name} is {LINK}; remove")):
+        rundir.claim(run_dir, resume=resume)
+    assert (run_dir / name).is_symlink()
+    if victim.is_dir():
+        assert not list(victim.iterdir())
+    else:
+        assert victim.read_text() == "mine"
+
+
+def test_the_writers_replace_or_refuse_a_link(tmp_path):
+    """What claim cannot see (a link put there later): whole files replace it, appends and
+    sub-folders refuse it; the file it points to is never written."""
+    victim = tmp_path / "victim"
+    victim.write_text("mine")
+    (tmp_path / "loss.png").symlink_to(victim)
+    rundir.write_file(tmp_path / "loss.png", b"png")
+    assert not (tmp_path / "loss.png").is_symlink() and (tmp_path / "loss.png").read_bytes() \
+        == b"png"
+    (tmp_path / "metrics.jsonl").symlink_to(victim)
+    with pytest.raises(OSError, match=re.escape(LINK)):
+        rundir.open_append(tmp_path / "metrics.jsonl")
+    (tmp_path / "ckpt").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(OSError, match="a symbolic link"):
+        rundir.subfolder(tmp_path / "ckpt")
+    fd = rundir.open_append(tmp_path / "new.log")  # a regular file is created and appended to
+    os.write(fd, b"line\n")
+    os.close(fd)
+    assert (tmp_path / "new.log").read_text() == "line\n" and victim.read_text() == "mine"
+
+
+@pytest.mark.parametrize("case", ["fresh run, .lock", "resume, logs/rank_0.log"])
+def test_the_trainer_refuses_a_planted_link_in_one_line(tmp_path, case):
+    """The reported cases, through `python -m train` (refused before MindSpore is imported)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    name = case.split(", ")[1]
+    (tmp_path / "run" / "logs").mkdir(parents=True)
+    if "resume" in case:
+        (tmp_path / "run" / "config.yaml").write_text("epochs: 1\n")
+    (tmp_path / "run" / name).symlink_to(victim)
+    r = train_cli([*TINY, "--out", "run", *(["--resume"] if "resume" in case else [])],
+                  tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"error: --out run: {name} is {LINK}; remove it, or choose another folder")
+    assert victim.read_text() == "mine"

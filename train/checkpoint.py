@@ -45,6 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.fileio import finite_numbers, json_text, write_atomic
+from train import rundir
 from train.config import FIELDS, resume_keys, resume_missing
 
 FORMAT_VERSION = 1
@@ -101,16 +102,22 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse to resume with a config that changes the math, naming every differing item. A
     key an older checkpoint lacks means what that release did: the option's `resume_missing`
     (its default unless the field says otherwise)."""
+    diffs = config_diffs(saved, current)
+    if diffs:
+        raise ConfigChanged("cannot resume: the config differs from the checkpoint's in "
+                            + ", ".join(_diff(k, a, b) for k, (a, b) in diffs.items()), diffs)
+
+
+def config_diffs(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Each item whose value differs: (the checkpoint's, the config's); a key an older
+    checkpoint lacks counts as its `resume_missing`."""
     saved = {**{k: resume_missing(k) for k in current if k in FIELDS and k not in saved},
              **saved}
     # The held-out file counts by its identity, in `data`: not by how its path was written
     # (runs save absolute paths; earlier releases saved them as given).
     saved, current = ({k: v for k, v in fp.items() if k != "eval_data"} for fp in (saved, current))
-    diffs = {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
-             if saved.get(k) != current.get(k)}
-    if diffs:
-        raise ConfigChanged("cannot resume: the config differs from the checkpoint's in "
-                            + ", ".join(_diff(k, a, b) for k, (a, b) in diffs.items()), diffs)
+    return {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
+            if saved.get(k) != current.get(k)}
 
 
 def _diff(key: str, a: Any, b: Any) -> str:
@@ -295,7 +302,7 @@ class CheckpointDir:
         """Write checkpoint `step` atomically, then keep only the newest `keep`."""
         from safetensors.numpy import save as st_save
 
-        self.dir.mkdir(parents=True, exist_ok=True)
+        rundir.subfolder(self.dir)  # a link named ckpt would take the checkpoints elsewhere
         name = f"ckpt-{step:08d}"
         manifest = self.dir / f"{name}.json"
         current = self._tensor_file(manifest)

@@ -35,7 +35,7 @@ from train.plot import (
     pyplot,
     read_run,
 )
-from train.rundir import kind
+from train.rundir import kind, save_figure, write_file
 
 DEFAULTS = {"outlier_fraction": 0.2, "outlier_scale": 100.0}
 LOSSES = ("huber", "mse")
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                          "converged": s.get("converged")}
         plot_run(run_dir)  # loss.png, fit.png (one feature), predicted.png (a file)
     _table(cfg, results)
-    (out / "compare.json").write_text(json.dumps(
+    write_file(out / "compare.json", json.dumps(
         {k: {n: v for n, v in r.items() if n != "curve"} for k, r in results.items()},
         indent=2) + "\n")
     wrote = [out / "compare.json"]
@@ -142,7 +142,7 @@ def _figure_file(plt: Any, out: Path, path: Path) -> None:
     ax.set_title("held-out rows: predicted against actual (the data's units)")
     ax_res.set_title("residuals")
     ax.legend()
-    fig.savefig(path, bbox_inches="tight")
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -160,7 +160,7 @@ def _figure(plt: Any, cfg: Any, results: dict[str, dict], path: Path) -> None:
     ax2.set_title("error of the fitted function")
     ax2.legend()
     ax2.grid(alpha=0.3)
-    fig.savefig(path, bbox_inches="tight")
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -14,14 +14,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from train import checkpoint as ck
-from train.config import Config, ConfigError
+from train.config import Config, ConfigError, resume_keys
 from train.model import layout_of, network_spec, state_layout, trained_parameters
 from train.options import load_saved, parse_config
+from train.output import warn
 
 
 class InferError(ValueError):
@@ -125,17 +126,53 @@ class RunModel:
         return y * std[-1] + mean[-1]
 
 
-def load_run(run_dir: Path, checkpoint: str = "") -> RunModel:
+RELISTS = 5  # listings tried: a live run (--keep_ckpts 1) rotates its newest away as it is read
+
+
+def load_run(run_dir: Path, checkpoint: str = "", warn: Callable[[str], None] = warn) -> RunModel:
     """The run in `run_dir` at its newest good checkpoint, or at `checkpoint` (a step, or a
-    name like ckpt-00000100); InferError for anything else."""
+    name like ckpt-00000100); InferError for anything else. A checkpoint that a live run
+    replaced or removed while it was read is looked for again (the folder listed anew); one
+    that is damaged is skipped for the next older, saying so through `warn`."""
     cfg = _config(run_dir)
     ckdir = ck.CheckpointDir(run_dir)
+    step = _step_of(checkpoint) if checkpoint else None
+    damaged: dict[str, tuple[int, str]] = {}  # manifest name -> (its step, why unusable)
+    for _ in range(RELISTS):
+        for at, manifest in _listing(run_dir, ckdir, step, checkpoint):
+            if manifest.name in damaged:
+                continue
+            seen = _identity(manifest)
+            try:
+                model = _load(cfg, ckdir, at, manifest)
+            except ConfigEdited:
+                raise
+            except (ck.CheckpointError, ValueError) as e:
+                if seen is None or _identity(manifest) != seen:
+                    break  # rotated away or written again as we read it: list anew
+                damaged[manifest.name] = (at, str(e))
+                continue
+            for name, (newer, why) in damaged.items():
+                if newer > at:  # (one found damaged before a relist may be older)
+                    warn(f"checkpoint {name} is unusable ({why}); using the older "
+                         f"{manifest.stem}")
+            return model
+        else:
+            break  # every checkpoint listed was tried
+    why = "; ".join(f"{n}: {w}" for n, (_, w) in damaged.items()) or \
+        f"each was replaced as it was read, {RELISTS} times over"
+    raise InferError(f"{run_dir}: no usable checkpoint ({why[:300]})")
+
+
+def _listing(run_dir: Path, ckdir: ck.CheckpointDir, step: int | None,
+             checkpoint: str) -> list[tuple[int, Path]]:
+    """(step, manifest) of the run's checkpoints, newest first (only `step`'s if given);
+    InferError if there is none."""
     try:
         manifests = ckdir.manifests()
     except ck.CheckpointError as e:
         raise InferError(str(e)) from None
-    if checkpoint:
-        step = _step_of(checkpoint)
+    if step is not None:
         manifests = [(s, p) for s, p in manifests if s == step]
         if not manifests:
             raise InferError(f"{run_dir} has no checkpoint {checkpoint!r}; it has: "
@@ -143,13 +180,37 @@ def load_run(run_dir: Path, checkpoint: str = "") -> RunModel:
     if not manifests:
         raise InferError(f"{run_dir} holds no checkpoint yet (a run writes one every "
                          "--ckpt_every steps and at its end)")
-    why = []
-    for step, manifest in manifests:
-        try:
-            return _load(cfg, ckdir, step, manifest)
-        except (ck.CheckpointError, ValueError) as e:
-            why.append(f"{manifest.name}: {e}")
-    raise InferError(f"{run_dir}: no usable checkpoint ({'; '.join(why)[:300]})")
+    return manifests
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file `path` names now (None: no file): a checkpoint written again is another."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class ConfigEdited(InferError):
+    """config.yaml no longer says what the checkpoint was trained with."""
+
+
+def _check_edits(cfg: Config, state: dict, run_dir: Path, manifest: Path) -> None:
+    """Refuse a config.yaml edited after training: the options a resume must not change,
+    against the checkpoint's record of them (its fingerprint), as `--resume` compares them."""
+    saved = state.get("fingerprint")
+    if not isinstance(saved, dict):
+        return  # an unreadable record: the checkpoint's verification says why
+    skip = ("data", "eval_data", "global_batch_size", "network")  # identities, not options
+    current = {k: getattr(cfg, k) for k in resume_keys(cfg.synthetic) if k not in skip}
+    diffs = ck.config_diffs({k: v for k, v in saved.items() if k not in skip}, current)
+    if diffs:
+        raise ConfigEdited(
+            f"{run_dir}/config.yaml differs from what checkpoint {manifest.stem} was trained "
+            "with, in " + ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} in config.yaml)"
+                                    for k, (a, b) in diffs.items())
+            + "; it was edited after training: restore those values")
 
 
 def _config(run_dir: Path) -> Config:
@@ -176,6 +237,7 @@ def _load(cfg: Config, ckdir: ck.CheckpointDir, step: int, manifest: Path) -> Ru
     """One checkpoint, verified against the layout its own column names imply (a network of
     yours: the layout of the network its config builds)."""
     state = _state(manifest)
+    _check_edits(cfg, state, ckdir.dir.parent, manifest)
     columns = _columns(cfg, state)
     x_spec = _x_spec(state) if cfg.user_data else None
     features = int(np.prod(x_spec[0])) if x_spec else len(columns) - 1

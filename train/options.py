@@ -78,20 +78,26 @@ def _yaml_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _yaml_mapping)
 
 
-def load_yaml(path: str, warn: Any = None, what: str = "--config") -> dict[str, Any]:
-    """Read a YAML mapping of config keys; every problem is a one-line ConfigError.
-    Keys removed in this release are dropped, with a warning through `warn`."""
+def read_bounded(path: str, limit: int, what: str, is_what: str) -> str:
+    """The UTF-8 text of a file, read no further than `limit` bytes (a file from outside may
+    be of any size); one-line ConfigError for a larger, unreadable or non-UTF-8 one."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{what} {path}: larger than {MAX_CONFIG_BYTES} bytes; a config "
-                              "file is a mapping of option: value")
-        text = raw.decode("utf-8")
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise ConfigError(f"{what} {path}: larger than {limit} bytes; {is_what}")
+        return raw.decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{what} {path}: not UTF-8 text (byte {e.start})") from None
+
+
+def load_yaml(path: str, warn: Any = None, what: str = "--config") -> dict[str, Any]:
+    """Read a YAML mapping of config keys; every problem is a one-line ConfigError.
+    Keys removed in this release are dropped, with a warning through `warn`."""
+    text = read_bounded(path, MAX_CONFIG_BYTES, what, "a config file is a mapping of option: "
+                        "value")
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as e:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.fileio import json_text, write_atomic
+from train import rundir
 from train.config import config_text
 
 IO_EXIT = 74  # EX_IOERR: the run's own files could not be written (disk full, permissions)
@@ -118,6 +119,11 @@ class _QuietFileHandler(logging.FileHandler):
              "continuing without it")
         self.setLevel(logging.CRITICAL + 1)
 
+    def _open(self) -> Any:
+        """The log opened for appending without following a symbolic link (train/rundir.py)."""
+        return os.fdopen(rundir.open_append(Path(self.baseFilename)), "a",
+                         encoding=self.encoding, errors=self.errors)
+
 
 class RunOutput:
     """The run folder plus the console; silent except for the rank log where `main` is False."""
@@ -127,10 +133,10 @@ class RunOutput:
         self.main = main
         self.quiet = quiet
         try:
-            (out_dir / "logs").mkdir(parents=True, exist_ok=True)
-            handler = _QuietFileHandler(out_dir / "logs" / f"rank_{rank}.log")
+            logs = rundir.subfolder(out_dir / "logs")
+            handler = _QuietFileHandler(logs / f"rank_{rank}.log")
         except OSError as e:
-            raise OutputError(f"cannot write the log folder in {out_dir} "
+            raise OutputError(f"cannot write {e.filename or f'the log folder in {out_dir}'} "
                               f"({e.strerror or e})") from None
         self.log = logging.getLogger(f"train.rank{rank}")
         self.log.setLevel(logging.INFO)
@@ -211,7 +217,7 @@ class RunOutput:
         self.log.info(line)
         if self.main:
             try:
-                with open(self.dir / "metrics.jsonl", "a") as f:
+                with os.fdopen(rundir.open_append(self.dir / "metrics.jsonl"), "a") as f:
                     f.write(line + "\n")
             except OSError as e:
                 raise OutputError(f"cannot write {self.dir / 'metrics.jsonl'} "

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.fileio import finite_numbers
 from train.config import Config, ConfigError
-from train.options import load_yaml, parse_config
+from train.options import load_yaml, parse_config, read_bounded
+from train.rundir import save_figure
 
 
 def pyplot() -> Any:
@@ -39,37 +42,120 @@ def pyplot() -> Any:
     return plt
 
 
+SUMMARY_MAX = 1 << 24  # bytes: a summary is kB (a few numbers per feature, a 200-point curve)
+RECORD_MAX = 1 << 16  # bytes: a metrics record is a few hundred
+
+
 def _json(path: Path) -> Any:
+    text = read_bounded(str(path), SUMMARY_MAX, "the run's summary",
+                        "a run writes a few kB there")
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
         raise ConfigError(f"{path}: not readable JSON ({str(e)[:60]})") from None
 
 
-def read_run(run_dir: Path) -> tuple[Config, list[dict], dict | None]:
-    """(config, metrics records, summary or None if the run did not finish)."""
+def _number(v: Any, none: bool = False) -> bool:
+    """A finite JSON number (not true/false), or (none=True) null."""
+    return (none and v is None) or finite_numbers([v])
+
+
+def _numbers(v: Any, n: int | None = None) -> bool:
+    """A list of finite numbers, of length n if given."""
+    return isinstance(v, list) and finite_numbers(v) and (n is None or len(v) == n)
+
+
+def check_summary(summary: Any, cfg: Config, path: Path) -> dict:
+    """summary.json as train.plot reads it, its shapes and types checked: the features' names
+    and `w`, `w_standardized` one number per feature, `curve` x and y of one length."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{path}: not this run's summary ({why})")
+
+    if not isinstance(summary, dict):
+        raise bad("not a JSON object")
+    names = summary.get("features")  # (absent in summaries of releases before names)
+    if names is not None and not (isinstance(names, list) and names
+                                  and all(isinstance(n, str) for n in names)):
+        raise bad("'features' is not a list of names")
+    n = len(names) if names is not None else cfg.features if cfg.synthetic else None
+    if cfg.synthetic and n != cfg.features:
+        raise bad(f"{n} features, its config {cfg.features}")
+    for key in ("w", "w_standardized"):
+        if summary.get(key) is not None and not _numbers(summary[key], n):
+            raise bad(f"{key!r} is not {n} number(s), one per feature")
+    if not _number(summary.get("b"), none=True):
+        raise bad("'b' is not a number")
+    curve = summary.get("curve")
+    if curve is not None and not (isinstance(curve, dict) and _numbers(curve.get("x"))
+                                  and _numbers(curve.get("y"), len(curve["x"])) and curve["x"]):
+        raise bad("'curve' is not x and y, lists of numbers of one length")
+    if not isinstance(summary.get("target", ""), str) or not isinstance(
+            summary.get("global_batch_size", 0), int):
+        raise bad("a malformed 'target' or 'global_batch_size'")
+    return summary
+
+
+def _lines(f: Any) -> Iterator[bytes]:
+    """The lines of a binary file, none read further than RECORD_MAX bytes: a longer one is
+    read past and yielded as b"" (not a record)."""
+    while line := f.readline(RECORD_MAX):
+        if len(line) == RECORD_MAX and not line.endswith(b"\n"):
+            while (rest := f.readline(RECORD_MAX)) and not rest.endswith(b"\n"):
+                pass
+            line = b""
+        yield line
+
+
+def read_metrics(path: Path) -> list[tuple[int, float | None, float | None]]:
+    """(step, loss, held-out loss) of each record of metrics.jsonl, streamed (a line longer
+    than any record is skipped unread, as a torn last line is); a record whose losses are not
+    numbers is a ConfigError naming its line."""
+    found = []
+    try:
+        with open(path, "rb") as f:
+            for line_no, line in enumerate(_lines(f), 1):
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):  # a torn last line of a killed run
+                    continue
+                step = record.get("step") if isinstance(record, dict) else None
+                if not isinstance(step, int) or isinstance(step, bool):
+                    continue
+                if not all(_number(record.get(k), none=True) for k in ("loss", "eval_loss")):
+                    raise ConfigError(f"{path}: line {line_no}: 'loss' and 'eval_loss' must "
+                                      "be numbers or null")
+                found.append((step, record.get("loss"), record.get("eval_loss")))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    return found
+
+
+def read_run(run_dir: Path) -> tuple[Config, list[tuple], dict | None]:
+    """(config, metrics records as (step, loss, held-out loss), summary or None if the run
+    did not finish); every file checked as data from outside."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.jsonl").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml and metrics.jsonl)")
     cfg, _ = parse_config([], base=load_yaml(str(run_dir / "config.yaml"), what="the run's config"))
-    metrics = []
-    for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:  # a torn last line of a killed run: not logged
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            metrics.append(record)
-    summary = _json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
-    if summary is not None and not isinstance(summary, dict):
-        raise ConfigError(f"{run_dir / 'summary.json'}: not a summary (a JSON object)")
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    path = run_dir / "summary.json"
+    summary = check_summary(_json(path), cfg, path) if path.is_file() else None
     return cfg, metrics, summary
 
 
 def sample_rows(cfg: Config, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """n training rows in the data's own units (synthetic: regenerated from the config)."""
+    from pipeline.limits import DataError
     from train.plan import open_source
 
-    return open_source(cfg).sample_rows(n)
+    try:
+        return open_source(cfg).sample_rows(n)
+    except DataError as e:  # the file moved, emptied, replaced since training
+        raise data_error(e) from None
+
+
+def data_error(e: Exception) -> ConfigError:
+    """The run's data, unreadable now, as the one line train.plot prints."""
+    return ConfigError(f"the run's data cannot be drawn ({e})")
 
 
 def draw_data(ax: Any, cfg: Config, curves: dict[str, tuple[list, list]]) -> None:
@@ -98,8 +184,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     """Write loss.png (and fit.png for one feature) into run_dir; return the paths."""
     plt = pyplot()
     cfg, metrics, summary = read_run(run_dir)
-    train = [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None]
-    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
+    train = [(step, loss) for step, loss, _ in metrics if loss is not None]
+    evals = [(step, loss) for step, _, loss in metrics if loss is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     if train:
         ax.plot(*zip(*train), label="train loss (interval mean, all ranks)")
@@ -113,7 +199,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend()
     written = [run_dir / "loss.png"]
-    fig.savefig(written[0], bbox_inches="tight")
+    save_figure(fig, written[0])
     plt.close(fig)
     curve = summary.get("curve") if summary else None
     if isinstance(curve, dict) and {"x", "y"} <= curve.keys():
@@ -121,9 +207,9 @@ def plot_run(run_dir: Path) -> list[Path]:
         draw_data(ax, cfg, {curve_label(summary): (curve["x"], curve["y"])})
         ax.set_title(f"{run_dir.name}: data and fitted function")
         written.append(run_dir / "fit.png")
-        fig.savefig(written[1], bbox_inches="tight")
+        save_figure(fig, written[1])
         plt.close(fig)
-    if summary is not None and not cfg.synthetic:
+    if summary is not None and not cfg.synthetic and not cfg.user_data:  # (yours: no table)
         written += _held_out_figures(plt, run_dir, cfg, summary)
     return written
 
@@ -133,17 +219,23 @@ def held_out_predictions(run_dir: Path, cfg: Config, limit: int = 5000
     """(actual, predicted) target of a file run's held-out rows (at most `limit`), in the
     data's units, predicted by its newest good checkpoint (train/infer.py); None without
     held-out rows."""
+    from pipeline.limits import DataError
     from train.infer import InferError, load_run
     from train.plan import open_source
 
-    source = open_source(cfg)
-    x, y = source.held_out(limit)
+    try:
+        x, y = open_source(cfg).held_out(limit)
+    except DataError as e:
+        raise data_error(e) from None
     if len(y) == 0:
         return None
     try:
         model = load_run(run_dir)
     except InferError as e:
         raise ConfigError(str(e)) from None
+    if x.ndim != 2 or x.shape[1] != len(model.features):
+        raise data_error(ValueError(f"{cfg.data} has {x.shape[1:]} feature columns, the "
+                                    f"model {len(model.features)}"))
     return y, model.predict(x).astype(np.float64)
 
 
@@ -174,7 +266,7 @@ def _held_out_figures(plt: Any, run_dir: Path, cfg: Config, summary: dict) -> li
         ax.set_title(f"{run_dir.name}: {target}, held-out rows (the data's units)")
         ax_res.set_title("residuals")
         written.append(run_dir / "predicted.png")
-        fig.savefig(written[-1], bbox_inches="tight")
+        save_figure(fig, written[-1])
         plt.close(fig)
     std = summary.get("w_standardized")
     if isinstance(std, list) and summary.get("features"):
@@ -186,7 +278,7 @@ def _held_out_figures(plt: Any, run_dir: Path, cfg: Config, summary: dict) -> li
                      "features)")
         ax.tick_params(axis="x", rotation=45)
         written.append(run_dir / "coefficients.png")
-        fig.savefig(written[-1], bbox_inches="tight")
+        save_figure(fig, written[-1])
         plt.close(fig)
     return written
 

@@ -12,6 +12,13 @@ with `nolock` (and some FUSE file systems) keep locks local to one host: there, 
 both take a folder, and this module cannot tell. A file system that refuses locks altogether
 gets a warning and the run goes on unprotected.
 
+Nothing is written through a symbolic link: a link planted in a run folder would carry the
+run's writes to a file its owner never named. Whole files are written to a temporary name and
+renamed over the old name (`write_file`, `save_figure`: a link there is replaced, not
+followed); files appended to are opened with O_NOFOLLOW (`open_append`), sub-folders are used
+only if they are real folders (`subfolder`), and `claim` refuses a folder whose lock, logs,
+checkpoints or metrics are links (exit 2), before anything is written.
+
 Folder kinds: `absent`, `empty` (nothing, or only the lock file and logs), `run` (holds
 config.yaml: a run was set up there, with or without checkpoints) and `other`. A fresh run
 needs absent or empty; `--resume` needs a run, so that a typo never silently starts a new one.
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import json
 import os
 import socket
@@ -29,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from pipeline.fileio import write_atomic
 from train.config import ConfigError
 
 LOCK = ".lock"
@@ -55,6 +64,68 @@ def kind(path: Path) -> str:
         return "run"
     # A process killed between taking the folder and writing config.yaml leaves these.
     return "empty" if names <= {LOCK, "logs"} else "other"
+
+
+# What a run appends to or writes inside (whole files are replaced by rename: a link there goes).
+_WRITTEN_INTO = (LOCK, "logs", "ckpt", "metrics.jsonl")
+NOT_FOLLOWED = "a symbolic link (a run never writes through one)"
+
+
+def _link_error(path: Path, name: str) -> ConfigError:
+    return ConfigError(f"--out {path}: {name} is {NOT_FOLLOWED}; remove it, or choose "
+                       "another folder")
+
+
+def refuse_links(path: Path) -> None:
+    """ConfigError if anything a run writes into (its lock, logs/ and the rank logs in it,
+    ckpt/, metrics.jsonl) is a symbolic link: writing would follow it elsewhere."""
+    found = [path / n for n in _WRITTEN_INTO]
+    if (path / "logs").is_dir() and not (path / "logs").is_symlink():
+        found += sorted((path / "logs").glob("rank_*.log"))
+    for p in found:
+        if p.is_symlink():
+            raise _link_error(path, str(p.relative_to(path)))
+
+
+def open_append(path: Path) -> int:
+    """A descriptor appending to the run file `path` (created if absent); OSError naming the
+    problem if it is a symbolic link or not a regular file: never written through."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, NOT_FOLLOWED, str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def subfolder(path: Path) -> Path:
+    """`path` as a folder of the run, created if absent; OSError if it is a symbolic link or
+    not a folder (files written into it would land elsewhere)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        raise OSError(errno.ELOOP, NOT_FOLLOWED, str(path))
+    if not path.is_dir():
+        raise OSError(errno.ENOTDIR, "not a folder", str(path))
+    return path
+
+
+def write_file(path: Path, data: str | bytes) -> None:
+    """A whole file of the run, atomically: a symbolic link at `path` is replaced, not
+    followed (pipeline/fileio.py)."""
+    write_atomic(path, data)
+
+
+def save_figure(fig: object, path: Path) -> None:
+    """A matplotlib figure as a PNG at `path`, through `write_file` (savefig would write
+    through a link)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")  # type: ignore[attr-defined]
+    write_file(path, buf.getvalue())
 
 
 def _owner_text(fd: int) -> str:
@@ -85,7 +156,7 @@ def _locked_error(path: Path, fd: int) -> ConfigError:
 def _probe_lock(path: Path) -> None:
     """Refuse if a live process holds the folder's lock (opens an existing lock file only)."""
     try:
-        fd = os.open(path / LOCK, os.O_RDWR)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_NOFOLLOW)
     except OSError:
         return  # no lock file yet (or not ours to open): claim() will tell
     try:
@@ -102,6 +173,7 @@ def check(path: Path, resume: bool) -> None:
     """What `claim` would refuse, without creating or locking anything (for --dry_run)."""
     _probe_lock(path)
     _check_kind(path, resume)
+    refuse_links(path)
 
 
 class Owner:
@@ -120,8 +192,10 @@ def claim(path: Path, resume: bool, warn: Callable[[str], None] = print) -> Owne
     check(path, resume)  # before creating anything: a refused run leaves no trace
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
+        if e.errno == errno.ELOOP:  # a link put there since check()
+            raise _link_error(path, LOCK) from None
         raise ConfigError(f"--out {path}: cannot write there ({e.strerror or e})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,6 +210,7 @@ def claim(path: Path, resume: bool, warn: Callable[[str], None] = print) -> Owne
              "stops a second run from using this folder")
     try:
         _check_kind(path, resume)  # again, now that nobody else can be setting it up
+        refuse_links(path)
     except ConfigError:
         os.close(fd)
         raise
