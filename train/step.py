@@ -232,12 +232,17 @@ def make_loss_scaler(loss_scale: str) -> Any:
     return ms.amp.StaticLossScaler(float(loss_scale))
 
 
+def on_ascend() -> bool:
+    """Whether the step runs on an NPU (a function, so that tests can build the NPU's graph)."""
+    return ms.get_context("device_target") == "Ascend"
+
+
 def float_status_ops() -> tuple[Any, Any] | None:
     """(clear, get): `NPUClearFloatStatusV2`, `NPUGetFloatStatusV2`, where an overflow shows
     only in the NPU's float status: 910A, or 910B with MS_ASCEND_CHECK_OVERFLOW_MODE=
     SATURATION_MODE (the test of mindspore/amp.py:44-56 and 125-129). None elsewhere:
     `ms.amp.all_finite` then tests the values and keeps no state between calls."""
-    if ms.get_context("device_target") != "Ascend":
+    if not on_ascend():
         return None
     from mindspore._c_expression import MSContext
     from mindspore.ops.operations.math_ops import NPUClearFloatStatusV2, NPUGetFloatStatusV2
@@ -251,10 +256,13 @@ def float_status_ops() -> tuple[Any, Any] | None:
 
 
 def make_overflow_check(agree: Callable[[Tensor], Tensor] | None) -> tuple[
-        Callable[[Tensor], Tensor], Callable[[tuple[Tensor, ...], Tensor], Tensor]]:
+        Callable[[Tensor], Tensor], Callable[[tuple[Tensor, ...], Tensor], Tensor] | None]:
     """(start, finite) for use inside the jit step: `start(x)` is x, after the float status
     was cleared; `finite(grads, after)` whether the step overflowed nowhere, the same on every
-    rank (`agree`: a sum over ranks), read once `after` is computed.
+    rank (`agree`: a sum over ranks), read once `after` is computed. `finite` is None on CPU
+    and GPU, where an overflow is an inf or NaN value: the step's isfinite(sum of squared
+    gradients) says it in one kernel, where `ms.amp.all_finite` took 11 more (42 -> 54 kernels
+    per step, ~20% of a batch-256 step: docs/FINDINGS.md).
 
     Saturation mode follows mindspore/nn/wrap/loss_scale.py (2.10): the clear before the
     step's first computation, ordered by a depend on its input (`start_overflow_check`,
@@ -263,6 +271,11 @@ def make_overflow_check(agree: Callable[[Tensor], Tensor] | None) -> tuple[
     clears at once (amp.py:130-137): a rank would clear before the all-reduce, and whatever
     ran between steps (the loop's eager all-reduces, the float16 eval step) would charge its
     status bits to the next step, skipped while the dynamic scale halves."""
+    def as_is(x: Tensor) -> Tensor:  # (a def: graph mode cannot parse every lambda)
+        return x
+
+    if not on_ascend():
+        return as_is, None
     ops_pair = float_status_ops()
     if ops_pair is None:
         def finite_values(grads: tuple[Tensor, ...], after: Tensor) -> Tensor:
@@ -271,9 +284,6 @@ def make_overflow_check(agree: Callable[[Tensor], Tensor] | None) -> tuple[
                 flag = ops.logical_not(finite).astype(ms.float32).reshape((1,))
                 finite = agree(flag)[0] < 0.5
             return finite
-
-        def as_is(x: Tensor) -> Tensor:  # (a def: graph mode cannot parse every lambda)
-            return x
 
         return as_is, finite_values
     clear, get = ops_pair
@@ -368,14 +378,13 @@ def make_train_step(
             scale = loss_scaler.scale_value.reshape(())
             grads = loss_scaler.unscale(grads)
         sumsq = ops.addn([ops.reduce_sum(ops.square(g)) for g in grads])
-        # MindSpore's own overflow check: on Atlas training chips (910A; 910B in saturation
-        # mode) an overflow saturates instead of making inf/NaN, and the NPU's float status
-        # says it instead (make_overflow_check); elsewhere ms.amp.all_finite tests the values.
-        # The status is this device's: the ranks agree through `agree` (an all-reduce).
-        # (On CPU it repeats what isfinite(sumsq) says, for one pass over the gradients: kept,
-        # so that the CPU tests run the graph an NPU runs.)
-        finite = finite_check(grads, sumsq)  # read after the gradients and their norm
-        ok = ops.logical_and(finite, ops.isfinite(sumsq))
+        # An inf or NaN anywhere in the gradients makes sumsq non-finite. On Ascend, MindSpore's
+        # own check as well: on Atlas training chips (910A; 910B in saturation mode) an
+        # overflow saturates instead of making inf/NaN, and only the NPU's float status says it
+        # (make_overflow_check). The status is this device's: the ranks agree through `agree`.
+        ok = ops.isfinite(sumsq)
+        if finite_check is not None:  # (a Python constant: compiled away on CPU and GPU)
+            ok = ops.logical_and(finite_check(grads, sumsq), ok)  # read after the norm
         if clip_norm > 0:  # global-norm clipping, reusing the norm just computed
             factor = clip_norm / ops.maximum(ops.sqrt(sumsq), clip_norm)
             grads = tuple(g * factor for g in grads)
