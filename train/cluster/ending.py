@@ -1,13 +1,12 @@
 """How an MPI-launched rank (mpirun, srun) ends: in one fixed order, never through the
 interpreter's teardown.
 
-A finished rank that left its exit to Python died with SIGSEGV after its last line (Slurm:
-ExitCode 139, a correct run counted as failed; faulthandler: the main thread in no Python
-frame, inside MindSpore's C++ exit hook, while MindSpore's own TCP and runtime threads were
-still stopping). Python's exit runs MindSpore's hook (it unregisters from the scheduler and
-tears down its cluster threads), then the interpreter's finalization, then mpi4py's
-`MPI_Finalize` (a `Py_AtExit` hook, after the interpreter is gone), then C++ static
-destructors - an order no code of ours controls, racing threads no code of ours can join.
+A finished rank that left its exit to Python died with SIGSEGV after its last line now and
+then (Slurm: ExitCode 139, a correct run counted as failed). Core dumps showed two ways:
+MindSpore's C++ exit hook (`FinalizeCluster` -> `TCPClient::Finalize`) joining its TCP event
+thread while that thread crashed, and mpi4py's `MPI_Finalize`, a `Py_AtExit` hook that runs
+after the interpreter is gone, crashing in Open MPI's component close - an order no code of
+ours controls, racing threads no code of ours can join.
 
 So once `init()` has succeeded, the rank ends here instead (an `atexit` hook moved to run
 first): its output is flushed and its log files closed; MPI is finalized explicitly while the
