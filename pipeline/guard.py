@@ -74,7 +74,6 @@ class MappedFile:
         return (st.st_size, st.st_mtime_ns, st.st_ino) != self.seen
 
 
-
 def changed_error(name: Any) -> DataError:
     """The one line for a table file that changed under the run."""
     return DataError(f"{name} changed while training (rewritten or truncated); the checkpoints "
@@ -83,8 +82,8 @@ def changed_error(name: Any) -> DataError:
 
 
 class CheckedTable:
-    """A memory-mapped .npy table whose every read is checked: `table[rows]` (a slice or
-    ascending row indices) is a copy, read through the mapping while the lease is held and with
+    """A memory-mapped .npy table whose every read is checked: `table[rows]` (a slice or row
+    indices) is a copy, read through the mapping while the lease is held and with
     `pread` otherwise, the file compared with the one mapped before and after."""
 
     def __init__(self, table: np.ndarray, mapped: MappedFile, name: Any) -> None:
