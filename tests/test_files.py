@@ -189,7 +189,7 @@ def test_a_data_file_truncated_in_the_finish_without_a_lease_is_one_line(tmp_pat
     np.save(path, table(4000, features=3).astype(np.float32))
     with open(path, "r+b") as writer:  # the run's lease fails (EAGAIN)
         proc = start(["--data", str(path), "--epochs", "2", "--out", "run", "--quiet"],
-                     tmp_path, TRAIN_FAULT="finish_pause=5")
+                     tmp_path, TRAIN_FAULT="finish_pause=3")
         metrics = tmp_path / "run" / "metrics.jsonl"
         wait_for(lambda: metrics.exists() and '"objective"' in metrics.read_text(), proc,
                  what="a Newton pass")
