@@ -31,7 +31,7 @@ import numpy as np
 from pipeline import cache
 from pipeline.dataset import TableRows
 from pipeline.formats import TableSpec
-from pipeline.guard import MappedFile
+from pipeline.guard import CheckedTable, MappedFile, changed_error
 from pipeline.limits import F32_MAX, F32_TINY, MAX_ABS_VALUE, DataError
 from pipeline.split import Split
 from pipeline.stats import statistics, usable
@@ -149,8 +149,10 @@ class FileData:
             why = f"all {dropped} dropped as non-finite" if dropped else "only a header?"
             raise DataError(f"{path} holds no rows ({why})")
         self.mapped = MappedFile(table_path)  # the run stops if it changes (pipeline/guard.py)
+        self.rows = CheckedTable(self.table, self.mapped, path)  # every read but the steps'
         self.offset = _offset(self.meta, self.table.shape[1])
-        self.eval_table, self.eval_id, self.eval_offset, self.eval_columns = None, None, None, None
+        self.eval_table: CheckedTable | None = None
+        self.eval_id, self.eval_offset, self.eval_columns = None, None, None
         eval_max = 0.0
         if cfg.eval_data:
             eval_max = self._open_eval(cfg, stop)
@@ -160,7 +162,7 @@ class FileData:
                               self.levels)
         self.stats = cache.read_json(cache.cache_dir() / f"{key}.json")
         if not usable(self.stats, self.table.shape[1]):  # absent or damaged: again
-            self.stats = statistics(self.table, self.split, self.offset)
+            self.stats = statistics(self.rows, self.split, self.offset)
             cache.write_json(cache.cache_dir() / f"{key}.json", self.stats)
         self.features = self.table.shape[1] - 1
         self.train_rows = self.split.train_rows
@@ -182,7 +184,8 @@ class FileData:
             if names else None
         eval_path, meta = cache.canonical(path, target, cfg.drop_nonfinite, "--eval_data",
                                           stop=stop, spec=spec)
-        self.eval_table, self.eval_id = _map(eval_path, path), meta["source"]
+        self.eval_table = CheckedTable(_map(eval_path, path), MappedFile(eval_path), path)
+        self.eval_id = meta["source"]
         self.eval_offset = _offset(meta, self.eval_table.shape[1])
         train = self.meta["columns"]
         if names:
@@ -235,7 +238,7 @@ class FileSource:
         self.mean, self.std = np.array(stats["mean"]), np.array(stats["std"])
         self.lo, self.hi = stats["min"], stats["max"]
         std = bool(cfg.standardize)
-        self.mapped, self.offset = data.mapped, data.offset
+        self.mapped, self.offset, self.table = data.mapped, data.offset, data.rows
         self.eval_offset, self.eval_columns = data.eval_offset, data.eval_columns
         # table values are relative to the offset (pipeline/cache.py): centred in float64
         shift = (self.mean - self.offset).astype(np.float32) if std else \
@@ -296,15 +299,13 @@ class FileSource:
         """The training rows the objective is measured on (all of them up to OBJECTIVE_ROWS,
         evenly spread beyond), in training units and in float64 (the statistician's optimum is
         that of the table's values, not of their float32 standardization), as (x, y) chunks.
-        The file is checked before every read of the mapping, as the stream checks it."""
+        Every read is checked (pipeline/guard.py `CheckedTable`), the last pass's too."""
         rows = self.split.spread_rows(OBJECTIVE_ROWS)
         std = bool(self.cfg.standardize)
         shift = self.mean - self.offset if std else -self.offset  # (table: values - offset)
         scale = 1.0 / self.std if std else np.ones_like(self.std)
         for i in range(0, len(rows), 1 << 16):
-            if self.changed():
-                raise self.failure() or DataError(f"{self.cfg.data} changed while training")
-            a = (np.asarray(self.stream.table[rows[i:i + (1 << 16)]], np.float64) - shift) * scale
+            a = (np.asarray(self.table[rows[i:i + (1 << 16)]], np.float64) - shift) * scale
             yield a[:, :-1], a[:, -1:]
 
     def target_mean(self) -> float:
@@ -318,11 +319,7 @@ class FileSource:
     def failure(self) -> Exception | None:
         """Why reading rows failed while training, if the data is to blame: the file was
         rewritten or truncated under the run."""
-        if not self.changed():
-            return None
-        return DataError(f"{self.cfg.data} changed while training (rewritten or truncated); "
-                         "the checkpoints written before are intact; --resume once the file "
-                         "is back as it was, or start a new run")
+        return changed_error(self.cfg.data) if self.changed() else None
 
     def hold(self) -> str:
         """Lease the mapped table for the training process (pipeline/guard.py); "" or why
@@ -332,7 +329,7 @@ class FileSource:
     def eval_rows(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The held-out rows (at most `size`, in file order), in training units."""
         if self.eval_table is None:
-            a = self.stream.standardize(self.stream.table[self.split.eval_rows(size)])
+            a = self.stream.standardize(self.table[self.split.eval_rows(size)])
         else:  # another file, with its own offset and column order: via the data's units
             x, y = self.held_out(size)
             a = np.concatenate([x, y[:, None]], axis=1)
@@ -356,7 +353,7 @@ class FileSource:
             if self.eval_columns is not None:
                 a = a[:, self.eval_columns]
         else:
-            a = np.asarray(self.stream.table[self.split.eval_rows(size)], np.float64)
+            a = np.asarray(self.table[self.split.eval_rows(size)], np.float64)
             a += self.offset
         return a[:, :-1], a[:, -1]
 
@@ -411,7 +408,7 @@ class FileSource:
     def sample_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The first n training rows in file order, in the data's units."""
         idx = self.split.first_rows(self.split.train_blocks, n)
-        a = (np.asarray(self.stream.table[idx], np.float64) + self.offset).astype(np.float32)
+        a = (np.asarray(self.table[idx], np.float64) + self.offset).astype(np.float32)
         return a[:, :-1], a[:, -1:]
 
     def curve_x(self) -> np.ndarray:

@@ -68,6 +68,12 @@ class LocalSlurm:
         lines = [
             "ClusterName=msdptest", f"SlurmctldHost={ctl_name}({ctl_addr})",
             f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
+            # Job ids of its own: Open MPI names a job's shared-memory segments after its PMIx
+            # namespace (/dev/shm/sm_segment.<host>.<uid>.<hash of slurm.pmix.<job>.<step>>), so
+            # two throwaway Slurms running at once (several test runs on one machine) that both
+            # count from 1 shared segments: lost messages (a hang in the first allgather) and
+            # SIGSEGV in mca_btl_sm_poll_handle_frag (docs/FINDINGS.md, issue 23).
+            f"FirstJobId={int.from_bytes(os.urandom(3), 'little') + 1000}",
             "AuthType=auth/munge", f"AuthInfo=socket={r}/munge/sock", "CredType=cred/munge",
             "SlurmUser=root", "SlurmdUser=root", f"StateSaveLocation={r}/state",
             f"SlurmdSpoolDir={r}/spool/%n", f"SlurmctldPidFile={r}/slurmctld.pid",

@@ -125,9 +125,16 @@ def test_bad_yaml(tmp_path, text, match):
     (["--epochs", "1.5"], "--epochs: expected an integer, got '1.5'"),
     (["--bogus"], "unknown option --bogus"),
     (["--deterministic", "maybe"], "--deterministic: expected true or false, got 'maybe'"),
-    (["--hidden", "64,x"], "hidden must be comma-separated layer widths"),
-    (["--hidden", "64,0"], "hidden must be comma-separated layer widths"),
-    (["--loss_scale", "fast"], "loss_scale must be none, dynamic or a number >= 1"),
+    (["--hidden", "64,x"], "hidden must be up to 64 layer widths in 1-1024"),
+    (["--hidden", "64,0"], "hidden must be up to 64 layer widths in 1-1024"),
+    # what compiles in reasonable memory and time (pipeline/limits.py, docs/FINDINGS.md)
+    (["--hidden", ",".join(["8"] * 65)], "hidden must be up to 64 layer widths"),
+    (["--hidden", "1025"], "hidden must be up to 64 layer widths in 1-1024"),
+    (["--hidden", "1024,1024,1024,2"], "with at most 2,097,152 weights between them"),
+    (["--hidden", "9" * 5000], "hidden must be up to 64"),  # (int() refuses 4,300 digits)
+    (["--loss_scale", "fast"], "loss_scale must be none, dynamic or a number in 1-3.4e"),
+    (["--loss_scale", "1e39"], r"loss_scale must be none, dynamic or a number in 1-3.4e\+38 "
+                               r"\(float32's largest\), got '1e39'"),
     (["--sink_size", "4", "--log_every", "10"], "log_every must be a multiple of --sink_size 4"),
     (["--amp_level", "O4"], "amp_level must be one of O0, O1, O2, O3"),
     (["--true_w", "1e38"], r"must stay below 1e\+15"),
@@ -145,8 +152,27 @@ def test_loss_scale_may_be_a_yaml_number(tmp_path):
     f.write_text("loss_scale: 1024\n")
     assert parse_config(["--config", str(f)])[0].loss_scale_value() == 1024.0
     f.write_text("loss_scale: 0.5\n")
-    with pytest.raises(ConfigError, match="loss_scale must be none, dynamic or a number >= 1"):
+    with pytest.raises(ConfigError, match="loss_scale must be none, dynamic or a number in 1-"):
         parse_config(["--config", str(f)])
+    f.write_text("loss_scale: 1.0e+39\n")  # beyond float32: inf in the step
+    with pytest.raises(ConfigError, match="float32's largest"):
+        parse_config(["--config", str(f)])
+    f.write_text("loss_scale: 3.0e+38\n")
+    assert parse_config(["--config", str(f)])[0].loss_scale_value() == 3e38
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--epochs", "999999999999999999999"], r"--epochs 999999999999999999999 x 200 steps per "
+                                            r"epoch must be at most 2147483647 steps"),
+    (["--steps_per_epoch", "10000000000000000000000"], "the step counter is int32"),
+    (["--epochs", "10737419"], "lower --epochs or --steps_per_epoch"),  # 2^31 / 200, rounded up
+])
+def test_more_steps_than_the_step_counter_holds_are_refused_up_front(argv, match):
+    from train.plan import RunPlan
+
+    RunPlan.from_argv(["--epochs", "10737418", "--dry_run"])  # 2,147,483,600 steps: accepted
+    with pytest.raises(ConfigError, match=match):
+        RunPlan.from_argv([*argv, "--dry_run"])
 
 
 def test_a_config_that_is_not_utf8_is_one_line(tmp_path):

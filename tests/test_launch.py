@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -17,6 +19,7 @@ from helpers import (
     LAUNCH,
     REPO,
     TINY,
+    clean_env,
     descendants,
     final_params,
     finished_run,
@@ -284,6 +287,24 @@ def test_a_stop_signal_to_run_mpirun_checkpoints_and_exits_75(tmp_path, sig):
            "checkpoint" in err, err[-2000:]
     assert "exited with non-zero status" not in err  # mpirun's block for the asked-for 75s
     assert leftovers() == []
+
+
+def test_mpi_ranks_end_in_order_with_their_runs_exit_code(tmp_path):
+    """train/cluster/ending.py: a rank that joined the cluster ends through one fixed sequence
+    (MPI finalized, the scheduler stopped, os._exit with the run's code), never through
+    MindSpore's or the interpreter's teardown, which ended a finished job with SIGSEGV (139).
+    Two jobs at once (a loaded machine): each ends with its code, and nothing is left."""
+    codes = [0, 75]
+    env = clean_env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **FAST_FAIL,
+                    PYTHONFAULTHANDLER="1")
+    jobs = [subprocess.Popen(["mpirun", "-n", "2", "--bind-to", "none", sys.executable,
+                              str(REPO / "tests" / "user" / "exit_job.py"), str(code)],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for code in codes]
+    outs = [job.communicate(timeout=240)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == codes, "".join(o[-1500:] for o in outs)
+    assert not any("Fatal Python error" in o or "improperly" in o for o in outs)
+    assert leftovers() == []  # the schedulers too
 
 
 def test_nothing_outlives_a_killed_run_mpirun(tmp_path):

@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
 def run(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
         data: Any = None) -> Outcome:
     """`main`, returning the summary and the error line as well (train.fit)."""
+    outcome = _run(argv, model=model, loss=loss, data=data)
+    from train.cluster import ending  # (not before _run: it installs the signal handling first)
+
+    ending.record(outcome.code)  # an MPI-launched rank ends with it (train/cluster/ending.py)
+    return outcome
+
+
+def _run(argv: list[str] | None, *, model: Any, loss: Any, data: Any) -> Outcome:
+    """`run` up to the outcome."""
     stop = StopRequest().install()  # first: a signal during start-up is caught too
     from pipeline.limits import DataError
     from pipeline.user import SourceRaised

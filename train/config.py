@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import limits
 from pipeline.fileio import write_atomic
 from pipeline.limits import F32_TINY, MAX_ABS_VALUE, synthetic_bound
 
@@ -37,6 +38,7 @@ LOSSES = ("huber", "mse")
 OPTIMIZERS = ("sgd", "adamw")
 # `MODULE:NAME`: a Python object of yours, found as `import MODULE` finds it (train/user.py).
 IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a loss scale; float() takes more
 LR_SCHEDULES = ("cosine", "constant")
 GRAD_BACKENDS = ("mindspore", "mpi")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
@@ -145,8 +147,8 @@ class Config:
     model_args: dict = _f({}, "a YAML/JSON mapping such as `{width: 16}`: keyword arguments of "
                               "`--model`'s callable (which also gets the resolved `config` if it "
                               "takes a parameter of that name)", resume="refuse", shown="none")
-    hidden: str = _f("", "widths of hidden ReLU layers, e.g. `64,64` (an MLP); none = the linear "
-                         "model", resume="refuse", shown="none")
+    hidden: str = _f("", "widths of hidden ReLU layers, e.g. `64,64` (an MLP: up to 64 layers of "
+                         "1-1024); none = the linear model", resume="refuse", shown="none")
     epochs: int | None = _f(None, "passes over the data (synthetic: `steps_per_epoch` steps of "
                                   "fresh rows); a resume may raise it to train on. Files: "
                                   "automatic", resume="allow", at_least=1,
@@ -203,8 +205,8 @@ class Config:
                                    "(bfloat16: Ascend only, refused on CPU and GPU)",
                         resume="refuse", choices=AMP_DTYPES)
     loss_scale: str = _f("none", "`none`, `dynamic` (2^16, halved on overflow, doubled after "
-                                 "1,000 good steps) or a fixed number >= 1; an overflow's update "
-                                 "is skipped and counted (`overflow_skips`)",
+                                 "1,000 good steps) or a fixed number in 1-3.4e38; an overflow's "
+                                 "update is skipped and counted (`overflow_skips`)",
                          resume="refuse", shown="`none`")
     deterministic: bool = _f(True, "deterministic kernels and, on Ascend, deterministic HCCL "
                                    "reductions (`ms.set_deterministic`)", resume="allow")
@@ -420,16 +422,12 @@ def _check_ranges(cfg: Config) -> None:
     _check(0 <= cfg.outlier_fraction < 1, "outlier_fraction", "in [0, 1)", cfg.outlier_fraction)
     _check(cfg.outlier_scale >= 0, "outlier_scale", ">= 0", cfg.outlier_scale)
     _check(0 <= cfg.eval_fraction < 1, "eval_fraction", "in [0, 1)", cfg.eval_fraction)
-    _check(re.fullmatch(r"\s*|\d+(,\d+)*", cfg.hidden) is not None
-           and all(w >= 1 for w in cfg.hidden_sizes()), "hidden",
-           "comma-separated layer widths >= 1 such as 64,64, or empty", cfg.hidden)
+    sizes = cfg.hidden_sizes() if re.fullmatch(r"\s*|\d{1,9}(,\d{1,9})*", cfg.hidden) else [0]
+    _check(limits.mlp_fits(sizes), "hidden", limits.MLP_ACCEPTED, cfg.hidden)  # it compiles
     if cfg.loss_scale not in ("none", "dynamic"):
-        try:
-            scale = float(cfg.loss_scale)
-        except ValueError:
-            scale = math.nan
-        _check(math.isfinite(scale) and scale >= 1, "loss_scale",
-               "none, dynamic or a number >= 1", cfg.loss_scale)
+        scale = float(cfg.loss_scale) if NUMBER.fullmatch(cfg.loss_scale) else 0.0
+        _check(1 <= scale <= limits.F32_MAX, "loss_scale", "none, dynamic or a number in "
+               f"1-{limits.F32_MAX:.2g} (float32's largest)", cfg.loss_scale)
     _check(cfg.sink_size <= 4096, "sink_size", "an integer in 0-4096", cfg.sink_size)
     if cfg.sink_size > 1:  # the host regains control only between sink calls
         for name in ("log_every", "ckpt_every") + (("steps_per_epoch",) if cfg.synthetic else ()):

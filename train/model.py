@@ -7,13 +7,14 @@ from the seed with NumPy, so that every rank starts identical without a broadcas
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import tempfile
 from typing import Any
 
 import numpy as np
+
+from train.cluster import ending
 
 
 def _shapes(features: int, hidden: list[int]) -> dict[str, tuple[int, ...]]:
@@ -137,7 +138,7 @@ def mixed_precision(net: Any, level: str, dtype: str) -> Any:
     # by other runs. Give it a private folder; the graph compiler reads that source again later
     # (inspect.getsource), so the folder lives until the process exits.
     folder = tempfile.mkdtemp(prefix="ms-dp-amp-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    ending.at_exit(shutil.rmtree, folder, True)  # (an MPI rank skips other exit hooks)
     cwd = os.getcwd()
     os.chdir(folder)
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.dataset import steps_per_item
+from pipeline.limits import MAX_STEPS
 from train import checkpoint as ck
 from train import cluster as cl
 from train import rundir
@@ -276,6 +277,11 @@ def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
     if not cfg.synthetic:
         cfg = dataclasses.replace(
             cfg, steps_per_epoch=data.train_rows // cfg.global_batch_size(world))
+    if cfg.epochs * cfg.steps_per_epoch > MAX_STEPS:  # after the data set the steps per epoch
+        per = "" if cfg.synthetic else " (from the file's rows)"
+        raise ConfigError(f"--epochs {cfg.epochs} x {cfg.steps_per_epoch} steps per epoch{per} "
+                          f"must be at most {MAX_STEPS} steps (the step counter is int32); "
+                          "lower --epochs" + (" or --steps_per_epoch" if cfg.synthetic else ""))
     return cfg, set(auto)
 
 

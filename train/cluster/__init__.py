@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from train.cluster import mpi
+from train.cluster import ending, mpi
 from train.cluster.addresses import interfaces, resolve_host
 from train.cluster.env import (
     DEFAULT_CLUSTER_TIMEOUT,
@@ -253,6 +253,8 @@ def setup(device: str, expected_world_size: int = 0, deterministic: bool = True,
     rank, world = get_rank(), get_group_size()
     assert comm is None or comm.Get_rank() == rank, "MS_NODE_ID must pin the MindSpore rank"
     hosts = hosts or _gather_hosts(world)
+    if comm is not None:
+        ending.install(comm)  # from now on the rank ends in a fixed order (cluster/ending.py)
     return Cluster(rank=rank, world_size=world, launch=launch, device=device, hosts=hosts,
                    _comm=comm)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from train.cluster import ending
 from train.cluster.addresses import free_port, local_ipv4s, master_address, network_id, port_is_free
 from train.cluster.env import MPI_PREFIXES, ClusterError, check_port
 from train.cluster.process import set_pdeathsig
@@ -162,6 +163,7 @@ def bootstrap(comm: Any, env: Mapping[str, str], device: str,
             # Registered before mindspore is imported, so it runs after mindspore's own exit
             # hook has unregistered this worker: the scheduler ends once every worker has.
             atexit.register(_reap, proc)
+            ending.scheduler(proc)  # stopped by the ordered end once every rank is done
         except (ClusterError, OSError) as e:  # every rank must hear it, or they wait forever
             info = str(e)
     info = comm.bcast(info, root=0)
