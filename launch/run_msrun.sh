@@ -135,7 +135,16 @@ if [[ -z "$tail_ranks" ]]; then  # nothing echoed: the run's result still reache
 fi
 job_lines; lines=$found
 if [[ "$lines" == *"stopped: "* && "$lines" != *"error: "* ]]; then
+  shown=''  # the echoed workers' lines said it; else (a stop while joining: only some said it)
+  for r in $tail_ranks; do shown+=$(grep -hs "^stopped: " "$LOG_DIR/worker_$r.log" || true); done
+  [[ -n "$shown" ]] || { grep "^stopped: " <<< "$lines" | sort -u >&2 || true; }
   exit 75                                   # stopped with a checkpoint: continue with --resume
+fi
+if [[ -n "$stop" && $rc -ne 0 && -z "$lines" ]]; then
+  # Workers ended by the signal before their handlers existed (Python's first milliseconds):
+  # nothing was trained, a resume is safe.
+  echo "stopped: SIG$stop while the job was starting; nothing was trained" >&2
+  exit 75
 fi
 if [[ -n "$lines" ]]; then
   grep "^error: " <<< "$lines" >&2 || true  # msrun names PIDs; the trainer names the rank

@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,10 @@ from train.cluster.env import (
     check_port,
     check_seconds,
 )
+
+if TYPE_CHECKING:
+    from train.faults import Faults
+    from train.stop import StopRequest
 
 __all__ = ["Cluster", "ClusterError", "check_launch", "detect_launch", "device_id",
            "probe_device", "setup"]
@@ -228,7 +232,8 @@ def probe_device(device: str, env: Mapping[str, str] | None = None) -> None:
 
 
 def setup(device: str, expected_world_size: int = 0, deterministic: bool = True,
-          env: Mapping[str, str] | None = None, stop: Any = None, faults: Any = None) -> Cluster:
+          env: Mapping[str, str] | None = None, stop: StopRequest | None = None,
+          faults: Faults | None = None) -> Cluster:
     """Recognise the launcher, start the process group if there is more than one rank.
 
     Everything that can be refused (world size, MPI, scheduler port) is refused before any
