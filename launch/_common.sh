@@ -112,7 +112,7 @@ mark_job() {
   marker=$1
   mkdir -p "$LOG_DIR"
   touch "$marker"
-  trap 'rm -f "$marker"' EXIT
+  trap 'rm -f "$marker" "$marker.signal"' EXIT  # (.signal: run_mpirun.sh's stop_file)
 }
 
 # fresh_logs: this job's worker logs, into the array $logs. A scheduler's SIGTERM reaches

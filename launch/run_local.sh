@@ -5,6 +5,10 @@
 # Every argument goes to the trainer (python -m train --help), or to your script of
 # train.main (SCRIPT=job.py). Exit code = the run's.
 set -euo pipefail
+# A stop signal (TERM, INT, HUP, USR1) before the trainer starts ends the script with 75; from
+# the exec on, the trainer takes them itself.
+stop=''
+for sig in TERM INT HUP USR1; do trap "stop=$sig" "$sig"; done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=launch/_common.sh
 . "$here/_common.sh"
@@ -14,4 +18,8 @@ need_int DEVICE_ID 0 1023
 # Leftovers of a cluster job in this shell would make the trainer think it is a rank.
 # shellcheck disable=SC2046
 unset $(python -m train.cluster launch-vars)
+if [[ -n "$stop" ]]; then
+  stopped_before_start
+  exit 75
+fi
 exec "${trainer[@]}" "$@"

@@ -5,9 +5,29 @@
 #   Two nodes:       on each, NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0> launch/run_msrun.sh ...
 # Every argument goes to the trainer (python -m train --help), or to your script of train.main
 # on every worker (SCRIPT=job.py). Exit code: msrun's (0 done,
-# non-zero failed: the trainer's `error:` lines are printed), 75 when SIGTERM, SIGINT or SIGUSR1
-# stopped the job with a checkpoint (continue with --resume), 2 for a refused configuration.
+# non-zero failed: the trainer's `error:` lines are printed), 75 when SIGTERM, SIGINT, SIGHUP or
+# SIGUSR1 stopped the job with a checkpoint (continue with --resume), 2 for a refused
+# configuration.
 set -euo pipefail
+# Signals: msrun neither forwards SIGTERM/SIGUSR1 nor survives them, and answers SIGINT by
+# killing its workers without a checkpoint. So msrun runs supervised (its own session, those
+# signals ignored, killed if this script dies) and the script forwards every stop signal
+# (TERM, INT, HUP, USR1) to the workers, which checkpoint and exit 75 - again each half second
+# until they say so, since a worker that has not installed its handlers yet ignores them. A
+# signal before msrun starts ends the script with 75 at once. The script also ends msrun's
+# leftovers once the workers are done, since msrun then still waits for its scheduler's
+# heartbeat timeout. The traps come first: a signal at any moment of the script is a stop.
+pid='' stop='' pre=''
+forward() {
+  stop=$1
+  if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi  # the pre-flight dry run
+  if [[ -n "$pid" ]]; then python -m train.cluster term-workers "$pid" "$1" || true; fi
+  true
+}
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+trap 'forward HUP' HUP
+trap 'forward USR1' USR1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=launch/_common.sh
 . "$here/_common.sh"
@@ -45,24 +65,6 @@ esac
 if ! MASTER_ADDR=$(python -m train.cluster resolve "$MASTER_ADDR"); then exit 2; fi
 export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (scheduler and workers)
 
-# Signals: msrun neither forwards SIGTERM/SIGUSR1 nor survives them, and answers SIGINT by
-# killing its workers without a checkpoint. So msrun runs supervised (its own session, those
-# signals ignored, killed if this script dies) and the script forwards every stop signal to the
-# workers, which checkpoint and exit 75 - again each half second until they say so, since a
-# worker that has not installed its handlers yet ignores them. A signal before msrun starts
-# ends the script with 75 at once. The script also ends msrun's leftovers once the workers are
-# done, since msrun then still waits for its scheduler's heartbeat timeout.
-pid='' stop=''
-forward() {
-  stop=$1
-  signal_preflight "$1"
-  if [[ -n "$pid" ]]; then python -m train.cluster term-workers "$pid" "$1" || true; fi
-  true
-}
-trap 'forward TERM' TERM
-trap 'forward INT' INT
-trap 'forward USR1' USR1
-
 # Refuse what cannot work before msrun starts anything: the flags, data, run folder and world
 # size as every worker will see them (once, not once per worker), and a busy scheduler port.
 MS_ROLE=MS_WORKER MS_WORKER_NUM=$((NPROC * NNODES)) preflight "$@" || exit $?
@@ -82,11 +84,12 @@ fi
 # outcome. (Only this node's: LOG_DIR is often shared with the other nodes, whose logs count
 # once they are newer than this node's marker.)
 mark_job "$LOG_DIR/.job_node$NODE_RANK"
+old_logs=("$LOG_DIR/msrun_node$NODE_RANK.log")  # (one rm, not NPROC)
 for ((r = NODE_RANK * NPROC; r < (NODE_RANK + 1) * NPROC; r++)); do
-  rm -f "$LOG_DIR/worker_$r.log"
+  old_logs+=("$LOG_DIR/worker_$r.log")
 done
-if [[ "$NODE_RANK" == 0 ]]; then rm -f "$LOG_DIR/scheduler.log"; fi
-rm -f "$LOG_DIR/msrun_node$NODE_RANK.log"
+if [[ "$NODE_RANK" == 0 ]]; then old_logs+=("$LOG_DIR/scheduler.log"); fi
+rm -f -- "${old_logs[@]}"
 if [[ -n "$stop" ]]; then
   stopped_before_start
   exit 75
@@ -132,7 +135,16 @@ if [[ -z "$tail_ranks" ]]; then  # nothing echoed: the run's result still reache
 fi
 job_lines; lines=$found
 if [[ "$lines" == *"stopped: "* && "$lines" != *"error: "* ]]; then
+  shown=''  # the echoed workers' lines said it; else (a stop while joining: only some said it)
+  for r in $tail_ranks; do shown+=$(grep -hs "^stopped: " "$LOG_DIR/worker_$r.log" || true); done
+  [[ -n "$shown" ]] || { grep "^stopped: " <<< "$lines" | sort -u >&2 || true; }
   exit 75                                   # stopped with a checkpoint: continue with --resume
+fi
+if [[ -n "$stop" && $rc -ne 0 && -z "$lines" ]]; then
+  # Workers ended by the signal before their handlers existed (Python's first milliseconds):
+  # nothing was trained, a resume is safe.
+  echo "stopped: SIG$stop while the job was starting; nothing was trained" >&2
+  exit 75
 fi
 if [[ -n "$lines" ]]; then
   grep "^error: " <<< "$lines" >&2 || true  # msrun names PIDs; the trainer names the rank

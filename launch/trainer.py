@@ -13,6 +13,10 @@ if (_root / "train" / "__init__.py").is_file():
 else:
     del sys.path[0]  # installed: this folder must not shadow anything
 
-from train.__main__ import main  # noqa: E402 - after the path is set
+from train.stop import install_early  # noqa: E402 - after the path is set
+
+install_early()  # before the imports below: a stop signal from the start on is a stop (75)
+
+from train.__main__ import main  # noqa: E402
 
 sys.exit(main())

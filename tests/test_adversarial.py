@@ -23,6 +23,7 @@ from helpers import (
     handles_signals,
     newest_ckpt,
     require,
+    run,
     start,
     train_cli,
     wait_for,
@@ -238,14 +239,28 @@ def test_a_stop_signal_during_start_up_is_75_and_the_folder_resumes(tmp_path, si
     assert final_params(tmp_path / "run")[1]["steps"] == 20
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stop_signal_during_a_dry_run_is_75(tmp_path, sig):
     """A dry run checks and prints; a stop signal meanwhile is acted on, as a run's would be
-    (the launch scripts' pre-flight is a dry run)."""
+    (the launch scripts' pre-flight is a dry run). SIGHUP (a closed terminal) is one."""
     proc = start([*TINY, "--dry_run"], tmp_path, TRAIN_FAULT="start_pause=60")
     wait_for(lambda: handles_signals(proc.pid), proc, what="the trainer's signal handling")
     assert _stop(proc, sig) == 75
     assert f"stopped: {sig.name}: stopped during the dry run" in proc.stderr.read()
+
+
+def test_python_m_train_takes_the_stop_signals_before_anything_else(tmp_path):
+    """A Ctrl-C in the first ~60 ms was a KeyboardInterrupt: `python -m train` now installs its
+    handlers before any other import of its own (only train.stop's signal and threading come
+    first), so a signal during its imports is a stop (75, one line), as the test above shows."""
+    r = run([sys.executable, "-X", "importtime", "-m", "train", "--help"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    order = [ln.rsplit("|", 1)[-1].strip() for ln in r.stderr.splitlines()
+             if ln.startswith("import time:") and "|" in ln]
+    ours = order[order.index("train") + 1:]
+    first = ours[:ours.index("train.stop")]
+    assert set(first) <= {"signal", "threading", "_weakrefset"}, first
+    assert {"dataclasses", "numpy"} <= set(ours)  # both come later (the check can fail)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

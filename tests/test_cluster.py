@@ -29,6 +29,38 @@ def test_device_id_per_launcher():
     assert cl.device_id("mpi", {"DEVICE_ID": "5"}, local_rank=2) == 2  # index on the host
 
 
+@pytest.mark.parametrize("device,visible,local_rank,expected", [
+    ("Ascend", "3", 5, 0),  # each task sees only its own device (Slurm's gres): the first
+    ("Ascend", "4,5,6,7", 5, 1),  # 8 ranks a host on two tasks' worth of devices
+    ("Ascend", "", 5, 5),  # unset: every device of the host is visible
+    ("GPU", "0,1", 3, 1),
+])
+def test_an_mpi_ranks_device_follows_the_devices_it_can_see(device, visible, local_rank,
+                                                            expected):
+    env = {cl.VISIBLE_DEVICES[device]: visible} if visible else {}
+    assert cl.device_id("mpi", env, local_rank, device) == expected
+
+
+def test_a_forwarded_sigusr1_is_named_as_the_signal_the_launcher_got(tmp_path, monkeypatch):
+    """run_mpirun.sh writes the signal it was sent into TRAIN_STOP_SIGNAL_FILE (mpirun forwards
+    only SIGUSR1); the file is untrusted: anything but a stop signal's name is SIGUSR1."""
+    from train.stop import SIGNAL_FILE, forwarded_name
+
+    f = tmp_path / ".job.signal"
+    monkeypatch.setenv(SIGNAL_FILE, str(f))
+    assert forwarded_name() == "SIGUSR1"  # no file (a host that does not share LOG_DIR)
+    for text, name in [("TERM\n", "SIGTERM"), ("HUP", "SIGHUP"), ("KILL\n", "SIGUSR1"),
+                       ("TERM" * 100, "SIGUSR1")]:
+        f.write_text(text)
+        assert forwarded_name() == name
+    (tmp_path / "elsewhere").write_text("INT\n")
+    f.unlink()
+    f.symlink_to(tmp_path / "elsewhere")
+    assert forwarded_name() == "SIGUSR1"  # never through a link
+    monkeypatch.delenv(SIGNAL_FILE)
+    assert forwarded_name() == "SIGUSR1"
+
+
 def test_single_process_is_rank_0_of_1():
     c = cl.setup("CPU", 0, env={})
     assert (c.rank, c.world_size, c.launch, c.is_main) == (0, 1, "single", True)

@@ -9,9 +9,10 @@ from train.faults import FaultError, parse
 
 
 def test_the_documented_spellings():
-    f = parse("fail@5:1, nan@7,overflow@9,ckpt_pause=0.5,step_pause=0.01,start_pause=2")
+    f = parse("fail@5:1, nan@7,overflow@9,ckpt_pause=0.5,step_pause=0.01,start_pause=2,"
+              "join_pause=3")
     assert f.fail == {5: 1} and f.nan == {7} and f.overflow == {9}
-    assert (f.ckpt_pause, f.step_pause, f.start_pause) == (0.5, 0.01, 2.0)
+    assert (f.ckpt_pause, f.step_pause, f.start_pause, f.join_pause) == (0.5, 0.01, 2.0, 3.0)
     assert math.isnan(f.input_scale(7)) and f.input_scale(9) == math.inf
     assert f.input_scale(8) is None
     with pytest.raises(RuntimeError, match="test failure injected at step 5"):

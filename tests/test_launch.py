@@ -134,6 +134,7 @@ def test_wrong_world_size_is_refused_before_starting(tmp_path, port, launcher):
                                                      "not resolve"),
     ("mpirun", "NPROC", "-1", "NPROC must be a whole number in 1-4096, got '-1'"),
     ("mpirun", "NPROC", "1000000", "NPROC must be a whole number in 1-4096, got '1000000'"),
+    ("mpirun", "NPROC", "4096", "NPROC must be at most"),  # this host's CPUs, no host list
     ("mpirun", "MASTER_PORT", "abc", "MASTER_PORT must be a whole number in 1024-65535"),
     ("mpirun", "MASTER_ADDR", "no.such.host.invalid", "does not resolve to an IPv4 address"),
     ("mpirun", "MASTER_IFACE", "nope9", "MASTER_IFACE 'nope9' is not an interface"),
@@ -264,26 +265,32 @@ def test_ranks_stop_within_about_a_second_whatever_log_every_is(tmp_path, port):
 @pytest.mark.parametrize("sig", ["TERM", "INT"])
 def test_a_stop_signal_to_run_mpirun_checkpoints_and_exits_75(tmp_path, sig):
     """Open MPI's mpirun would end the ranks without a checkpoint: the script turns the stop
-    into a SIGUSR1, which mpirun forwards to every rank. SIGINT goes to the whole process
-    group, as a terminal's Ctrl-C does. The device's environment is forwarded to ranks on
-    other hosts (`-x`)."""
+    into a SIGUSR1, which mpirun forwards to every rank, and the ranks name the signal the
+    script was sent. SIGINT goes to the whole process group, as a terminal's Ctrl-C does. The
+    device's and MindSpore's environment is forwarded to ranks on other hosts (`-x`), not what
+    is each host's own (HCCL_IF_IP)."""
     args = [*TINY, "--steps_per_epoch", "3000", "--batch_size", "8", "--ckpt_every", "50",
             "--out", "o"]
     proc = start(args, tmp_path, cmd=["bash", str(LAUNCH / "run_mpirun.sh")], NPROC="2",
                  LOG_DIR=str(tmp_path / "logs"), TRAIN_FAULT="step_pause=0.01",
-                 ASCEND_TEST_KNOB="1", HCCL_EXEC_TIMEOUT="68", **FAST_FAIL)
+                 ASCEND_TEST_KNOB="1", HCCL_EXEC_TIMEOUT="68", HCCL_IF_IP="10.9.9.9",
+                 MS_ASCEND_CHECK_OVERFLOW_MODE="SATURATION_MODE", TOOLCHAIN_HOME="/opt/tc",
+                 **FAST_FAIL)
     wait_for(lambda: newest_ckpt(tmp_path / "o") > 0, proc, what="a checkpoint")
     (mpirun,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
                  if p.name() == "prterun"]
-    forwarded = " ".join(mpirun.cmdline())
-    assert "-x ASCEND_TEST_KNOB" in forwarded and "-x HCCL_EXEC_TIMEOUT" in forwarded
+    forwarded = mpirun.cmdline()
+    for v in ("ASCEND_TEST_KNOB", "HCCL_EXEC_TIMEOUT", "MS_ASCEND_CHECK_OVERFLOW_MODE",
+              "TOOLCHAIN_HOME", "MS_NODE_TIMEOUT"):
+        assert f"-x {v}" in " ".join(forwarded), v
+    assert "HCCL_IF_IP" not in forwarded and forwarded.count("MS_NODE_TIMEOUT") == 1
     if sig == "INT":
         os.killpg(proc.pid, signal.SIGINT)
     else:
         proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 75
     err = proc.stderr.read()
-    assert f"stopped: SIGUSR1: stopped at step {newest_ckpt(tmp_path / 'o')} with a " \
+    assert f"stopped: SIG{sig}: stopped at step {newest_ckpt(tmp_path / 'o')} with a " \
            "checkpoint" in err, err[-2000:]
     assert "exited with non-zero status" not in err  # mpirun's block for the asked-for 75s
     assert leftovers() == []
@@ -307,6 +314,62 @@ def test_mpi_ranks_end_in_order_with_their_runs_exit_code(tmp_path):
     assert leftovers() == []  # the schedulers too
 
 
+def test_a_stop_while_the_mpirun_cluster_forms_exits_75_at_once(tmp_path):
+    """Rank 1 pauses just before init() (TRAIN_FAULT join_pause), so rank 0 waits inside it
+    with the scheduler up. The SIGUSR1 mpirun forwards to each rank's process group must not
+    reach rank 0's scheduler child (it ignores stop signals, in a session of its own), and the
+    ranks leave the cluster's formation at once instead of retrying init() until
+    CLUSTER_TIMEOUT: one line, 75, nothing left. MindSpore's warning about Open MPI's variables
+    stays in the worker log."""
+    proc = start([*TINY, "--out", "o"], tmp_path, cmd=["bash", str(LAUNCH / "run_mpirun.sh")],
+                 NPROC="2", LOG_DIR=str(tmp_path / "logs"), TRAIN_FAULT="join_pause=300",
+                 **FAST_FAIL)
+
+    def scheduler_serving():  # rank 0 has dialled in: it is inside init()
+        for p, cmd in descendants(proc.pid):
+            if "run_scheduler" in " ".join(cmd):
+                try:
+                    return p if any(c.status == "ESTABLISHED" for c in p.net_connections()) \
+                        else None
+                except psutil.Error:
+                    return None
+        return None
+
+    wait_for(scheduler_serving, proc, what="rank 0 inside init()")
+    scheduler = scheduler_serving()
+    with open(f"/proc/{scheduler.pid}/status") as f:
+        ignored = next(int(ln.split()[1], 16) for ln in f if ln.startswith("SigIgn:"))
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        assert ignored & (1 << (sig - 1)), sig.name
+    assert os.getsid(scheduler.pid) != os.getsid(scheduler.ppid())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 75
+    err = proc.stderr.read()
+    assert err.strip() == "stopped: SIGTERM: stopped while joining the cluster; nothing was " \
+                          "trained", err[-2000:]
+    assert "dynamic cluster and OpenMPI" in (tmp_path / "logs" / "worker_0.log").read_text()
+    assert not (tmp_path / "o").exists()
+    assert leftovers() == []
+
+
+def test_a_hangup_at_the_start_of_an_mpirun_job_is_a_stop(tmp_path):
+    """SIGHUP (a closed terminal) as the script marks its job, while it clears old worker logs
+    or starts mpirun: passed on until a rank hears it, never lost (the job does not train)."""
+    logs = tmp_path / "logs"
+    proc = start([*TINY, "--steps_per_epoch", "3000", "--out", "o"], tmp_path,
+                 cmd=["bash", str(LAUNCH / "run_mpirun.sh")], NPROC="2", LOG_DIR=str(logs),
+                 **FAST_FAIL)
+    wait_for(lambda: (logs / ".job").exists(), proc, what="the job's start")
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=120) == 75
+    lines = set(proc.stderr.read().strip().splitlines())  # (each rank may say it)
+    assert len(lines) == 1 and lines.pop().startswith("stopped: SIGHUP"), lines
+    assert not (tmp_path / "o" / "summary.json").exists()
+    assert {p.name for p in logs.iterdir()} <= {"scheduler.log", "worker_0.log",
+                                                "worker_1.log"}  # (no marker left)
+    assert leftovers() == []
+
+
 def test_nothing_outlives_a_killed_run_mpirun(tmp_path):
     """SIGKILL to the script: mpirun dies with it, the ranks with mpirun."""
     args = [*TINY, "--steps_per_epoch", "3000", "--batch_size", "8", "--out", "o"]
@@ -318,11 +381,13 @@ def test_nothing_outlives_a_killed_run_mpirun(tmp_path):
     assert leftovers() == []
 
 
-@pytest.mark.parametrize("launcher", ["msrun", "mpirun"])
-def test_a_stop_signal_during_the_pre_flight_check_stops_it_at_once(tmp_path, port, launcher):
+@pytest.mark.parametrize("launcher,sig", [("msrun", "HUP"), ("mpirun", "TERM")])
+def test_a_stop_signal_during_the_pre_flight_check_stops_it_at_once(tmp_path, port, launcher,
+                                                                      sig):
     """The pre-flight dry run may convert a large table first: a stop signal to the script
     (only: not to its process group) reaches it at once, and the job ends with 75 having
-    started nothing (the dry run would otherwise pause for its whole minute)."""
+    started nothing (the dry run would otherwise pause for its whole minute). SIGHUP, a
+    closed terminal, is a stop like SIGTERM."""
     proc = start([*TINY, "--out", "o"], tmp_path, cmd=["bash", str(LAUNCH / f"run_{launcher}.sh")],
                  NPROC="2", MASTER_PORT=str(port), LOG_DIR=str(tmp_path / "logs"),
                  TRAIN_FAULT="start_pause=60", **FAST_FAIL)
@@ -332,9 +397,9 @@ def test_a_stop_signal_during_the_pre_flight_check_stops_it_at_once(tmp_path, po
                    for p, cmd in descendants(proc.pid))
 
     wait_for(dry_run_listening, proc, what="the pre-flight dry run")
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, f"SIG{sig}"))
     assert proc.wait(timeout=30) == 75
-    assert "stopped: SIGTERM: stopped during the dry run" in proc.stderr.read()
+    assert f"stopped: SIG{sig}: stopped during the dry run" in proc.stderr.read()
     assert not (tmp_path / "logs").exists() and not (tmp_path / "o").exists()
     assert leftovers() == []
 

@@ -19,6 +19,7 @@ from helpers import (
     current,
     final_params,
     finished_run,
+    handles_signals,
     leftovers,
     newest_ckpt,
     require,
@@ -98,6 +99,33 @@ def test_scancel_term_checkpoints_exits_75_and_the_resumed_job_is_exact(slurm, t
     got, s = final_params(tmp_path / "run")
     assert got == uninterrupted[0] and s["segments"] == 2  # bitwise
     assert leftovers() == []
+
+
+def test_a_stop_before_srun_starts_is_75(slurm, tmp_path):
+    """slurm.sbatch's own trap: SIGTERM to the batch script alone (`scancel --batch`) during its
+    pre-flight dry run is passed on to it, and the job exits 75, not bash's 143."""
+    job = submit(slurm, SBATCH, [*JOB, "--out", "run"], tmp_path, TRAIN_FAULT="start_pause=120")
+
+    def dry_run_listening():
+        for p in psutil.process_iter():
+            if _env(p).get(MARK) == current["mark"] and "--dry_run" in _cmdline(p):
+                return handles_signals(p.pid)
+        return False
+
+    wait_for(dry_run_listening, what="the pre-flight dry run", timeout=120)
+    slurm.run(["scancel", "--batch", "--signal=TERM", str(job)])
+    info = slurm.wait(job)
+    assert info["ExitCode"] == "75:0", output(tmp_path, job)
+    assert "stopped: SIGTERM: stopped during the dry run" in output(tmp_path, job)
+    assert not (tmp_path / "run").exists()
+    assert leftovers() == []
+
+
+def _cmdline(p):
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
 
 
 @pytest.mark.parametrize("script", ["srun", "msrun"])

@@ -12,8 +12,9 @@ network, loss and data (README "Your own network"). mindspore is not imported he
 
 from __future__ import annotations
 
-import json
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (`python -m train` imports this package before its signal handlers exist:
+    from typing import Any  # it imports nothing it need not)
 
 __all__ = ["FitError", "fit", "main"]
 
@@ -41,6 +42,8 @@ def fit(*, model: Any = None, loss: Any = None, data: Any = None, **options: Any
     """Train with your callables and any Config field as a keyword (`epochs=3`,
     `model_args={"width": 16}`, `out="runs/a"`); return the run's summary (summary.json's
     dict). Raises FitError, with the exit code, where `main` would return non-zero."""
+    import json
+
     from train.__main__ import run
     from train.config import FIELDS
 

@@ -3,19 +3,29 @@
 Exit codes: 0 done; 1 the run failed (names the rank and step); 2 bad input: config, flags,
 data, launch environment, run folder or checkpoint (one line on stderr, nothing damaged);
 74 a run file could not be written (disk full, permissions; earlier files intact);
-75 stopped by SIGTERM, SIGINT or SIGUSR1 at a safe point: continue with --resume.
+75 stopped by SIGTERM, SIGINT, SIGHUP or SIGUSR1 at a safe point: continue with --resume.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+
+if __name__ == "__main__":  # `python -m train`: the stop signals are taken before anything else
+    try:
+        from train.stop import install_early
+
+        install_early()
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers existed (import of train.stop)
+        sys.stderr.write("stopped: SIGINT before the run started; nothing ran\n")
+        sys.exit(75)
 
 # Only train.stop at import time: its signal handling must be in place before any module
 # starts a thread (NumPy's BLAS, MindSpore), so that every thread inherits it.
-from train.stop import PREEMPTED_EXIT, StopRequest
+import os  # noqa: E402 - after the handlers
+from dataclasses import dataclass  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from train.stop import PREEMPTED_EXIT, StopRequest  # noqa: E402
 
 if TYPE_CHECKING:
     from train import cluster as cl
@@ -81,7 +91,8 @@ def _run(argv: list[str] | None, *, model: Any, loss: Any, data: Any) -> Outcome
         if plan.launch == "single" and plan.layout is not None:
             plan.prepare()  # own the folder, choose the checkpoint: before importing MindSpore
         plan.faults.pause("start_pause", until=lambda: stop.requested)
-        cluster = cl.setup(plan.cfg.device, plan.cfg.world_size, plan.cfg.deterministic)
+        cluster = cl.setup(plan.cfg.device, plan.cfg.world_size, plan.cfg.deterministic,
+                           stop=stop, faults=plan.faults)
         plan.build_network(cluster)  # a network of yours: built now, its checkpoint chosen next
         if plan.launch != "single":
             plan.prepare_on_ranks(cluster)  # rank 0 owns the folder and shares its decisions

@@ -16,6 +16,9 @@ tests and scripts rely on them):
   start_pause=SECONDS  pause during start-up, after the run folder is set up and before the
                        cluster starts, or in a dry run before it prints (to signal a process
                        that has not trained yet); a stop signal ends the pause
+  join_pause=SECONDS   pause while joining the cluster, on every rank but rank 0, just before
+                       MindSpore's init() (rank 0 then waits inside init() for them: to signal
+                       a job while its cluster forms); a stop signal ends the process (75)
 
 An unknown kind or a malformed value is a one-line error (exit 2). A run with faults warns on
 stderr and records them in run.json, so that a TRAIN_FAULT left set in a shell is noticed.
@@ -31,7 +34,8 @@ from dataclasses import dataclass, field
 
 ENV = "TRAIN_FAULT"
 KINDS = ("fail@STEP:RANK", "nan@STEP", "overflow@STEP", "ckpt_pause=SECONDS",
-         "step_pause=SECONDS", "start_pause=SECONDS", "finish_pause=SECONDS")
+         "step_pause=SECONDS", "start_pause=SECONDS", "finish_pause=SECONDS",
+         "join_pause=SECONDS")
 
 
 class FaultError(ValueError):
@@ -50,6 +54,7 @@ class Faults:
     step_pause: float = 0.0
     start_pause: float = 0.0
     finish_pause: float = 0.0
+    join_pause: float = 0.0
 
     def __bool__(self) -> bool:
         return bool(self.text)
@@ -68,7 +73,8 @@ class Faults:
             raise RuntimeError(f"test failure injected at step {step} ({ENV})")
 
     def pause(self, what: str, until: Callable[[], bool] | None = None) -> None:
-        """Sleep for `what` (ckpt_pause, step_pause, start_pause or finish_pause), if set;
+        """Sleep for `what` (ckpt_pause, step_pause, start_pause, finish_pause or join_pause),
+        if set;
         `until()` true ends it early (a stop signal)."""
         seconds = getattr(self, what)
         if not seconds:
@@ -82,7 +88,7 @@ class Faults:
 
 
 _ITEM = re.compile(r"(fail)@(\d+):(\d+)|(nan|overflow)@(\d+)|"
-                   r"(ckpt_pause|step_pause|start_pause|finish_pause)=(\d+(?:\.\d*)?)")
+                   r"(ckpt_pause|step_pause|start_pause|finish_pause|join_pause)=(\d+(?:\.\d*)?)")
 
 
 def parse(text: str) -> Faults:

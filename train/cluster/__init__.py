@@ -32,8 +32,9 @@ import socket
 import sys
 import zlib
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +48,10 @@ from train.cluster.env import (
     check_port,
     check_seconds,
 )
+
+if TYPE_CHECKING:
+    from train.faults import Faults
+    from train.stop import StopRequest
 
 __all__ = ["Cluster", "ClusterError", "check_launch", "detect_launch", "device_id",
            "probe_device", "setup"]
@@ -228,24 +233,35 @@ def probe_device(device: str, env: Mapping[str, str] | None = None) -> None:
 
 
 def setup(device: str, expected_world_size: int = 0, deterministic: bool = True,
-          env: Mapping[str, str] | None = None) -> Cluster:
+          env: Mapping[str, str] | None = None, stop: StopRequest | None = None,
+          faults: Faults | None = None) -> Cluster:
     """Recognise the launcher, start the process group if there is more than one rank.
 
     Everything that can be refused (world size, MPI, scheduler port) is refused before any
     process group starts. Deterministic computation is set before `init()` (on Ascend it also
-    makes HCCL's reductions deterministic: `HCCL_DETERMINISTIC`).
+    makes HCCL's reductions deterministic: `HCCL_DETERMINISTIC`). While a worker joins the
+    cluster, a stop signal ends it at once (`stop.forming`, train/stop.py: nothing is trained
+    yet, and MindSpore's `init()` would hold it until the cluster formed or timed out).
     """
     env = os.environ if env is None else env
     launch, world = check_launch(expected_world_size, env)
     if launch == "single":
-        _set_device(device, device_id(launch, env), deterministic)
+        _set_device(device, device_id(launch, env, device=device), deterministic)
         return Cluster(device=device)
-    comm, local_rank, hosts = None, 0, []
-    if launch == "mpi":
-        comm, local_rank, hosts = _join_mpi(env, device, world, deterministic)
-    else:
-        _set_device(device, device_id(launch, env, local_rank), deterministic)
-    from mindspore.communication import get_group_size, get_rank, init
+    scheduler = env.get("MS_ROLE") == "MS_SCHED"  # msrun's: it serves the cluster to its end
+    # Up to init() a stop ends this worker at once: no peer can be past init() before every
+    # worker has entered it, so none waits in a collective for it. From init() on, the stop
+    # is agreed as usual (the first agreement point, train/loop.py).
+    joining = stop.forming("while joining the cluster") if stop and not scheduler else nullcontext()
+    with joining:
+        comm, local_rank, hosts = None, 0, []
+        if launch == "mpi":
+            comm, local_rank, hosts = _join_mpi(env, device, world, deterministic)
+        else:
+            _set_device(device, device_id(launch, env, local_rank, device), deterministic)
+        if faults is not None and not scheduler and _rank_hint(env, comm) != 0:
+            faults.pause("join_pause")
+        from mindspore.communication import get_group_size, get_rank, init
 
     init()  # on msrun's scheduler this serves the cluster; we never get past it there
     if os.environ.get("MS_ROLE") == "MS_SCHED":
@@ -257,6 +273,14 @@ def setup(device: str, expected_world_size: int = 0, deterministic: bool = True,
         ending.install(comm)  # from now on the rank ends in a fixed order (cluster/ending.py)
     return Cluster(rank=rank, world_size=world, launch=launch, device=device, hosts=hosts,
                    _comm=comm)
+
+
+def _rank_hint(env: Mapping[str, str], comm: Any) -> int:
+    """This worker's rank before init(): MPI's, or what msrun exports (RANK_ID, MS_NODE_ID)."""
+    if comm is not None:
+        return comm.Get_rank()
+    value = env.get("RANK_ID") or env.get("MS_NODE_ID") or "0"
+    return int(value) if value.isdigit() else 0
 
 
 def _join_mpi(env: Mapping[str, str], device: str, world: int,
@@ -277,7 +301,7 @@ def _join_mpi(env: Mapping[str, str], device: str, world: int,
     try:  # whatever fails here, every rank must hear it in ready(), or the others wait
         if env.get("LOG_DIR"):
             mpi.redirect_output(env["LOG_DIR"], comm.Get_rank())
-        _set_device(device, device_id("mpi", env, local_rank), deterministic)
+        _set_device(device, device_id("mpi", env, local_rank, device), deterministic)
         if device == "Ascend":  # msrun --bind_core's job for MPI-launched ranks (untested here)
             import mindspore as ms
 
@@ -314,11 +338,19 @@ def _gather_hosts(world: int) -> list[str]:
     return [bytes(r).rstrip(b"\0").decode(errors="replace") for r in rows]
 
 
-def device_id(launch: str, env: Mapping[str, str], local_rank: int = 0) -> int | None:
-    """Which accelerator this process drives: None on CPU; msrun exports DEVICE_ID per worker;
-    an MPI job uses the rank's index on its host; one process takes DEVICE_ID (default 0)."""
+# The devices a process can see, where a launcher or Slurm's gres narrowed them.
+VISIBLE_DEVICES = {"Ascend": "ASCEND_RT_VISIBLE_DEVICES", "GPU": "CUDA_VISIBLE_DEVICES"}
+
+
+def device_id(launch: str, env: Mapping[str, str], local_rank: int = 0,
+              device: str = "Ascend") -> int | None:
+    """Which accelerator this process drives: msrun exports DEVICE_ID per worker; one process
+    takes DEVICE_ID (default 0); an MPI job uses the rank's index on its host, modulo the
+    devices it can see: where each task sees only its own device (Slurm's gres setting
+    ASCEND_RT_VISIBLE_DEVICES per task) that is 0, the first visible one."""
     if launch == "mpi":
-        return local_rank
+        visible = [d for d in env.get(VISIBLE_DEVICES.get(device, ""), "").split(",") if d.strip()]
+        return local_rank % len(visible) if visible else local_rank
     return int(env.get("DEVICE_ID", "0") or 0)
 
 

@@ -16,7 +16,8 @@ def preflight(argv: list[str]) -> int:
     `route-to HOST` (print this host's address on the route to HOST),
     `term-workers PID [SIGNAME]` (forward a signal to msrun's workers) and
     `exec-supervised CMD ...` (run msrun or mpirun in a session of its own that dies with the
-    script, with SIGTERM and SIGUSR1 ignored until the program sets its own handlers)."""
+    script, with SIGTERM, SIGHUP and SIGUSR1 ignored until the program sets its own
+    handlers)."""
     try:
         if len(argv) == 2 and argv[0] == "port-free" and argv[1].isdigit():
             if port_is_free(int(argv[1])):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,11 +42,18 @@ def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str
 
 
 def _child_setup() -> None:
-    """In the scheduler child: die with rank 0, and take signals normally again (the trainer
-    blocks SIGTERM/SIGUSR1 in its threads, train/stop.py)."""
-    from train.stop import unblock_in_child
+    """In the scheduler child: die with rank 0 (and only so), never of a stop signal. mpirun
+    forwards SIGUSR1 to each rank's process group and Slurm signals every process of a step:
+    a scheduler killed by it while the cluster forms left the ranks retrying init() until
+    CLUSTER_TIMEOUT. So it gets a session of its own and ignores the stop signals (ignored
+    dispositions survive exec; MindSpore's scheduler sets none of its own); the ranks stop
+    themselves, and the scheduler ends when they have, or with rank 0."""
+    from train.stop import STOP_NAMES, unblock_in_child
 
+    os.setsid()
     set_pdeathsig()
+    for name in STOP_NAMES:
+        signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
     unblock_in_child()
 
 
@@ -101,7 +109,16 @@ def redirect_output(log_dir: str, rank: int) -> None:
     sys.stderr.flush()
     os.dup2(f.fileno(), 1)
     os.dup2(f.fileno(), 2)
-    sys.stderr = _Tee(console_err, f)
+    # MindSpore's Python logger writes to the sys.stderr of its first line, and under Open MPI
+    # that line comes at import ("dynamic cluster and OpenMPI at the same time", expected):
+    # import it while sys.stderr is the log, so its lines stay there, as under msrun.
+    sys.stderr = f
+    try:
+        import mindspore.log as ms_log
+
+        getattr(ms_log, "_get_logger", lambda: None)()  # bound now, even with no warning yet
+    finally:
+        sys.stderr = _Tee(console_err, f)
     sys.stdout = _Tee(console_out, f) if console_out else f
 
 

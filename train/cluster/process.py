@@ -32,16 +32,17 @@ def die_with_launcher() -> None:
 
 def exec_supervised(argv: list[str]) -> None:
     """Become `argv` in a session of its own, killed when our parent (the launch script) dies,
-    with SIGTERM and SIGUSR1 ignored: a scheduler that signals every process of a job (Slurm's
-    step) must not kill msrun before its workers have checkpointed; the script forwards those
-    signals to the workers itself. (The workers re-install their own handlers; so does mpirun,
-    which the mpirun script signals with SIGUSR1 to forward it to its ranks.)"""
+    with SIGTERM, SIGHUP and SIGUSR1 ignored: a scheduler that signals every process of a job
+    (Slurm's step) must not kill msrun before its workers have checkpointed; the script
+    forwards those signals to the workers itself. (The workers re-install their own
+    handlers; so does mpirun, which the mpirun script signals with SIGUSR1 to forward it to
+    its ranks.)"""
     try:
         os.setsid()
     except PermissionError:  # already a group leader (a shell with job control): stay there
         pass
     set_pdeathsig()
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
     os.execvp(argv[0], argv)
 
