@@ -144,6 +144,13 @@ job_lines() {
   done
 }
 
+# job_started: true once a worker log of this job holds the run's header (rank 0's "msrun: rank
+# 0 of N on CPU; ..."): its stop handlers were in place, so a stop would have said `stopped:`.
+job_started() {
+  fresh_logs
+  (( ${#logs[@]} )) && grep -qs -E "^[a-z]+: rank [0-9]+ of [0-9]+ on " "${logs[@]}"
+}
+
 # need_dir NAME: $NAME must be a folder this job can write, or one it can create there (checked
 # without creating it: a refused job writes nothing).
 need_dir() {

@@ -8,7 +8,8 @@ set -euo pipefail
 # A stop signal (TERM, INT, HUP, USR1) before the trainer starts ends the script with 75; from
 # the exec on, the trainer takes them itself.
 stop=''
-for sig in TERM INT HUP USR1; do trap "stop=$sig" "$sig"; done
+# (One that lands after the last check goes with the exec: train/stop.py's TRAIN_PENDING_STOP.)
+for sig in TERM INT HUP USR1; do trap "stop=$sig; export TRAIN_PENDING_STOP=$sig" "$sig"; done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=launch/_common.sh
 . "$here/_common.sh"

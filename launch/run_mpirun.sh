@@ -25,7 +25,11 @@ forward() {
   true
 }
 tell_ranks() {
-  if [[ -n "$stop_file" ]]; then { printf '%s\n' "$stop" > "$stop_file"; } 2>/dev/null || true; fi
+  # Written beside and renamed over the name: a link planted there is replaced, not followed.
+  if [[ -n "$stop_file" ]]; then
+    { tmp=$(mktemp "$stop_file.XXXXXX") && printf '%s\n' "$stop" > "$tmp" &&
+      mv -f "$tmp" "$stop_file"; } 2>/dev/null || true
+  fi
   kill -USR1 "$pid" 2>/dev/null || true
 }
 trap 'forward TERM' TERM
@@ -149,9 +153,11 @@ while kill -0 "$pid" 2>/dev/null; do
 done
 wait_for "$pid"
 job_lines
-if [[ -n "$stop" && $rc -ne 0 && "$found" != *"error: "* ]]; then
-  # Ranks that stopped while joining (mpirun ends the others), or ended by the signal before
-  # their handlers were installed, and none failed: a resume is safe (nothing was trained).
+if [[ -n "$stop" && $rc -ne 0 && "$found" != *"error: "* ]] &&
+   { [[ "$found" == *"stopped: "* ]] || ! job_started; }; then
+  # Ranks that stopped (while joining: mpirun ends the others), or ended by the signal before
+  # their handlers were installed, and none failed: a resume is safe. (A rank that crashed
+  # after the run started, with no stop line, is a failure, whatever was sent meanwhile.)
   joining=$(grep " while joining the cluster; " <<< "$found" | sort -u || true)
   if [[ -n "$joining" ]]; then
     echo "$joining" >&2

@@ -140,9 +140,10 @@ if [[ "$lines" == *"stopped: "* && "$lines" != *"error: "* ]]; then
   [[ -n "$shown" ]] || { grep "^stopped: " <<< "$lines" | sort -u >&2 || true; }
   exit 75                                   # stopped with a checkpoint: continue with --resume
 fi
-if [[ -n "$stop" && $rc -ne 0 && -z "$lines" ]]; then
+if [[ -n "$stop" && $rc -ne 0 && -z "$lines" ]] && ! job_started; then
   # Workers ended by the signal before their handlers existed (Python's first milliseconds):
-  # nothing was trained, a resume is safe.
+  # nothing was trained, a resume is safe. (A worker that crashed after the run started is a
+  # failure, whatever was sent meanwhile.)
   echo "stopped: SIG$stop while the job was starting; nothing was trained" >&2
   exit 75
 fi

@@ -18,5 +18,6 @@ from train.stop import install_early  # noqa: E402 - after the path is set
 install_early()  # before the imports below: a stop signal from the start on is a stop (75)
 
 from train.__main__ import main  # noqa: E402
+from train.cluster import ending  # noqa: E402
 
-sys.exit(main())
+ending.finish(main())  # an MPI-launched rank: the ordered end (train/cluster/ending.py)

@@ -43,7 +43,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     """This environment without launcher leftovers (a test must not inherit a cluster), with
     this test's process marker."""
     drop = ("MS_", "RANK_", "OMPI_", "PMIX_", "PMI_", "SLURM_", "MASTER_", "DEVICE_ID", "LOG_DIR",
-            "TRAIN_FAULT", "CLUSTER_TIMEOUT", "NODE_TIMEOUT", "NPROC", "NNODES", "NODE_RANK")
+            "TRAIN_FAULT", "TRAIN_PENDING_STOP", "CLUSTER_TIMEOUT", "NODE_TIMEOUT", "NPROC",
+            "NNODES", "NODE_RANK")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env[MARK] = current["mark"]
     env.setdefault("TRAIN_CACHE_DIR", _CACHE)  # converted data files: never the user's cache

@@ -263,6 +263,14 @@ def test_python_m_train_takes_the_stop_signals_before_anything_else(tmp_path):
     assert {"dataclasses", "numpy"} <= set(ours)  # both come later (the check can fail)
 
 
+def test_a_stop_a_launcher_took_just_before_its_exec_goes_with_it(tmp_path):
+    """A signal after a launcher's last check and before its `exec` runs only its trap, which
+    exports TRAIN_PENDING_STOP: the trainer (or srun's tasks) starts stopped, never trains on."""
+    r = train_cli([*TINY, "--out", "run", "--dry_run"], tmp_path, TRAIN_PENDING_STOP="HUP")
+    assert r.returncode == 75, r.stderr[-2000:]
+    assert r.stderr.strip() == "stopped: SIGHUP: stopped during the dry run; nothing was trained"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_second_signal_while_stopping_is_absorbed(tmp_path, sig):
     """Two signals in a row (users and schedulers send them) still give a checkpoint and 75:

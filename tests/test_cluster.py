@@ -31,14 +31,19 @@ def test_device_id_per_launcher():
 
 @pytest.mark.parametrize("device,visible,local_rank,expected", [
     ("Ascend", "3", 5, 0),  # each task sees only its own device (Slurm's gres): the first
-    ("Ascend", "4,5,6,7", 5, 1),  # 8 ranks a host on two tasks' worth of devices
+    ("Ascend", "4,5,6,7", 3, 3),  # a shared node: 4 ranks on its devices 4-7
+    ("Ascend", "4,5,6,7", 5, None),  # 6 or more ranks on 4 devices: refused
     ("Ascend", "", 5, 5),  # unset: every device of the host is visible
-    ("GPU", "0,1", 3, 1),
+    ("GPU", "0,1", 1, 1),
 ])
 def test_an_mpi_ranks_device_follows_the_devices_it_can_see(device, visible, local_rank,
                                                             expected):
     env = {cl.VISIBLE_DEVICES[device]: visible} if visible else {}
-    assert cl.device_id("mpi", env, local_rank, device) == expected
+    if expected is None:
+        with pytest.raises(cl.ClusterError, match="ranks would share a device"):
+            cl.device_id("mpi", env, local_rank, device)
+    else:
+        assert cl.device_id("mpi", env, local_rank, device) == expected
 
 
 def test_a_forwarded_sigusr1_is_named_as_the_signal_the_launcher_got(tmp_path, monkeypatch):

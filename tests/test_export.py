@@ -73,3 +73,8 @@ def test_bad_output_names_are_refused(tmp_path):
         assert r.returncode == 2 and r.stderr.startswith(f"error: --lite_batches {bad}: 2 to "
                                                          "100 distinct batch sizes"), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    from train.export import lite_batches  # (in-process: a 5000-digit size made int() raise)
+    from train.infer import InferError
+
+    with pytest.raises(InferError, match=r"^--lite_batches 1,9{38}\.\.\.: 2 to 100 distinct"):
+        lite_batches("1," + "9" * 5000)

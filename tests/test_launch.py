@@ -297,20 +297,24 @@ def test_a_stop_signal_to_run_mpirun_checkpoints_and_exits_75(tmp_path, sig):
 
 
 def test_mpi_ranks_end_in_order_with_their_runs_exit_code(tmp_path):
-    """train/cluster/ending.py: a rank that joined the cluster ends through one fixed sequence
-    (MPI finalized, the scheduler stopped, os._exit with the run's code), never through
-    MindSpore's or the interpreter's teardown, which ended a finished job with SIGSEGV (139).
-    Two jobs at once (a loaded machine): each ends with its code, and nothing is left."""
-    codes = [0, 75]
+    """train/cluster/ending.py: `python -m train`'s rank ends through one fixed sequence (MPI
+    finalized, the scheduler stopped, os._exit with its code), never through MindSpore's or the
+    interpreter's teardown, which ended a finished job with SIGSEGV (139) now and then; a script
+    of yours keeps its own code and exit hooks (MPI finalized first). Two jobs at once (a loaded
+    machine): each ends with its code, and nothing is left."""
+    jobs = {0: [], 3: ["--script"]}
     env = clean_env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **FAST_FAIL,
                     PYTHONFAULTHANDLER="1")
-    jobs = [subprocess.Popen(["mpirun", "-n", "2", "--bind-to", "none", sys.executable,
-                              str(REPO / "tests" / "user" / "exit_job.py"), str(code)],
-                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for code in codes]
-    outs = [job.communicate(timeout=240)[0] for job in jobs]
-    assert [job.returncode for job in jobs] == codes, "".join(o[-1500:] for o in outs)
+    procs = [subprocess.Popen(["mpirun", "-n", "2", "--bind-to", "none", sys.executable,
+                               str(REPO / "tests" / "user" / "exit_job.py"), str(code), *extra],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for code, extra in jobs.items()]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == list(jobs), "".join(o[-1500:] for o in outs)
     assert not any("Fatal Python error" in o or "improperly" in o for o in outs)
+    assert "the script's own exit hook ran" not in outs[0]
+    assert outs[1].count("the script's own exit hook ran") == 2, outs[1][-1500:]
     assert leftovers() == []  # the schedulers too
 
 

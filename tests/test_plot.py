@@ -106,6 +106,17 @@ def test_plot_refuses_malformed_runs_in_one_line(tiny, tmp_path, damage):
     assert not (tmp_path / "run" / "fit.png").exists()
 
 
+def test_a_figure_that_cannot_be_written_is_one_line_and_74(tiny, tmp_path):
+    shutil.copytree(tiny, tmp_path / "run")
+    (tmp_path / "run" / "loss.png").mkdir()  # (a folder in its place: the rename fails)
+    (tmp_path / "run" / "loss.png" / "keep").write_text("mine")
+    r = plot(tmp_path, "run")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 74 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: cannot write into ") and "loss.png" in lines[0], r.stderr
+    assert (tmp_path / "run" / "loss.png" / "keep").read_text() == "mine"
+
+
 def test_plot_refuses_a_data_file_moved_emptied_or_made_constant(tmp_path):
     """A file run's figures read its data again: whatever became of the file, one line."""
     rng = np.random.default_rng(0)

@@ -126,6 +126,13 @@ def test_the_writers_replace_or_refuse_a_link(tmp_path):
     assert (tmp_path / "new.log").read_text() == "line\n" and victim.read_text() == "mine"
 
 
+def test_a_lock_that_is_no_regular_file_is_refused(tmp_path):
+    """A FIFO as `.lock` opened without blocking, then refused (ftruncate raised EINVAL)."""
+    os.mkfifo(tmp_path / ".lock")
+    with pytest.raises(ConfigError, match=r"its \.lock is not a regular file; remove it"):
+        rundir.claim(tmp_path, resume=False)
+
+
 @pytest.mark.parametrize("case", ["fresh run, .lock", "resume, logs/rank_0.log"])
 def test_the_trainer_refuses_a_planted_link_in_one_line(tmp_path, case):
     """The reported cases, through `python -m train` (refused before MindSpore is imported)."""

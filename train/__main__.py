@@ -53,11 +53,7 @@ def main(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
 def run(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
         data: Any = None) -> Outcome:
     """`main`, returning the summary and the error line as well (train.fit)."""
-    outcome = _run(argv, model=model, loss=loss, data=data)
-    from train.cluster import ending  # (not before _run: it installs the signal handling first)
-
-    ending.record(outcome.code)  # an MPI-launched rank ends with it (train/cluster/ending.py)
-    return outcome
+    return _run(argv, model=model, loss=loss, data=data)
 
 
 def _run(argv: list[str] | None, *, model: Any, loss: Any, data: Any) -> Outcome:
@@ -203,4 +199,7 @@ def _first_line(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    from train.cluster import ending  # (after main: it installs the signal handling first)
+
+    ending.finish(code)  # an MPI-launched rank: the ordered end (train/cluster/ending.py)

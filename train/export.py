@@ -46,9 +46,10 @@ LITE_MAX_ROWS = 1 << 20
 def lite_batches(text: str) -> tuple[int, ...]:
     """--lite_batches: comma-separated row counts, 2-100 distinct, each 1-1048576; sorted."""
     sizes = sorted({int(v) for v in text.split(",")}) if re.fullmatch(
-        r"[0-9]+(,[0-9]+)*", text) else []
+        r"[0-9]{1,8}(,[0-9]{1,8})*", text) else []  # (bounded: int() of 5000 digits raises)
     if not 2 <= len(sizes) <= 100 or sizes[0] < 1 or sizes[-1] > LITE_MAX_ROWS:
-        raise InferError(f"--lite_batches {text}: 2 to 100 distinct batch sizes 1-{LITE_MAX_ROWS}"
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise InferError(f"--lite_batches {shown}: 2 to 100 distinct batch sizes 1-{LITE_MAX_ROWS}"
                          f", comma-separated, such as {','.join(map(str, LITE_BATCHES))} (Lite "
                          "on Ascend compiles one graph per size)")
     return tuple(sizes)

@@ -9,7 +9,8 @@
   `coefficients.png` (the coefficients by feature name, in standardized units, comparable).
 
 metrics.jsonl stays the source of truth; these are drawn from it, summary.json and the config.
-A folder that is not a run, or whose files are malformed, is one line and exit 2.
+A folder that is not a run, or whose files are malformed, is one line and exit 2; a figure
+that cannot be written (read-only folder, disk full) one line and exit 74.
 """
 
 from __future__ import annotations
@@ -299,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a figure that cannot be written (read-only folder, disk full)
+        print(f"error: cannot write into {e.filename or 'the run folder'}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 74
     return 0
 
 

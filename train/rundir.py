@@ -153,10 +153,21 @@ def _locked_error(path: Path, fd: int) -> ConfigError:
                        "or stop it (its lock is released when it exits)")
 
 
+def _open_lock(path: Path, flags: int = 0) -> int:
+    """The folder's lock file, opened without following a link or blocking (a FIFO would);
+    ConfigError if it is not a regular file."""
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | flags, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"--out {path}: its {LOCK} is not a regular file; remove it, or "
+                          "choose another --out")
+    return fd
+
+
 def _probe_lock(path: Path) -> None:
     """Refuse if a live process holds the folder's lock (opens an existing lock file only)."""
     try:
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_NOFOLLOW)
+        fd = _open_lock(path)
     except OSError:
         return  # no lock file yet (or not ours to open): claim() will tell
     try:
@@ -192,7 +203,7 @@ def claim(path: Path, resume: bool, warn: Callable[[str], None] = print) -> Owne
     check(path, resume)  # before creating anything: a refused run leaves no trace
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = _open_lock(path, os.O_CREAT)
     except OSError as e:
         if e.errno == errno.ELOOP:  # a link put there since check()
             raise _link_error(path, LOCK) from None

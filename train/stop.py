@@ -46,6 +46,9 @@ PREEMPTED_EXIT = 75  # EX_TEMPFAIL, "try again later": the folder is safe to --r
 WAITED = {signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGIO}
 SIGNAL_FILE = "TRAIN_STOP_SIGNAL_FILE"  # names the signal behind a forwarded SIGUSR1
 STOP_NAMES = ("TERM", "INT", "HUP", "USR1")
+# A stop a launcher's trap took after its last check and before its exec: the trainer starts
+# with this set to the signal's name, and stops at once.
+PENDING = "TRAIN_PENDING_STOP"
 DATA_REWRITTEN = "the data file is being rewritten by another process (SIGIO, a lease break)"
 
 
@@ -68,10 +71,12 @@ class StopRequest:
 
     def install(self) -> StopRequest:
         """Take over SIGTERM, SIGINT, SIGHUP and SIGUSR1 for this process."""
-        before = StopRequest._active
-        if before is not None and before.early:  # `python -m train` installed them first
-            self.signal_name = before.signal_name
-        StopRequest._active = self
+        before, StopRequest._active = StopRequest._active, self  # from now on signals come here
+        if before is not None and before.early and before.signal_name is not None:
+            self.request(before.signal_name)  # `python -m train` installed them first
+        pending = os.environ.pop(PENDING, "")  # (once: not for a later run of train.fit)
+        if pending in STOP_NAMES:  # a launcher's trap took it just before its exec
+            self.request(f"SIG{pending}")
         signal.signal(signal.SIGINT, _handle)
         for sig in WAITED:  # a fallback: no thread should leave them unblocked
             signal.signal(sig, _handle)

@@ -1,6 +1,9 @@
 """An MPI-launched rank's life without the training: join the cluster, one collective, end
-with the code given (tests/test_launch.py repeats it to check that every rank ends with it)."""
+with the code given, through the ordered end as `python -m train` does (`ending.finish`), or with
+`--script` as a script of yours does (`sys.exit`: its own code and exit hooks). tests/test_launch.py
+checks that every rank ends with its code."""
 
+import atexit
 import sys
 
 import numpy as np
@@ -13,5 +16,8 @@ if __name__ == "__main__":
         ending.install = lambda comm: None
     c = cluster.setup("CPU")
     c.all_sum(np.ones(2))
-    ending.record(int(sys.argv[1]))
-    raise SystemExit(int(sys.argv[1]))
+    code = int(sys.argv[1])
+    if "--script" in sys.argv:
+        atexit.register(print, "the script's own exit hook ran", flush=True)
+        sys.exit(code)
+    ending.finish(code)

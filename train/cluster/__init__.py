@@ -347,9 +347,15 @@ def device_id(launch: str, env: Mapping[str, str], local_rank: int = 0,
     """Which accelerator this process drives: msrun exports DEVICE_ID per worker; one process
     takes DEVICE_ID (default 0); an MPI job uses the rank's index on its host, modulo the
     devices it can see: where each task sees only its own device (Slurm's gres setting
-    ASCEND_RT_VISIBLE_DEVICES per task) that is 0, the first visible one."""
+    ASCEND_RT_VISIBLE_DEVICES per task) that is 0, the first visible one. More ranks on a host
+    than the devices they see would share one: refused."""
     if launch == "mpi":
-        visible = [d for d in env.get(VISIBLE_DEVICES.get(device, ""), "").split(",") if d.strip()]
+        name = VISIBLE_DEVICES.get(device, "")
+        visible = [d for d in env.get(name, "").split(",") if d.strip()]
+        if len(visible) > 1 and local_rank >= len(visible):
+            raise ClusterError(f"{name}={env[name]} shows {len(visible)} devices to local rank "
+                               f"{local_rank}: ranks would share a device; start at most "
+                               f"{len(visible)} ranks per host, or show each its own device")
         return local_rank % len(visible) if visible else local_rank
     return int(env.get("DEVICE_ID", "0") or 0)
 

@@ -1,5 +1,5 @@
 """How an MPI-launched rank (mpirun, srun) ends: in one fixed order, never through the
-interpreter's teardown.
+interpreter's teardown, where the exit code is known.
 
 A finished rank that left its exit to Python died with SIGSEGV after its last line now and
 then (Slurm: ExitCode 139, a correct run counted as failed). Core dumps showed two ways:
@@ -8,18 +8,19 @@ thread while that thread crashed, and mpi4py's `MPI_Finalize`, a `Py_AtExit` hoo
 after the interpreter is gone, crashing in Open MPI's component close - an order no code of
 ours controls, racing threads no code of ours can join.
 
-So once `init()` has succeeded, the rank ends here instead (an `atexit` hook moved to run
-first): its output is flushed and its log files closed; MPI is finalized explicitly while the
-interpreter is whole (Open MPI's finalize is a fence: after it no rank uses MindSpore's
-collectives again); rank 0 then kills its scheduler child (it would wait for the workers to
-unregister, which they no longer do); then `os._exit` with the run's exit code. No MindSpore
-teardown runs at all: everything the run keeps (checkpoints, summary, logs) is written and
-closed by then, and the operating system releases the rest. docs/FINDINGS.md has what was
-measured.
+So `python -m train` and msrun's/the launchers' trainer end through `finish(code)`: output
+flushed and log files closed; MPI finalized explicitly while the interpreter is whole (Open
+MPI's finalize is a fence: after it no rank uses MindSpore's collectives again); rank 0 kills
+its scheduler child (it would wait for the workers to unregister, which they no longer do);
+then `os._exit(code)`. No MindSpore teardown runs at all: everything the run keeps
+(checkpoints, summary, logs) is written and closed by then, and the operating system releases
+the rest. docs/FINDINGS.md has what was measured.
 
-The exit code is the last run's (`record`): `python -m train`, `train.main` and `train.fit`
-return it; a script of yours that then raises ends with 1. msrun's workers and one-process
-runs keep Python's own exit (msrun's scheduler needs the workers to unregister).
+A script of yours (`train.main`/`train.fit`) owns its exit: its code (`sys.exit(3)`), its exit
+hooks and its open files are Python's to finish, so it ends through Python's own exit; the hook
+`install` registers only finalizes MPI first, while the interpreter is whole (the second crash
+above). msrun's workers and one-process runs keep Python's own exit (msrun's scheduler needs the
+workers to unregister).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-_state: dict[str, Any] = {"comm": None, "scheduler": None, "code": 0}
+_state: dict[str, Any] = {"comm": None, "scheduler": None}
 _cleanups: list[tuple[Callable[..., Any], tuple]] = []
 
 
@@ -49,23 +50,29 @@ def scheduler(proc: subprocess.Popen) -> None:
 
 
 def install(comm: Any) -> None:
-    """After `init()` on an MPI-launched rank: end through `end()` at exit."""
+    """After `init()` on an MPI-launched rank: MPI is finalized by an exit hook that runs before
+    MindSpore's and before mpi4py's, while the interpreter is whole."""
     _state["comm"] = comm
-    atexit.register(end)
+    atexit.register(_finalize_mpi)
 
 
-def record(code: int) -> None:
-    """The exit code of the run that just ended; the hook moves to the front again, ahead of
-    any exit hook registered meanwhile (MindSpore's dataset iterators register theirs)."""
-    _state["code"] = code
-    if _state["comm"] is not None:
-        atexit.unregister(end)
-        atexit.register(end)
+def _finalize_mpi() -> bool:
+    """MPI.Finalize if it is not done yet; False if it failed."""
+    try:
+        from mpi4py import MPI
+
+        if not MPI.Is_finalized():
+            MPI.Finalize()
+        return True
+    except Exception:  # noqa: BLE001 - an MPI error here: end all the same
+        return False
 
 
-def end() -> None:
-    """The ordered end (see the module's docstring); never returns."""
-    code = 1 if getattr(sys, "last_value", None) is not None else _state["code"]
+def finish(code: int) -> NoReturn:
+    """End the process with `code`: the ordered end on an MPI-launched rank (see the module's
+    docstring), `sys.exit(code)` anywhere else."""
+    if _state["comm"] is None:
+        sys.exit(code)
     for fn, args in _cleanups:
         try:
             fn(*args)
@@ -78,12 +85,7 @@ def end() -> None:
         except (OSError, ValueError):
             pass
     logging.shutdown()  # flushes and closes the run's log files
-    try:  # Open MPI's finalize is also a barrier (a PMIx fence): every rank is done after it
-        from mpi4py import MPI
-
-        if not MPI.Is_finalized():
-            MPI.Finalize()
-    except Exception:  # noqa: BLE001 - an MPI error here: end all the same
+    if not _finalize_mpi():  # (also a barrier, a PMIx fence: every rank is done after it)
         code = code or 1
     proc = _state["scheduler"]
     if proc is not None and proc.poll() is None:
