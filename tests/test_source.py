@@ -97,7 +97,8 @@ def test_a_changed_file_or_data_option_is_refused_on_resume(sensors, tmp_path):
         f.write("1,2,3\n")
     r = train_cli(["--out", "run", "--resume", "--epochs", "3"], tmp_path)
     assert r.returncode == 2
-    assert "cannot resume: the config differs from the checkpoint's in data" in r.stderr
+    assert "cannot resume: the config differs from the checkpoint's in --data (" in r.stderr
+    assert f"{data}, " in r.stderr and "{" not in r.stderr, r.stderr  # a file, never a dict
 
 
 def test_the_linear_huber_fit_matches_scipys_minimiser(sensors, tmp_path):
