@@ -105,7 +105,7 @@ class FileStream(TableRows):
 
     def _gather(self, epoch: int, start: int, count: int) -> np.ndarray:
         if self.mapped.changed():
-            raise DataError(f"{self.mapped.path} changed while training")
+            raise changed_error(self.mapped.path)
         blocks, starts = self.split.order(epoch)
         bs = self.split.bs
         if bs == 1:

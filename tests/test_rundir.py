@@ -10,6 +10,7 @@ import sys
 import pytest
 from helpers import TINY, clean_env, start, train_cli, wait_for
 
+from pipeline.fileio import write_atomic
 from train import rundir
 from train.config import ConfigError
 
@@ -110,7 +111,7 @@ def test_the_writers_replace_or_refuse_a_link(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("mine")
     (tmp_path / "loss.png").symlink_to(victim)
-    rundir.write_file(tmp_path / "loss.png", b"png")
+    write_atomic(tmp_path / "loss.png", b"png")
     assert not (tmp_path / "loss.png").is_symlink() and (tmp_path / "loss.png").read_bytes() \
         == b"png"
     (tmp_path / "metrics.jsonl").symlink_to(victim)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.fileio import write_atomic
 from train.config import ConfigError, save_config
 from train.options import build_parser, parse_config
 from train.plot import (
@@ -35,7 +36,7 @@ from train.plot import (
     pyplot,
     read_run,
 )
-from train.rundir import kind, save_figure, write_file
+from train.rundir import kind, save_figure
 
 DEFAULTS = {"outlier_fraction": 0.2, "outlier_scale": 100.0}
 LOSSES = ("huber", "mse")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                          "converged": s.get("converged")}
         plot_run(run_dir)  # loss.png, fit.png (one feature), predicted.png (a file)
     _table(cfg, results)
-    write_file(out / "compare.json", json.dumps(
+    write_atomic(out / "compare.json", json.dumps(
         {k: {n: v for n, v in r.items() if n != "curve"} for k, r in results.items()},
         indent=2) + "\n")
     wrote = [out / "compare.json"]

@@ -14,10 +14,10 @@ gets a warning and the run goes on unprotected.
 
 Nothing is written through a symbolic link: a link planted in a run folder would carry the
 run's writes to a file its owner never named. Whole files are written to a temporary name and
-renamed over the old name (`write_file`, `save_figure`: a link there is replaced, not
-followed); files appended to are opened with O_NOFOLLOW (`open_append`), sub-folders are used
-only if they are real folders (`subfolder`), and `claim` refuses a folder whose lock, logs,
-checkpoints or metrics are links (exit 2), before anything is written.
+renamed over the old name (`pipeline.fileio.write_atomic`, `save_figure`: a link there is
+replaced, not followed); files appended to are opened with O_NOFOLLOW (`open_append`),
+sub-folders are used only if they are real folders (`subfolder`), and `claim` refuses a folder
+whose lock, logs, checkpoints or metrics are links (exit 2), before anything is written.
 
 Folder kinds: `absent`, `empty` (nothing, or only the lock file and logs), `run` (holds
 config.yaml: a run was set up there, with or without checkpoints) and `other`. A fresh run
@@ -114,18 +114,12 @@ def subfolder(path: Path) -> Path:
     return path
 
 
-def write_file(path: Path, data: str | bytes) -> None:
-    """A whole file of the run, atomically: a symbolic link at `path` is replaced, not
-    followed (pipeline/fileio.py)."""
-    write_atomic(path, data)
-
-
 def save_figure(fig: object, path: Path) -> None:
-    """A matplotlib figure as a PNG at `path`, through `write_file` (savefig would write
+    """A matplotlib figure as a PNG at `path`, through `write_atomic` (savefig would write
     through a link)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")  # type: ignore[attr-defined]
-    write_file(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def _owner_text(fd: int) -> str:
