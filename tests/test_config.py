@@ -229,13 +229,13 @@ def test_every_refused_option_is_named_when_a_resume_changes_it(name):
         ck.check_fingerprint(ck.fingerprint(base, 1), ck.fingerprint(changed, 1))
 
 
-def test_readme_option_table_is_the_generated_one():
-    """README's table is `python -m train.config --markdown`: regenerate it after editing a
+def test_docs_option_table_is_the_generated_one():
+    """docs/options.md's table is `msdp config --markdown`: regenerate it after editing a
     field (the help text is written once, in train/config.py)."""
     from helpers import REPO
 
-    readme = (REPO / "README.md").read_text()
-    assert options_table() in readme
+    page = (REPO / "docs" / "options.md").read_text()
+    assert options_table() in page
 
 
 def test_help_lists_every_option():
