@@ -31,7 +31,7 @@ if [[ -f "$_root/train/__init__.py" ]]; then
   export PYTHONPATH="$_root${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-# SCRIPT: a Python file of yours that calls train.main (README "Your own network"), run on
+# SCRIPT: a Python file of yours that calls train.main (docs/network.md), run on
 # every rank instead of the trainer, with the same arguments, signals, exit codes and logs. Made
 # absolute here: a rank may resolve it from another folder, and a path is never read as an option.
 trainer=(python -m train)

@@ -36,7 +36,7 @@ from pipeline.limits import F32_MAX, F32_TINY, MAX_ABS_VALUE, DataError
 from pipeline.split import Split
 from pipeline.stats import statistics, usable
 
-# Automatic training values for a file (README "Training on a file: automatic values"): the
+# Automatic training values for a file (docs/data.md, "Automatic values"): the
 # global batch is the largest power of two <= train rows / ROWS_PER_BATCH, at most MAX_BATCH
 # (above 2**20 rows, train rows / MAX_EPOCH_STEPS, up to 65,536, so that an epoch stays below
 # ~8k steps); the epochs give about TARGET_STEPS optimizer steps (twice as many for an MLP);

@@ -84,7 +84,7 @@ def test_held_out_columns_are_matched_by_name(tmp_path):
 
 def test_a_held_out_npy_is_matched_by_position_whatever_the_target(tmp_path):
     """--target names a CSV's column; a held-out .npy has no names: its columns are the
-    training table's (features, then the target), as README says."""
+    training table's (features, then the target), as docs/data.md says."""
     rows = table(400)
     train = write_csv(tmp_path / "t.csv", ["temp", "pressure", "power"], rows[:300])
     by_name = write_csv(tmp_path / "e.csv", ["temp", "pressure", "power"], rows[300:])

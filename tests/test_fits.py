@@ -32,7 +32,7 @@ def test_defaults_reach_statsmodels_optimum_on_public_tables(tmp_path, name):
 
 def test_sklearns_huber_regressor_is_the_fit_at_epsilon_times_its_scale(tmp_path):
     """scikit-learn estimates a scale jointly: with alpha=0 its coefficients are the fixed
-    delta fit at delta = epsilon x scale_ (README: which numbers must agree)."""
+    delta fit at delta = epsilon x scale_ (docs/data.md: which numbers must agree)."""
     sklearn = pytest.importorskip("sklearn.linear_model", reason="scikit-learn (the test extra)")
     x, y, _ = _public("stackloss")
     h = sklearn.HuberRegressor(epsilon=1.345, alpha=0.0, max_iter=10_000, tol=1e-12).fit(

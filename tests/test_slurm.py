@@ -31,7 +31,7 @@ JOB = ["--epochs", "1", "--steps_per_epoch", "60", "--log_every", "10", "--batch
        "--eval_size", "256", "--outlier_fraction", "0.2", "--quiet"]
 SBATCH = REPO / "launch" / "slurm.sbatch"
 SBATCH_MSRUN = REPO / "launch" / "slurm_msrun.sbatch"
-# A script of train.main (README "Your own network") in place of the trainer: same flags,
+# A script of train.main (docs/network.md) in place of the trainer: same flags,
 # signals, exit codes and logs.
 PLAIN_JOB = str(REPO / "tests" / "user" / "plain_job.py")
 
@@ -68,7 +68,7 @@ def uninterrupted(slurm, tmp_path_factory):
 
 
 def test_pmix_starts_one_mpi_world(slurm, tmp_path):
-    """What README tells users to check first: srun's PMI plugin and mpi4py agree."""
+    """What docs/launching.md tells users to check first: srun's PMI plugin and mpi4py agree."""
     r = slurm.run(["srun", "--mpi=list"])
     assert "pmix" in r.stdout + r.stderr
     r = slurm.run(["srun", "--mpi=pmix", "-n", "2", sys.executable, "-c",

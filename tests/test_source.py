@@ -122,7 +122,7 @@ def test_the_linear_huber_fit_matches_scipys_minimiser(sensors, tmp_path):
 
 def test_a_large_npy_trains_in_the_memory_of_a_synthetic_run(tmp_path):
     """A 1 GiB .npy is memory-mapped: the process's own memory (RssAnon; mapped file pages
-    are page cache, RssFile) stays near a synthetic run's. (The README's figures are for a
+    are page cache, RssFile) stays near a synthetic run's. (docs/data.md's figures are for a
     larger file; the test keeps to what the suite's time allows.)"""
     require("less than 3 GiB free for the 1 GiB test file"
             if shutil.disk_usage(tmp_path).free < 3 * (1 << 30) else None)

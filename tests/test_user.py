@@ -254,7 +254,7 @@ def test_a_stop_signal_to_a_user_script_checkpoints_and_exits_75(tmp_path):
 
 def test_dropout_drops_while_training(tmp_path):
     """The train step runs in training mode: with p = 0.2 the run differs from p = 0 (without
-    training mode both are the same graph, bitwise). What holds for dropout: README."""
+    training mode both are the same graph, bitwise). What holds for dropout: docs/network.md."""
     folder = team_folder(tmp_path)
     shutil.copy(USER / "dropnet.py", folder / "dropnet.py")
     args = ["--model", "dropnet:DropNet", *NET[2:], "--epochs", "1", "--quiet"]

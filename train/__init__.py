@@ -3,7 +3,7 @@ door for code of yours.
 
 Reading order: `config` (what can be set) -> `cluster` (ranks) -> `loss`, `model`, `step` (the
 math) -> `loop` (the run) -> `__main__` (the entry point). `user` and `network` take your own
-network, loss and data (README "Your own network"). mindspore is not imported here, so that
+network, loss and data (docs/network.md). mindspore is not imported here, so that
 `train.cluster` can import mpi4py first.
 
     train.main(argv, *, model=None, loss=None, data=None) -> int   # the exit code

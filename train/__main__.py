@@ -46,7 +46,7 @@ class Outcome:
 def main(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
          data: Any = None) -> int:
     """Entry point of the trainer; also what the launch scripts run on every rank. `model`,
-    `loss` and `data` are your callables (train.main, README "Your own network")."""
+    `loss` and `data` are your callables (train.main, docs/network.md)."""
     return run(argv, model=model, loss=loss, data=data).code
 
 

@@ -7,12 +7,12 @@ Every field says what it is, in its metadata next to its help text:
   naming it; the checkpoint fingerprint is made of these) or `allow` (it cannot change the
   result: how often to log, how many checkpoints to keep, ...);
 - `invocation`: a detail of one command (out, resume, dry_run, config), never saved.
-Every list of keys the code needs (the refusals, config.yaml, the fingerprint, README's option
-table, `--help`) is derived from these; a test fails when a field lacks them.
+Every list of keys the code needs (the refusals, config.yaml, the fingerprint, docs/options.md's
+option table, `--help`) is derived from these; a test fails when a field lacks them.
 
 Unknown keys or flags, duplicate keys, wrong types and values out of range are a one-line
 `ConfigError` naming the option and what it accepts (exit 2, before anything is written).
-`python -m train.options --markdown` prints README's option table.
+`python -m train.options --markdown` prints docs/options.md's option table.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class ConfigError(ValueError):
 def _f(default: Any, help: str, *, resume: str, source: str = "both", invocation: bool = False,
        **kw: Any) -> Any:
     """A field and what it is. Optional metadata: `choices`; `at_least` (an integer's lower
-    bound); `shown` (the default as README and --help show it); `resume_missing` (what a
+    bound); `shown` (the default as docs/options.md and --help show it); `resume_missing` (what a
     checkpoint written before this option existed implied, if not its default);
     `with_data` (why a synthetic option is refused with --data, if not "describes the synthetic
     source")."""

@@ -1,5 +1,5 @@
 """`python -m train.launch {local,msrun,mpirun} [trainer options]`: run an installed launch
-script (its knobs are environment variables, as in the repository: README "Running it");
+script (its knobs are environment variables, as in the repository: docs/launching.md);
 `python -m train.launch --path`: the folder that holds the installed scripts and the sbatch
 files (`sbatch "$(python -m train.launch --path)/slurm.sbatch" ...`).
 

@@ -250,7 +250,7 @@ def parse_config(argv: list[str] | None = None, parser: _Parser | None = None,
 
 
 def shown_default(f: dataclasses.Field) -> str:
-    """A field's default as README and --help show it."""
+    """A field's default as docs/options.md and --help show it."""
     if "shown" in f.metadata:
         return f.metadata["shown"]
     if isinstance(f.default, bool):
@@ -259,7 +259,7 @@ def shown_default(f: dataclasses.Field) -> str:
 
 
 def options_table() -> str:
-    """README's option table, from the fields (tests/test_config.py checks README holds it)."""
+    """docs/options.md's option table, from the fields (tests/test_config.py checks it)."""
     rows = ["| flag | default | on `--resume` | meaning |", "|---|---|---|---|"]
     resume = {"refuse": "refused", "allow": "may change"}
     for name, f in FIELDS.items():
@@ -276,5 +276,5 @@ def options_table() -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m train.options --markdown  (prints README's option table)")
+        sys.exit("usage: python -m train.options --markdown  (prints docs/options.md's table)")
     print(options_table(), end="")

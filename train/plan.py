@@ -216,7 +216,7 @@ class RunPlan:
         """One line: the values the data chose for the options left automatic (not delta and
         standardize, which the data line already gives)."""
         shown = {k: v for k, v in self.automatic.items() if k not in ("delta", "standardize")}
-        return "chosen from the data (README: automatic values): " + ", ".join(
+        return "chosen from the data (docs/data.md: automatic values): " + ", ".join(
             f"{k} {v}" for k, v in shown.items())
 
     def dry_run(self) -> int:

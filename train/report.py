@@ -74,7 +74,7 @@ def final_lines(cfg: Any, summary: dict[str, Any], out_dir: Any) -> tuple[str, l
     conv = summary["convergence"]
     state = "converged" if summary["converged"] else "NOT converged"
     if summary["converged"] is None:
-        state = "convergence not checked (README: Your own network)"
+        state = "convergence not checked (docs/network.md)"
     elif "distance" in conv:  # (the objective's excess is in summary.json: relative to an
         # exact fit's objective, float32 rounding, any excess is large)
         state += f" (coefficients within {conv['distance']:.2g} of the optimum, standardized)"

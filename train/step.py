@@ -32,7 +32,7 @@ not counted against --skip_nonfinite) from a non-finite step at scale 1.
 
 Atlas training chips in saturation mode see an overflow only in the NPU's float status register
 (`float_status_ops`): the step clears it first and reads it after the gradients, in
-`TrainOneStepWithLossScaleCell`'s order (README, "Running on Ascend").
+`TrainOneStepWithLossScaleCell`'s order (docs/ascend.md).
 """
 
 from __future__ import annotations
