@@ -79,6 +79,25 @@ def test_modules_fit_in_a_readers_head(name):
     assert lines <= MAX_LINES, f"{name}: {lines} lines"
 
 
+MAX_FUNCTION_LINES = 80  # issue 24: a function a reader can follow on one screen or two
+
+
+def test_no_function_is_longer_than_a_reader_can_follow():
+    """Every function and method of train/, pipeline/ and launch/ (nested ones too) is at most
+    MAX_FUNCTION_LINES lines, its decorators and docstring included."""
+    long = []
+    for folder in (*PACKAGES, "launch"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                    lines = node.end_lineno - first + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        rel = path.relative_to(REPO).as_posix()
+                        long.append(f"{rel}:{node.lineno} {node.name}: {lines} lines")
+    assert long == [], "; ".join(long)
+
+
 def test_docs_map_names_every_module():
     page = (REPO / "docs" / "design.md").read_text()
     start = page.index("## Map of the code")

@@ -12,7 +12,8 @@ from helpers import TINY, final_params, finished_run, newest_ckpt, run, start, t
 
 from train.checkpoint import Checkpoint
 from train.model import layout_of, make_model, network_spec, restore, state_layout, state_tensors
-from train.step import make_loss_scaler, make_optimizer
+from train.optim import make_optimizer
+from train.step import make_loss_scaler
 
 
 @pytest.mark.parametrize("hidden", [[], [4, 3]])

@@ -10,14 +10,15 @@ from pipeline import DataSpec
 from pipeline.synthetic import SyntheticRegression
 from train.loss import make_loss
 from train.model import make_model
+from train.optim import GuardedAdamW, GuardedSGD, make_optimizer
 from train.step import (
-    GuardedAdamW,
-    GuardedSGD,
     LrWindow,
+    OptimSpec,
+    PrecisionSpec,
+    ReduceSpec,
     StepRecord,
     lr_values,
     make_loss_scaler,
-    make_optimizer,
     make_sink_step,
     make_train_step,
 )
@@ -33,8 +34,8 @@ def build(features=2, accum=1, clip_norm=0.0, loss="huber", schedule="constant",
     record = StepRecord(width, 2 if scaler is None else 3, list(opt.parameters))
     lr = LrWindow(0.01, schedule, total)
     lr.cover(0, total - 1)
-    step = make_train_step(model, make_loss(loss, 1.0), opt, record, lr, accum, clip_norm,
-                           loss_scaler=scaler)
+    step = make_train_step(model, make_loss(loss, 1.0),
+                           OptimSpec(opt, record, lr, accum, clip_norm), PrecisionSpec(scaler))
     return step, opt, record, scaler
 
 
@@ -237,7 +238,8 @@ def test_the_overflow_check_is_mindspores_and_agreed_across_ranks(monkeypatch, h
         agree = None
     else:
         agree = _OtherRankOverflowed()
-    step = make_train_step(model, make_loss("huber", 1.0), opt, record, lr, agree=agree)
+    step = make_train_step(model, make_loss("huber", 1.0), OptimSpec(opt, record, lr),
+                           reduce=ReduceSpec(agree=agree))
     before = state(opt)
     row = step(*rows(16, 1, 0), Tensor(np.int32(0))).asnumpy()
     after = state(opt)
@@ -307,9 +309,11 @@ def test_saturation_mode_clears_the_float_status_where_mindspores_cell_does(monk
     scaler = make_loss_scaler("dynamic")
     record = StepRecord(8, 3, list(opt.parameters))
     step = make_train_step(_Recorded(dense, npu.op("forward", npu.forward)),
-                           make_loss("huber", 1.0), opt, record, LrWindow(0.01, "constant", 10),
-                           grad_reducer=_RecordedReducer(npu.op("grad all-reduce")),
-                           loss_scaler=scaler, agree=npu.op("flag all-reduce"))
+                           make_loss("huber", 1.0),
+                           OptimSpec(opt, record, LrWindow(0.01, "constant", 10)),
+                           PrecisionSpec(loss_scaler=scaler),
+                           ReduceSpec(grad_reducer=_RecordedReducer(npu.op("grad all-reduce")),
+                                      agree=npu.op("flag all-reduce")))
     order = ["clear", "forward", "grad all-reduce", "get", "flag all-reduce", "clear"]
     for t, (set_before, overflow) in enumerate([(False, False), (True, False), (False, True)]):
         npu.log.clear()

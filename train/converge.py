@@ -60,7 +60,7 @@ def no_objective(cfg: Any) -> str | None:
 
 def l2_weight(cfg: Any) -> float:
     """The L2 term's weight in the objective: SGD adds weight_decay x p to the gradient of
-    every parameter (train/step.py); AdamW's decay is decoupled (no objective)."""
+    every parameter (train/optim.py); AdamW's decay is decoupled (no objective)."""
     return cfg.weight_decay if cfg.optimizer == "sgd" else 0.0
 
 

@@ -43,13 +43,16 @@ from train.model import (
     state_tensors,
 )
 from train.network import check_outputs, make_user_loss
+from train.optim import make_optimizer
 from train.output import OutputError, RunOutput
 from train.step import (
     LrWindow,
+    OptimSpec,
+    PrecisionSpec,
+    ReduceSpec,
     StepRecord,
     make_eval_step,
     make_loss_scaler,
-    make_optimizer,
     make_sink_step,
     make_train_step,
     make_user_eval_step,
@@ -146,12 +149,12 @@ class Trainer:
         self.lr = LrWindow(cfg.lr, cfg.lr_schedule, self.total)
         mpi = cfg.grad_backend == "mpi" and self.cluster.world_size > 1
         self.step_fn = make_train_step(
-            model, loss_fn, self.optimizer, self.record, self.lr, cfg.accum_steps,
-            cfg.clip_norm,
-            None if mpi else self.cluster.grad_reducer(list(self.optimizer.parameters)),
-            self.scaler, self.cluster.host_grad_mean() if mpi else None, cfg.jit_level,
-            low_precision=low, agree=self.cluster.flag_reducer(),
-            scalar_loss=cfg.loss not in LOSSES)
+            model, loss_fn,
+            OptimSpec(self.optimizer, self.record, self.lr, cfg.accum_steps, cfg.clip_norm),
+            PrecisionSpec(self.scaler, low, cfg.loss not in LOSSES, cfg.jit_level),
+            ReduceSpec(
+                None if mpi else self.cluster.grad_reducer(list(self.optimizer.parameters)),
+                self.cluster.host_grad_mean() if mpi else None, self.cluster.flag_reducer()))
         if cfg.loss in LOSSES:
             self.eval_fn = make_eval_step(model, make_loss(cfg.loss, delta, reduction="none"),
                                           low_precision=low)

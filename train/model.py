@@ -30,7 +30,7 @@ def _shapes(features: int, hidden: list[int]) -> dict[str, tuple[int, ...]]:
 
 
 # Optimizer and loss-scaler state beside the parameters, by name prefix or name: SGD's
-# momentum buffers and first-step flags, AdamW's moments (train/step.py).
+# momentum buffers and first-step flags, AdamW's moments (train/optim.py).
 OPTIMIZER_PREFIXES = {"sgd": ("accum.", "stat."), "adamw": ("adam_m.", "adam_v.")}
 STATE_PREFIXES = tuple(p for ps in OPTIMIZER_PREFIXES.values() for p in ps)
 STEP_COUNTER = "global_step"

@@ -14,9 +14,9 @@ graph. The guard is arithmetic, not a branch (a graph `if` doubled the step time
 `v = m·v + g; p = p - lr·v` leaves p and v bitwise unchanged while its step counter still
 advances (the lr schedule follows the step count). With `ok` true the kernel sees exactly the
 values it would without the guard, so results are bitwise those of an unguarded step.
-`GuardedSGD` calls MindSpore's SGD kernel (`ops.SGD`, the one `nn.SGD` runs) with the lr and
-momentum as inputs: writing them into parameters first, as `nn.SGD` would need, was measured to
-cost ~20% of a batch-65,536 step on 2 CPU cores.
+`GuardedSGD` (train/optim.py) calls MindSpore's SGD kernel (`ops.SGD`, the one `nn.SGD` runs)
+with the lr and momentum as inputs: writing them into parameters first, as `nn.SGD` would
+need, was measured to cost ~20% of a batch-65,536 step on 2 CPU cores.
 
 `ok` must be the same on every rank, or their parameters would part: it is decided on the
 all-reduced gradients, and a rank's own non-finite loss (possible with finite, clamped Huber
@@ -38,104 +38,15 @@ Atlas training chips in saturation mode see an overflow only in the NPU's float 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 StepFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 EvalFn = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-def decays(params: list[Parameter]) -> tuple[bool, ...]:
-    """Which parameters weight decay applies to: MindSpore's optimizers' default filter
-    (`nn/optim/optimizer.py`: not a LayerNorm/BatchNorm `beta` or `gamma`)."""
-    return tuple("beta" not in p.name and "gamma" not in p.name for p in params)
-
-
-class _Guarded(nn.Cell):
-    """What both guarded optimizers share: the parameters, the step counter (counted whether
-    the update is applied or skipped), and the 1.0 a skipped step puts in place of a decay
-    rate (momentum, betas) so that the state stays as it is."""
-
-    def __init__(self, params: list[Parameter]) -> None:
-        super().__init__(auto_prefix=False)
-        self.parameters = ParameterTuple(params)
-        self.global_step = Parameter(Tensor(np.zeros(1, np.int32)), name="global_step")
-        # The primitives, as MindSpore's own optimizers hold them (nn/optim/optimizer.py): the
-        # functional ops.assign_add is deprecated (to be removed after 2.9.0).
-        self.assign_add = ops.AssignAdd()
-        self.one, self.hold = Tensor(np.ones(1, np.int32)), Tensor(np.float32(1.0))
-        self.decay = decays(list(params))
-
-
-class GuardedSGD(_Guarded):
-    """SGD with momentum whose update is skipped, bitwise, for a non-finite step. Its state
-    has `nn.SGD`'s names (`accum.*` momentum buffers, `stat.*` first-step flags,
-    `global_step`), so checkpoints read the same either way. `weight_decay` adds
-    `weight_decay * p` to the gradient first, as `nn.SGD` does (`Optimizer.decay_weight`)."""
-
-    def __init__(self, params: list[Parameter], momentum: float,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params)
-        self.accum = self.parameters.clone(prefix="accum", init="zeros")
-        self.stat = self.parameters.clone(prefix="stat", init="ones")
-        self.sgd = ops.SGD(0.0, 0.0, False)
-        self.momentum, self.weight_decay = Tensor(np.float32(momentum)), weight_decay
-
-    def construct(self, grads: tuple[Tensor, ...], lr: Tensor, ok: Tensor) -> Tensor:
-        """Apply one update (lr a scalar tensor), or with `ok` false leave every parameter and
-        buffer bitwise as it is (gradient 0, lr 0, momentum 1); count the step either way."""
-        done = True
-        lr = ops.where(ok, lr, 0.0)
-        momentum = ops.where(ok, self.momentum, self.hold)
-        for i in range(len(self.parameters)):
-            g = grads[i]
-            if self.weight_decay > 0 and self.decay[i]:  # a Python constant: compiled away at 0
-                g = g + self.weight_decay * self.parameters[i]
-            done = ops.depend(done, self.sgd(self.parameters[i], ops.where(ok, g, 0.0), lr,
-                                             self.accum[i], momentum, self.stat[i]))
-        self.assign_add(self.global_step, self.one)
-        return done
-
-
-class GuardedAdamW(_Guarded):
-    """MindSpore's `nn.AdamWeightDecay` (its fused kernel `ops.AdamWeightDecay`, its defaults
-    beta1 0.9, beta2 0.999, eps 1e-6 and its state names `adam_m.*`, `adam_v.*`,
-    `global_step`) with the same bitwise skip as GuardedSGD: with `ok` false the gradient is 0,
-    the lr 0 and both betas 1, so `m = 1·m + 0·g`, `v = 1·v + 0·g²` and `p = p - 0·update`
-    leave everything as it was."""
-
-    def __init__(self, params: list[Parameter], weight_decay: float = 0.0,
-                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6) -> None:
-        super().__init__(params)
-        self.moments1 = self.parameters.clone(prefix="adam_m", init="zeros")
-        self.moments2 = self.parameters.clone(prefix="adam_v", init="zeros")
-        self.adamw = ops.AdamWeightDecay()
-        self.beta1, self.beta2 = Tensor(np.float32(beta1)), Tensor(np.float32(beta2))
-        self.eps = Tensor(np.float32(eps))
-        self.rates = tuple(Tensor(np.float32(weight_decay if d else 0.0)) for d in self.decay)
-
-    def construct(self, grads: tuple[Tensor, ...], lr: Tensor, ok: Tensor) -> Tensor:
-        """Apply one update, or skip it bitwise (above); count the step either way."""
-        done = True
-        lr = ops.where(ok, lr, 0.0)
-        beta1, beta2 = ops.where(ok, self.beta1, self.hold), ops.where(ok, self.beta2, self.hold)
-        for i in range(len(self.parameters)):
-            done = ops.depend(done, self.adamw(self.parameters[i], self.moments1[i],
-                                               self.moments2[i], lr, beta1, beta2, self.eps,
-                                               self.rates[i], ops.where(ok, grads[i], 0.0)))
-        self.assign_add(self.global_step, self.one)
-        return done
-
-
-def make_optimizer(name: str, params: list[Parameter], momentum: float,
-                   weight_decay: float) -> nn.Cell:
-    """The guarded optimizer the config names (`sgd` or `adamw`)."""
-    if name == "adamw":
-        return GuardedAdamW(params, weight_decay)
-    return GuardedSGD(params, momentum, weight_decay)
 
 
 class StepRecord(nn.Cell):
@@ -304,47 +215,79 @@ def make_overflow_check(agree: Callable[[Tensor], Tensor] | None) -> tuple[
     return start, finite_status
 
 
-def make_train_step(
-    model: nn.Cell,
-    loss_fn: nn.Cell,
-    optimizer: nn.Cell,
-    record: StepRecord,
-    lr: LrWindow,
-    accum_steps: int = 1,
-    clip_norm: float = 0.0,
-    grad_reducer: nn.Cell | None = None,
-    loss_scaler: Any = None,
-    host_grad_mean: Callable[[np.ndarray], np.ndarray] | None = None,
-    jit_level: str = "O0",
-    low_precision: bool = False,
-    agree: Callable[[Tensor], Tensor] | None = None,
-    scalar_loss: bool = False,
-) -> StepFn:
+@dataclass(frozen=True)
+class OptimSpec:
+    """The update: the guarded optimizer, the lr it takes, where the step is recorded."""
+
+    optimizer: nn.Cell  # GuardedSGD or GuardedAdamW (make_optimizer): skips bitwise where not ok
+    record: StepRecord  # the device's ring of per-step rows
+    lr: LrWindow  # the learning rate of each step
+    accum_steps: int = 1  # micro-batches averaged into one step (unrolled in the graph)
+    clip_norm: float = 0.0  # global-norm clipping after the all-reduce; 0 = off
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """How the step computes: float width, loss scaling, the loss's shape, the compile level."""
+
+    loss_scaler: Any = None  # make_loss_scaler's ms.amp Static/DynamicLossScaler, or None
+    low_precision: bool = False  # the model computes in float16/bfloat16; the loss in float32
+    scalar_loss: bool = False  # a loss of yours (one value): taken as shape (), any shape
+    jit_level: str = "O0"  # ms.jit's jit_level
+
+
+@dataclass(frozen=True)
+class ReduceSpec:
+    """How the ranks agree; all None for one rank."""
+
+    grad_reducer: nn.Cell | None = None  # the gradients' cross-rank mean, in the graph
+    host_grad_mean: Callable[[np.ndarray], np.ndarray] | None = None  # grad_backend=mpi's mean
+    agree: Callable[[Tensor], Tensor] | None = None  # Ascend: a cross-rank sum of overflow flags
+
+
+def make_train_step(model: nn.Cell, loss_fn: nn.Cell, optim: OptimSpec,
+                    precision: PrecisionSpec | None = None,
+                    reduce: ReduceSpec | None = None) -> StepFn:
     """Build `step(xc, yc, i) -> [loss, sumsq]`: one optimizer step on micro-batches
     i .. i+A-1 (`i` an int32 scalar tensor) of a chunk xc (K*A, B, F), yc (K*A, B, 1) (see
     pipeline/dataset.py: a new input tensor costs more than a small step, so the pipeline
-    delivers K steps at once), with the learning rate `lr` holds for the step counter.
+    delivers K steps at once), with the learning rate `optim.lr` holds for the step counter.
 
     Gradients of the A micro-batches are averaged, which for a mean-reduced loss over equal
     micro-batches is exactly the gradient of one batch of A*B rows. Then the cross-rank mean
-    (`grad_reducer`; None for one rank), the finite check, global-norm clipping (`clip_norm`,
-    0 = off; after the all-reduce, so every rank clips identically) and the guarded update.
-    `loss` is this rank's mean over the window, `sumsq` the squared global norm of the averaged
-    gradient before clipping.
+    (`reduce.grad_reducer`; None for one rank), the finite check, global-norm clipping
+    (`optim.clip_norm`, 0 = off; after the all-reduce, so every rank clips identically) and the
+    guarded update. `loss` is this rank's mean over the window, `sumsq` the squared global norm
+    of the averaged gradient before clipping.
 
-    `agree` (Ascend, several ranks): a cross-rank sum of each rank's overflow flag, so that
-    every rank skips the update that one rank's NPU status flagged. `scalar_loss` (a loss of
-    yours, checked to hold one value): its value taken as shape (), whatever its shape.
+    `reduce.agree` (Ascend, several ranks): a cross-rank sum of each rank's overflow flag, so
+    that every rank skips the update that one rank's NPU status flagged.
 
-    With `host_grad_mean` (grad_backend=mpi) the step is two jit calls with the cross-rank mean
-    on the host between them: the gradients leave the graph as one flat float32 vector (a host
-    read every step, by design), are averaged by MPI, and come back for the update.
+    With `reduce.host_grad_mean` (grad_backend=mpi) the step is two jit calls with the
+    cross-rank mean on the host between them: the gradients leave the graph as one flat float32
+    vector (a host read every step, by design), are averaged by MPI, and come back for the
+    update.
     """
-    weights = optimizer.parameters
-    one = Tensor(np.float32(1.0))
-    nan = Tensor(np.float32(np.nan))
-    jit = ms.jit(jit_level=jit_level) if jit_level != "O0" else ms.jit
-    start_check, finite_check = make_overflow_check(agree)
+    precision = precision if precision is not None else PrecisionSpec()
+    reduce = reduce if reduce is not None else ReduceSpec()
+    level = precision.jit_level
+    jit = ms.jit(jit_level=level) if level != "O0" else ms.jit
+    start_check, finite_check = make_overflow_check(reduce.agree)
+    local_grads = _local_grads(model, loss_fn, optim, precision, start_check)
+    update = _update(optim, precision.loss_scaler, finite_check)
+    if reduce.host_grad_mean is None:
+        return _one_graph(jit, local_grads, update, reduce.grad_reducer)
+    return _host_mean(jit, local_grads, update, list(optim.optimizer.parameters),
+                      reduce.host_grad_mean)
+
+
+def _local_grads(model: nn.Cell, loss_fn: nn.Cell, optim: OptimSpec, precision: PrecisionSpec,
+                 start_check: Callable[[Tensor], Tensor]) -> Callable[..., Any]:
+    """`local_grads(xc, yc, i) -> (loss, grads)`: this rank's loss and gradients, averaged over
+    the step's micro-batches (inside the jit step)."""
+    # Plain locals, not the specs' attributes: the graph sees Python constants, as before.
+    low_precision, scalar_loss = precision.low_precision, precision.scalar_loss
+    loss_scaler, accum_steps = precision.loss_scaler, optim.accum_steps
 
     def forward_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         pred = model(x)
@@ -355,9 +298,7 @@ def make_train_step(
             loss = loss.astype(ms.float32).reshape(())
         return (loss_scaler.scale(loss) if loss_scaler is not None else loss), loss
 
-    grad_fn = ms.value_and_grad(forward_fn, None, weights, has_aux=True)
-    shapes = [p.shape for p in weights]
-    sizes = [int(np.prod(s)) for s in shapes]
+    grad_fn = ms.value_and_grad(forward_fn, None, optim.optimizer.parameters, has_aux=True)
 
     def local_grads(xc: Tensor, yc: Tensor, i: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         xc = start_check(xc)  # saturation mode: the float status cleared before the forward
@@ -371,6 +312,18 @@ def make_train_step(
             grads = tuple(g / accum_steps for g in grads)
         # A non-finite local loss poisons the gradients, so that every rank sees it (above).
         return loss, grads[:-1] + (grads[-1] + loss * 0.0,)
+
+    return local_grads
+
+
+def _update(optim: OptimSpec, loss_scaler: Any,
+            finite_check: Callable[[tuple[Tensor, ...], Tensor], Tensor] | None,
+            ) -> Callable[[Tensor, tuple[Tensor, ...]], Tensor]:
+    """`update(loss, grads) -> row`: unscale, finite check, clip, the guarded update, the
+    record and the loss scale's adjustment, on the ranks' mean gradients (inside the jit)."""
+    optimizer, record, lr, clip_norm = optim.optimizer, optim.record, optim.lr, optim.clip_norm
+    one = Tensor(np.float32(1.0))
+    nan = Tensor(np.float32(np.nan))
 
     def update(loss: Tensor, grads: tuple[Tensor, ...]) -> Tensor:
         scale = one  # the loss scale this step used (graph syntax: set on both branches)
@@ -397,15 +350,28 @@ def make_train_step(
             loss_scaler.adjust(ok)
         return row
 
-    if host_grad_mean is None:
-        @jit
-        def train_step(xc: Tensor, yc: Tensor, i: Tensor) -> Tensor:
-            loss, grads = local_grads(xc, yc, i)
-            if grad_reducer is not None:
-                grads = grad_reducer(grads)
-            return update(loss, grads)
+    return update
 
-        return train_step
+
+def _one_graph(jit: Callable[..., Any], local_grads: Callable[..., Any],
+               update: Callable[..., Tensor], grad_reducer: nn.Cell | None) -> StepFn:
+    """The step as one jit call, the gradients' all-reduce (if any) inside it."""
+    @jit
+    def train_step(xc: Tensor, yc: Tensor, i: Tensor) -> Tensor:
+        loss, grads = local_grads(xc, yc, i)
+        if grad_reducer is not None:
+            grads = grad_reducer(grads)
+        return update(loss, grads)
+
+    return train_step
+
+
+def _host_mean(jit: Callable[..., Any], local_grads: Callable[..., Any],
+               update: Callable[..., Tensor], weights: list[Parameter],
+               host_grad_mean: Callable[[np.ndarray], np.ndarray]) -> StepFn:
+    """The step as two jit calls, the gradients averaged on the host between them (mpi)."""
+    shapes = [p.shape for p in weights]
+    sizes = [int(np.prod(s)) for s in shapes]
 
     @jit
     def grads_flat(xc: Tensor, yc: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -63,43 +63,65 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     if args.defaults:
-        print(f"{'rows':>9} {'features':>8} {'batch':>6} {'epochs':>6} {'steps':>6} "
-              f"{'wall s':>7} {'converged':>9} {'distance':>9}")
-        for r in run_defaults(scratch):
-            print(f"{r['rows']:>9,} {r['features']:>8} {r['global_batch']:>6} {r['epochs']:>6} "
-                  f"{r['steps']:>6} {r['wall_s']:>7.1f} {str(r['converged']):>9} "
-                  f"{r['distance']:>9.2g}")
-        return 0
+        return _defaults(scratch)
     if args.fits:
-        from train.bench.fits import run_fits
-
-        print(f"{'table':>22} {'rows x cols':>13} {'error':>8} {'wall s':>6} {'converged':>9} "
-              f"{'distance':>8} {'passes':>6} {'delta/RLM':>9}")
-        for r in run_fits(scratch, args.quick):
-            print(f"{r['table']:>22} {r['rows']:>7,} x {r['columns']:<3} {r['error']:>8.1e} "
-                  f"{r['wall_s']:>6.1f} {str(r['converged']):>9} {r['distance']:>8.1e} "
-                  f"{r['passes']:>6} {r['delta_vs_rlm']:>9.6f}  {r['reference']}")
-        return 0
+        return _fits(scratch, args.quick)
     if args.user:
-        from train.bench.user import run_user
-
-        print(f"{'batch':>6} {'package ms':>11} {'plain, numpy ms':>16} {'plain, dataset ms':>18}")
-        for r in run_user(scratch):
-            print(f"{r['batch']:>6} {r['package_ms']:>11.3f} {r['plain_numpy_ms']:>16.3f} "
-                  f"{r['plain_dataset_ms']:>18.3f}")
-        return 0
+        return _user(scratch)
     if args.memory_gib > 0:
-        found = run_memory(args.memory_gib, scratch)
-        print("\n".join(f"{k:<24} {v:,.0f}" for k, v in found.items()))
-        return 0
-    out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+        return _memory(args.memory_gib, scratch)
+    return _every_row(args.out, args.quick, scratch)
+
+
+def _defaults(scratch: Path) -> int:
+    """--defaults: `python -m train --data FILE` with every automatic value, table by table."""
+    print(f"{'rows':>9} {'features':>8} {'batch':>6} {'epochs':>6} {'steps':>6} "
+          f"{'wall s':>7} {'converged':>9} {'distance':>9}")
+    for r in run_defaults(scratch):
+        print(f"{r['rows']:>9,} {r['features']:>8} {r['global_batch']:>6} {r['epochs']:>6} "
+              f"{r['steps']:>6} {r['wall_s']:>7.1f} {str(r['converged']):>9} "
+              f"{r['distance']:>9.2g}")
+    return 0
+
+
+def _fits(scratch: Path, quick: bool) -> int:
+    """--fits: the defaults against statsmodels' RLM on public and generated tables."""
+    from train.bench.fits import run_fits
+
+    print(f"{'table':>22} {'rows x cols':>13} {'error':>8} {'wall s':>6} {'converged':>9} "
+          f"{'distance':>8} {'passes':>6} {'delta/RLM':>9}")
+    for r in run_fits(scratch, quick):
+        print(f"{r['table']:>22} {r['rows']:>7,} x {r['columns']:<3} {r['error']:>8.1e} "
+              f"{r['wall_s']:>6.1f} {str(r['converged']):>9} {r['distance']:>8.1e} "
+              f"{r['passes']:>6} {r['delta_vs_rlm']:>9.6f}  {r['reference']}")
+    return 0
+
+
+def _user(scratch: Path) -> int:
+    """--user: a network of yours through the package against plain MindSpore loops."""
+    from train.bench.user import run_user
+
+    print(f"{'batch':>6} {'package ms':>11} {'plain, numpy ms':>16} {'plain, dataset ms':>18}")
+    for r in run_user(scratch):
+        print(f"{r['batch']:>6} {r['package_ms']:>11.3f} {r['plain_numpy_ms']:>16.3f} "
+              f"{r['plain_dataset_ms']:>18.3f}")
+    return 0
+
+
+def _memory(gib: int, scratch: Path) -> int:
+    """--memory_gib N: the trainer's own memory on an N GiB .npy against a synthetic run."""
+    found = run_memory(gib, scratch)
+    print("\n".join(f"{k:<24} {v:,.0f}" for k, v in found.items()))
+    return 0
+
+
+def _every_row(out_arg: str, q: bool, scratch: Path) -> int:
+    """The default mode: every row, the table, the headline, bench.json and bench.png."""
+    out = Path(out_arg or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     import mindspore as ms
 
     ms.set_device("CPU")
-    q = args.quick
-    repeats = 3 if q else 5
-    sizes = {256: 600 if q else 2000, 4096: 200 if q else 600, 65536: 30 if q else 100}
     rows: list[dict[str, Any]] = []
 
     def add(row: dict[str, Any]) -> None:
@@ -109,6 +131,26 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     print(f"{'row':<34} {'batch':>6} {'samples/s':>14} {'|dparam|':>9}")
+    _in_process_rows(add, q, scratch)
+    _job_rows(add, q, scratch)
+    headline = _headline(rows)
+    print("\n" + "\n".join(f"{k:<24} {v:,.3f}" if isinstance(v, float) else f"{k:<24} {v}"
+                           for k, v in headline.items()))
+    report = {**headline, "quick": q, "rows": rows, "machine": {
+        "cpus": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "mindspore": ms.__version__,
+        "numpy": np.__version__}}
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(rows, out / "bench.png")
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return 0 if headline["all_params_ok"] else 1
+
+
+def _in_process_rows(add: Callable[[dict[str, Any]], None], q: bool, scratch: Path) -> None:
+    """The rows run in this process: the seed loop, the pipeline against the same step on
+    prepared tensors, NumPy and torch, the .npy file, and Model.train."""
+    repeats = 3 if q else 5
+    sizes = {256: 600 if q else 2000, 4096: 200 if q else 600, 65536: 30 if q else 100}
     seed_steps = 1000 if q else 3000
     numpy_seed = run_numpy(1, seed_steps)[1]
     add({**_check(timed(lambda: run_seed_loop(seed_steps), repeats), numpy_seed,
@@ -136,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         row = timed(lambda: run_model_train(batch, steps), repeats)  # noqa: B023
         add({**_check(row, run_numpy(batch, steps)[1], "Model.train (no sink)"), "batch": batch})
 
+
+def _job_rows(add: Callable[[dict[str, Any]], None], q: bool, scratch: Path) -> None:
+    """The job rows: `python -m train` as one process and as two ranks (msrun, mpirun)."""
     root = scratch / "jobs"
     root.mkdir()
     job_steps, job_repeats = (300, 1) if q else (1000, 3)
@@ -152,13 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         add(_check(row, ref, f"job: {label}"))
         print(f"{'':<34} launch to first step: {row['launch_s']:.1f} s")
 
+
+def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures bench.json leads with: ratios of rows' rates, launch times, all params ok."""
     def rate(name: str, batch: int) -> float | None:
         return next((r["samples_per_s"] for r in rows
                      if r["name"] == name and r.get("batch") == batch), None)
 
     single = rate("job: 1 process, batch 512", 512)
     torch_rate = rate("torch eager", 256)
-    headline = {
+    return {
         "pipeline_efficiency": rate("pipeline (GeneratorDataset)", 256)
         / rate("prepared tensors (no pipeline)", 256),
         "vs_torch_eager": rate("pipeline (GeneratorDataset)", 256) / torch_rate
@@ -179,16 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         "launch_s_mpirun2": next(r["launch_s"] for r in rows if "mpirun" in r["name"]),
         "all_params_ok": all(r["params_ok"] for r in rows),
     }
-    print("\n" + "\n".join(f"{k:<24} {v:,.3f}" if isinstance(v, float) else f"{k:<24} {v}"
-                           for k, v in headline.items()))
-    report = {**headline, "quick": q, "rows": rows, "machine": {
-        "cpus": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "mindspore": ms.__version__,
-        "numpy": np.__version__}}
-    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plot(rows, out / "bench.png")
-    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
-    return 0 if headline["all_params_ok"] else 1
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:

@@ -16,12 +16,13 @@ def ms_setup() -> tuple[Any, Any, Any]:
     """Fresh model + the package's step (constant lr) + its step record (read like the loop)."""
     from train.loss import HuberLoss
     from train.model import make_model
-    from train.step import GuardedSGD, LrWindow, StepRecord, make_train_step
+    from train.optim import GuardedSGD
+    from train.step import LrWindow, OptimSpec, StepRecord, make_train_step
 
     model = make_model(1, SEED)
     opt = GuardedSGD(model.trainable_params(), MOMENTUM)
     record, lr = StepRecord(READ_EVERY, 2, list(opt.parameters)), LrWindow(LR, "constant", 1)
-    return model, record, make_train_step(model, HuberLoss(DELTA), opt, record, lr)
+    return model, record, make_train_step(model, HuberLoss(DELTA), OptimSpec(opt, record, lr))
 
 
 def params_of(model: Any) -> list[float]:
