@@ -1,4 +1,9 @@
-"""A run folder has one owner at a time.
+"""A run folder: its names, its readers, and one owner at a time.
+
+What a run folder holds is named here and nowhere else (CONFIG, RECORD, SUMMARY, METRICS, CKPT,
+LOGS, RANK_LOG, LOCK): train/output.py writes through these names and every command reads
+through `read_config` (with what an older release implied for options its config lacks),
+`read_summary` (bounded, its shapes checked) and `read_metrics` (streamed).
 
 The owner (rank 0 of a run) holds an exclusive `flock(2)` on `<out>/.lock` for as long as it
 lives; a second process that asks for the same folder - a fresh run or a `--resume` - is refused
