@@ -149,3 +149,111 @@ def test_the_trainer_refuses_a_planted_link_in_one_line(tmp_path, case):
     assert r.returncode == 2 and r.stderr.strip() == (
         f"error: --out run: {name} is {LINK}; remove it, or choose another folder")
     assert victim.read_text() == "mine"
+
+
+# The names and readers: the writer (train/output.py) and every reader use one set of names.
+
+def _written_run(tmp_path):
+    """A run folder as train/output.py's writer leaves it, in-process (no training)."""
+    from train.checkpoint import CheckpointDir
+    from train.options import parse_config
+    from train.output import RunOutput
+
+    cfg = parse_config(["--epochs", "1", "--quiet"])[0]
+    out = RunOutput(tmp_path / "run", rank=0, main=True, quiet=True)
+    out.save_config(cfg)
+    out.save_record({"argv": []})
+    out.metrics({"epoch": 1, "step": 10, "loss": 0.5, "eval_loss": None})
+    out.metrics({"epoch": 1, "step": 20, "loss": 0.25, "eval_loss": 0.3})
+    out.summary({"features": ["x"], "w": [2.0], "b": 3.0, "target": "y",
+                 "global_batch_size": 256, "curve": {"x": [0.0, 1.0], "y": [3.0, 5.0]}})
+    assert CheckpointDir(out.dir).dir == rundir.ckpt_dir(out.dir)
+    return cfg, out.dir
+
+
+def test_the_readers_read_what_the_writer_wrote(tmp_path):
+    cfg, run_dir = _written_run(tmp_path)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        [rundir.CONFIG, rundir.RECORD, rundir.METRICS, rundir.SUMMARY, rundir.LOGS])
+    assert rundir.rank_log(run_dir, 0).is_file() and rundir.kind(run_dir) == "run"
+    assert rundir.read_config(run_dir) == cfg
+    assert rundir.read_metrics(run_dir) == [(10, 0.5, None), (20, 0.25, 0.3)]
+    assert rundir.read_summary(run_dir, cfg)["w"] == [2.0]
+
+
+def _one_line(e):
+    return len(str(e.value).splitlines()) == 1
+
+
+def test_config_reader_refuses_in_one_line_and_fills_an_older_config(tmp_path):
+    with pytest.raises(rundir.NotARun, match=rf"^{tmp_path} is not a run folder "
+                                            r"\(no config.yaml\)$"):
+        rundir.read_config(tmp_path)
+    path = tmp_path / rundir.CONFIG
+    for text, message in [("lr: [\n", f"the run's config {path}: not valid YAML at line 2"),
+                          ("- 1\n", f"the run's config {path}: expected a mapping"),
+                          ("lr: -1\n", f"{path}: lr must be > 0")]:
+        path.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            rundir.read_config(tmp_path)
+        assert str(e.value).startswith(message) and _one_line(e), str(e.value)
+    # A config.yaml of a release before `init` and `standardize`: what that release did.
+    path.write_text("epochs: 1\n")
+    cfg = rundir.read_config(tmp_path)
+    assert (cfg.init, cfg.standardize, cfg.epochs) == ("random", False, 1)
+
+
+def test_summary_reader_is_bounded_and_checked(tmp_path):
+    cfg, run_dir = _written_run(tmp_path)
+    path = run_dir / rundir.SUMMARY
+    for text, message in [('{"w": [1.0', "not readable JSON"), ("[1]", "not a JSON object"),
+                          ('{"w": [1.0, 2.0]}', "'w' is not 1 number(s), one per feature")]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(message)) as e:
+            rundir.read_summary(run_dir, cfg)
+        assert _one_line(e)
+    path.write_text('{"w": [1.0, 2.0]}')  # without a config: an object is all it checks
+    assert rundir.read_summary(run_dir) == {"w": [1.0, 2.0]}
+    with open(path, "r+b") as f:
+        f.truncate(rundir.SUMMARY_MAX + 1)  # sparse: read no further than the bound
+    with pytest.raises(ConfigError, match=f"larger than {rundir.SUMMARY_MAX} bytes"):
+        rundir.read_summary(run_dir)
+
+
+def test_metrics_reader_streams_past_long_and_torn_lines(tmp_path):
+    path = tmp_path / rundir.METRICS
+    long = '{"step": 5, "pad": "' + "x" * rundir.RECORD_MAX + '"}\n'
+    path.write_text('{"step": 1, "loss": 1.0}\n' + long + '{"epoch": 1}\n{"step": 2, "lo')
+    assert rundir.read_metrics(tmp_path) == [(1, 1.0, None)]
+    path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": "0.5"}\n')
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: line 2: 'loss' and 'eval_loss'")):
+        rundir.read_metrics(tmp_path)
+
+
+NAMES = [rundir.CONFIG, rundir.SUMMARY, rundir.METRICS, rundir.RECORD, rundir.CKPT,
+         rundir.LOGS, rundir.LOCK]
+
+
+def _spelled(text):
+    """A run-folder name written out in a string: as a whole path part, or a rank log."""
+    parts = "|".join(re.escape(n) for n in NAMES)
+    return re.search(rf"(^|/)({parts})($|/|\s)", text) or re.search(r"(^|/)rank_(\*|$)", text)
+
+
+def test_only_rundir_spells_the_run_folders_names():
+    """Every module of train/ names run files through train/rundir.py (docstrings, comments
+    and prose in messages aside)."""
+    import ast
+
+    from helpers import REPO
+
+    found = []
+    for path in sorted((REPO / "train").rglob("*.py")):
+        if path.name == "rundir.py" and path.parent.name == "train":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        found += [f"{path.relative_to(REPO)}:{n.lineno}: {n.value!r}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                  and id(n) not in docs and _spelled(n.value)]
+    assert found == []

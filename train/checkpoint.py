@@ -279,7 +279,7 @@ class CheckpointDir:
 
     def __init__(self, run_dir: Path, keep: int = 3,
                  on_write: Callable[[], None] | None = None) -> None:
-        self.dir = run_dir / "ckpt"
+        self.dir = rundir.ckpt_dir(run_dir)
         self.keep = keep
         self._on_write = on_write  # TRAIN_FAULT ckpt_pause: between tensor file and manifest
 

@@ -36,7 +36,7 @@ from train.plot import (
     pyplot,
     read_run,
 )
-from train.rundir import kind, save_figure
+from train.rundir import kind, logs_dir, read_summary, save_figure
 
 DEFAULTS = {"outlier_fraction": 0.2, "outlier_scale": 100.0}
 LOSSES = ("huber", "mse")
@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                             "--loss", loss, "--out", str(run_dir)], capture_output=True, text=True)
         if r.returncode != 0:
             print(f"error: the {loss} run failed ({r.stderr.strip().splitlines()[-1:]}); "
-                  f"see {run_dir}/logs", file=sys.stderr)
+                  f"see {logs_dir(run_dir)}", file=sys.stderr)
             return 1
-        s = json.loads((run_dir / "summary.json").read_text())
+        s = read_summary(run_dir)
         results[loss] = {"w": s["w"], "b": s["b"], "coefficients": s.get("coefficients"),
                          "eval_loss": s["eval_mse"], "curve": s.get("curve"),
                          "converged": s.get("converged")}

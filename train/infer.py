@@ -19,9 +19,9 @@ from typing import Any, Callable
 import numpy as np
 
 from train import checkpoint as ck
+from train import rundir
 from train.config import Config, ConfigError, resume_keys
 from train.model import layout_of, network_spec, state_layout, trained_parameters
-from train.options import load_saved, parse_config
 from train.output import warn
 
 
@@ -206,20 +206,19 @@ def _check_edits(cfg: Config, state: dict, run_dir: Path, manifest: Path) -> Non
     current = {k: getattr(cfg, k) for k in resume_keys(cfg.synthetic) if k not in skip}
     diffs = ck.config_diffs({k: v for k, v in saved.items() if k not in skip}, current)
     if diffs:
+        name = rundir.CONFIG
         raise ConfigEdited(
-            f"{run_dir}/config.yaml differs from what checkpoint {manifest.stem} was trained "
-            "with, in " + ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} in config.yaml)"
+            f"{run_dir / name} differs from what checkpoint {manifest.stem} was trained "
+            "with, in " + ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} in {name})"
                                     for k, (a, b) in diffs.items())
             + "; it was edited after training: restore those values")
 
 
 def _config(run_dir: Path) -> Config:
-    if not (run_dir / "config.yaml").is_file():
-        raise InferError(f"{run_dir} is not a run folder (no config.yaml)")
     try:
-        return parse_config([], base=load_saved(str(run_dir / "config.yaml")))[0]
-    except ConfigError as e:
-        raise InferError(f"{run_dir}/config.yaml: {e}") from None
+        return rundir.read_config(run_dir)
+    except ConfigError as e:  # (its message names the file)
+        raise InferError(str(e)) from None
 
 
 def _step_of(name: str) -> int:

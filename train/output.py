@@ -133,8 +133,8 @@ class RunOutput:
         self.main = main
         self.quiet = quiet
         try:
-            logs = rundir.subfolder(out_dir / "logs")
-            handler = _QuietFileHandler(logs / f"rank_{rank}.log")
+            rundir.subfolder(rundir.logs_dir(out_dir))
+            handler = _QuietFileHandler(rundir.rank_log(out_dir, rank))
         except OSError as e:
             raise OutputError(f"cannot write {e.filename or f'the log folder in {out_dir}'} "
                               f"({e.strerror or e})") from None
@@ -159,13 +159,13 @@ class RunOutput:
     def save_config(self, cfg: Any) -> None:
         """config.yaml: the resolved config, readable back with --config."""
         if self.main:
-            self._write("config.yaml", config_text(cfg))
+            self._write(rundir.CONFIG, config_text(cfg))
 
     def save_record(self, record: dict[str, Any]) -> None:
         """run.json: what is needed to reproduce the run (see `run_record`)."""
         self.log.info("run %s", json_text(record))
         if self.main:
-            self._write("run.json", json_text(record, indent=2) + "\n")
+            self._write(rundir.RECORD, json_text(record, indent=2) + "\n")
 
     def info(self, msg: str) -> None:
         """A line for this rank's log and, on rank 0, the console."""
@@ -198,7 +198,7 @@ class RunOutput:
         logged steps it never checkpointed), a torn last line, and (`finished` False) the
         records of a Newton finish the checkpoint does not hold, so that the resumed run
         appends without duplicates."""
-        path = self.dir / "metrics.jsonl"
+        path = self.dir / rundir.METRICS
         if not self.main or not path.exists():
             return
         try:
@@ -209,7 +209,7 @@ class RunOutput:
             at = _step_of(ln)
             return at < step or at == step and (finished or not _finish_record(ln))
 
-        self._write("metrics.jsonl", "".join(ln + "\n" for ln in lines if kept(ln)))
+        self._write(rundir.METRICS, "".join(ln + "\n" for ln in lines if kept(ln)))
 
     def metrics(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl (rank 0); also this rank's log."""
@@ -217,10 +217,10 @@ class RunOutput:
         self.log.info(line)
         if self.main:
             try:
-                with os.fdopen(rundir.open_append(self.dir / "metrics.jsonl"), "a") as f:
+                with os.fdopen(rundir.open_append(self.dir / rundir.METRICS), "a") as f:
                     f.write(line + "\n")
             except OSError as e:
-                raise OutputError(f"cannot write {self.dir / 'metrics.jsonl'} "
+                raise OutputError(f"cannot write {self.dir / rundir.METRICS} "
                                   f"({e.strerror or e}); the files written before are intact"
                                   ) from None
 
@@ -249,4 +249,4 @@ class RunOutput:
         """summary.json (rank 0)."""
         self.log.info("summary %s", json_text(summary))
         if self.main:
-            self._write("summary.json", json_text(summary, indent=2) + "\n")
+            self._write(rundir.SUMMARY, json_text(summary, indent=2) + "\n")

@@ -15,17 +15,14 @@ that cannot be written (read-only folder, disk full) one line and exit 74.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.fileio import finite_numbers
+from train import rundir
 from train.config import Config, ConfigError
-from train.options import load_yaml, parse_config, read_bounded
 from train.rundir import save_figure
 
 
@@ -43,104 +40,14 @@ def pyplot() -> Any:
     return plt
 
 
-SUMMARY_MAX = 1 << 24  # bytes: a summary is kB (a few numbers per feature, a 200-point curve)
-RECORD_MAX = 1 << 16  # bytes: a metrics record is a few hundred
-
-
-def _json(path: Path) -> Any:
-    text = read_bounded(str(path), SUMMARY_MAX, "the run's summary",
-                        "a run writes a few kB there")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise ConfigError(f"{path}: not readable JSON ({str(e)[:60]})") from None
-
-
-def _number(v: Any, none: bool = False) -> bool:
-    """A finite JSON number (not true/false), or (none=True) null."""
-    return (none and v is None) or finite_numbers([v])
-
-
-def _numbers(v: Any, n: int | None = None) -> bool:
-    """A list of finite numbers, of length n if given."""
-    return isinstance(v, list) and finite_numbers(v) and (n is None or len(v) == n)
-
-
-def check_summary(summary: Any, cfg: Config, path: Path) -> dict:
-    """summary.json as train.plot reads it, its shapes and types checked: the features' names
-    and `w`, `w_standardized` one number per feature, `curve` x and y of one length."""
-    def bad(why: str) -> ConfigError:
-        return ConfigError(f"{path}: not this run's summary ({why})")
-
-    if not isinstance(summary, dict):
-        raise bad("not a JSON object")
-    names = summary.get("features")  # (absent in summaries of releases before names)
-    if names is not None and not (isinstance(names, list) and names
-                                  and all(isinstance(n, str) for n in names)):
-        raise bad("'features' is not a list of names")
-    n = len(names) if names is not None else cfg.features if cfg.synthetic else None
-    if cfg.synthetic and n != cfg.features:
-        raise bad(f"{n} features, its config {cfg.features}")
-    for key in ("w", "w_standardized"):
-        if summary.get(key) is not None and not _numbers(summary[key], n):
-            raise bad(f"{key!r} is not {n} number(s), one per feature")
-    if not _number(summary.get("b"), none=True):
-        raise bad("'b' is not a number")
-    curve = summary.get("curve")
-    if curve is not None and not (isinstance(curve, dict) and _numbers(curve.get("x"))
-                                  and _numbers(curve.get("y"), len(curve["x"])) and curve["x"]):
-        raise bad("'curve' is not x and y, lists of numbers of one length")
-    if not isinstance(summary.get("target", ""), str) or not isinstance(
-            summary.get("global_batch_size", 0), int):
-        raise bad("a malformed 'target' or 'global_batch_size'")
-    return summary
-
-
-def _lines(f: Any) -> Iterator[bytes]:
-    """The lines of a binary file, none read further than RECORD_MAX bytes: a longer one is
-    read past and yielded as b"" (not a record)."""
-    while line := f.readline(RECORD_MAX):
-        if len(line) == RECORD_MAX and not line.endswith(b"\n"):
-            while (rest := f.readline(RECORD_MAX)) and not rest.endswith(b"\n"):
-                pass
-            line = b""
-        yield line
-
-
-def read_metrics(path: Path) -> list[tuple[int, float | None, float | None]]:
-    """(step, loss, held-out loss) of each record of metrics.jsonl, streamed (a line longer
-    than any record is skipped unread, as a torn last line is); a record whose losses are not
-    numbers is a ConfigError naming its line."""
-    found = []
-    try:
-        with open(path, "rb") as f:
-            for line_no, line in enumerate(_lines(f), 1):
-                try:
-                    record = json.loads(line)
-                except (ValueError, RecursionError):  # a torn last line of a killed run
-                    continue
-                step = record.get("step") if isinstance(record, dict) else None
-                if not isinstance(step, int) or isinstance(step, bool):
-                    continue
-                if not all(_number(record.get(k), none=True) for k in ("loss", "eval_loss")):
-                    raise ConfigError(f"{path}: line {line_no}: 'loss' and 'eval_loss' must "
-                                      "be numbers or null")
-                found.append((step, record.get("loss"), record.get("eval_loss")))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
-    return found
-
-
 def read_run(run_dir: Path) -> tuple[Config, list[tuple], dict | None]:
     """(config, metrics records as (step, loss, held-out loss), summary or None if the run
     did not finish); every file checked as data from outside."""
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.jsonl").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml and metrics.jsonl)")
-    cfg, _ = parse_config([], base=load_yaml(str(run_dir / "config.yaml"), what="the run's config"))
-    metrics = read_metrics(run_dir / "metrics.jsonl")
-    path = run_dir / "summary.json"
-    summary = check_summary(_json(path), cfg, path) if path.is_file() else None
-    return cfg, metrics, summary
+    rundir.require(run_dir, rundir.CONFIG, rundir.METRICS)
+    cfg = rundir.read_config(run_dir)
+    metrics = rundir.read_metrics(run_dir)
+    finished = (run_dir / rundir.SUMMARY).is_file()
+    return cfg, metrics, rundir.read_summary(run_dir, cfg) if finished else None
 
 
 def sample_rows(cfg: Config, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,9 @@
-"""A run folder has one owner at a time.
+"""A run folder: its names, its readers, and one owner at a time.
+
+What a run folder holds is named here and nowhere else (CONFIG, RECORD, SUMMARY, METRICS, CKPT,
+LOGS, RANK_LOG, LOCK): train/output.py writes through these names and every command reads
+through `read_config` (with what an older release implied for options its config lacks),
+`read_summary` (bounded, its shapes checked) and `read_metrics` (streamed).
 
 The owner (rank 0 of a run) holds an exclusive `flock(2)` on `<out>/.lock` for as long as it
 lives; a second process that asks for the same folder - a fresh run or a `--resume` - is refused
@@ -34,14 +39,41 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from pipeline.fileio import write_atomic
-from train.config import ConfigError
+from pipeline.fileio import finite_numbers, write_atomic
+from train.config import Config, ConfigError
+from train.options import load_saved, parse_config, read_bounded
 
+# The names of what a run folder holds: every module spells them through these
+# (tests/test_rundir.py checks no other module of train/ writes them out).
 LOCK = ".lock"
-CONFIG = "config.yaml"
+CONFIG = "config.yaml"  # the resolved config (`--config` reads it back)
+RECORD = "run.json"  # what reproduces the run (output.run_record)
+SUMMARY = "summary.json"  # the finished run's figures
+METRICS = "metrics.jsonl"  # one record a line, appended as the run goes
+CKPT = "ckpt"  # the checkpoints (train/checkpoint.py names the files inside)
+LOGS = "logs"  # one log per rank, RANK_LOG
+RANK_LOG = "rank_{rank}.log"
+SUMMARY_MAX = 1 << 24  # bytes: a summary is kB (a few numbers per feature, a 200-point curve)
+RECORD_MAX = 1 << 16  # bytes: a metrics record is a few hundred
+
+
+def ckpt_dir(run_dir: Path) -> Path:
+    """The run's checkpoint folder."""
+    return run_dir / CKPT
+
+
+def logs_dir(run_dir: Path) -> Path:
+    """The run's folder of rank logs."""
+    return run_dir / LOGS
+
+
+def rank_log(run_dir: Path, rank: int) -> Path:
+    """Rank `rank`'s log."""
+    return logs_dir(run_dir) / RANK_LOG.format(rank=rank)
 
 
 def kind(path: Path) -> str:
@@ -63,11 +95,11 @@ def kind(path: Path) -> str:
     if CONFIG in names:
         return "run"
     # A process killed between taking the folder and writing config.yaml leaves these.
-    return "empty" if names <= {LOCK, "logs"} else "other"
+    return "empty" if names <= {LOCK, LOGS} else "other"
 
 
 # What a run appends to or writes inside (whole files are replaced by rename: a link there goes).
-_WRITTEN_INTO = (LOCK, "logs", "ckpt", "metrics.jsonl")
+_WRITTEN_INTO = (LOCK, LOGS, CKPT, METRICS)
 NOT_FOLLOWED = "a symbolic link (a run never writes through one)"
 
 
@@ -80,8 +112,8 @@ def refuse_links(path: Path) -> None:
     """ConfigError if anything a run writes into (its lock, logs/ and the rank logs in it,
     ckpt/, metrics.jsonl) is a symbolic link: writing would follow it elsewhere."""
     found = [path / n for n in _WRITTEN_INTO]
-    if (path / "logs").is_dir() and not (path / "logs").is_symlink():
-        found += sorted((path / "logs").glob("rank_*.log"))
+    if logs_dir(path).is_dir() and not logs_dir(path).is_symlink():
+        found += sorted(logs_dir(path).glob(RANK_LOG.format(rank="*")))
     for p in found:
         if p.is_symlink():
             raise _link_error(path, str(p.relative_to(path)))
@@ -224,3 +256,121 @@ def claim(path: Path, resume: bool, warn: Callable[[str], None] = print) -> Owne
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
     return Owner(path, fd)
+
+
+# The readers every command uses: each file is data from outside, each problem one line.
+
+class NotARun(ConfigError):
+    """A folder without the files a run leaves (exit 2)."""
+
+
+def require(run_dir: Path, *names: str) -> None:
+    """NotARun unless `run_dir` holds each of `names` as a file."""
+    if not all((run_dir / n).is_file() for n in names):
+        raise NotARun(f"{run_dir} is not a run folder (no {' and '.join(names)})")
+
+
+def read_config(run_dir: Path, warn: Callable[[str], None] | None = None) -> Config:
+    """The run's config.yaml as a validated Config, with what an older release implied for
+    the options it lacks (options.load_saved); ConfigError (one line, naming the file) for
+    a missing, unreadable, malformed or invalid one."""
+    require(run_dir, CONFIG)
+    path = run_dir / CONFIG
+    base = load_saved(str(path), warn)  # (its errors name the file)
+    try:
+        return parse_config([], base=base)[0]
+    except ConfigError as e:  # a value edited to one the options refuse
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _number(v: Any, none: bool = False) -> bool:
+    """A finite JSON number (not true/false), or (none=True) null."""
+    return (none and v is None) or finite_numbers([v])
+
+
+def _numbers(v: Any, n: int | None = None) -> bool:
+    """A list of finite numbers, of length n if given."""
+    return isinstance(v, list) and finite_numbers(v) and (n is None or len(v) == n)
+
+
+def read_summary(run_dir: Path, cfg: Config | None = None) -> dict:
+    """The run's summary.json, read no further than SUMMARY_MAX bytes, a JSON object; with
+    `cfg`, its shapes checked too (`check_summary`). ConfigError (one line) otherwise."""
+    path = run_dir / SUMMARY
+    text = read_bounded(str(path), SUMMARY_MAX, "the run's summary",
+                        "a run writes a few kB there")
+    try:
+        summary = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"{path}: not readable JSON ({str(e)[:60]})") from None
+    if cfg is not None:
+        return check_summary(summary, cfg, path)
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{path}: not this run's summary (not a JSON object)")
+    return summary
+
+
+def check_summary(summary: Any, cfg: Config, path: Path) -> dict:
+    """summary.json as train.plot reads it, its shapes and types checked: the features' names
+    and `w`, `w_standardized` one number per feature, `curve` x and y of one length."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{path}: not this run's summary ({why})")
+
+    if not isinstance(summary, dict):
+        raise bad("not a JSON object")
+    names = summary.get("features")  # (absent in summaries of releases before names)
+    if names is not None and not (isinstance(names, list) and names
+                                  and all(isinstance(n, str) for n in names)):
+        raise bad("'features' is not a list of names")
+    n = len(names) if names is not None else cfg.features if cfg.synthetic else None
+    if cfg.synthetic and n != cfg.features:
+        raise bad(f"{n} features, its config {cfg.features}")
+    for key in ("w", "w_standardized"):
+        if summary.get(key) is not None and not _numbers(summary[key], n):
+            raise bad(f"{key!r} is not {n} number(s), one per feature")
+    if not _number(summary.get("b"), none=True):
+        raise bad("'b' is not a number")
+    curve = summary.get("curve")
+    if curve is not None and not (isinstance(curve, dict) and _numbers(curve.get("x"))
+                                  and _numbers(curve.get("y"), len(curve["x"])) and curve["x"]):
+        raise bad("'curve' is not x and y, lists of numbers of one length")
+    if not isinstance(summary.get("target", ""), str) or not isinstance(
+            summary.get("global_batch_size", 0), int):
+        raise bad("a malformed 'target' or 'global_batch_size'")
+    return summary
+
+
+def _lines(f: Any) -> Iterator[bytes]:
+    """The lines of a binary file, none read further than RECORD_MAX bytes: a longer one is
+    read past and yielded as b"" (not a record)."""
+    while line := f.readline(RECORD_MAX):
+        if len(line) == RECORD_MAX and not line.endswith(b"\n"):
+            while (rest := f.readline(RECORD_MAX)) and not rest.endswith(b"\n"):
+                pass
+            line = b""
+        yield line
+
+
+def read_metrics(run_dir: Path) -> list[tuple[int, float | None, float | None]]:
+    """(step, loss, held-out loss) of each record of the run's metrics.jsonl, streamed (a
+    line longer than any record is skipped unread, as a torn last line is); a record whose
+    losses are not numbers is a ConfigError naming its line."""
+    path = run_dir / METRICS
+    found = []
+    try:
+        with open(path, "rb") as f:
+            for line_no, line in enumerate(_lines(f), 1):
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):  # a torn last line of a killed run
+                    continue
+                step = record.get("step") if isinstance(record, dict) else None
+                if not isinstance(step, int) or isinstance(step, bool):
+                    continue
+                if not all(_number(record.get(k), none=True) for k in ("loss", "eval_loss")):
+                    raise ConfigError(f"{path}: line {line_no}: 'loss' and 'eval_loss' must "
+                                      "be numbers or null")
+                found.append((step, record.get("loss"), record.get("eval_loss")))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    return found

@@ -31,6 +31,7 @@ from train.launch import scripts_dir
 from train.model import trained_parameters
 from train.options import build_parser, parse_config
 from train.plan import open_source
+from train.rundir import read_summary
 
 LAUNCHERS = {"msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
 NOT_HERE = ("--out", "--world_size", "--dry_run", "--resume")
@@ -59,7 +60,7 @@ def final_parameters(run_dir: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
 
     _, manifest = CheckpointDir(run_dir).manifests()[0]  # the newest (a run of its own)
-    newest = run_dir / "ckpt" / json.loads(manifest.read_text())["file"]
+    newest = manifest.parent / json.loads(manifest.read_text())["file"]
     return trained_parameters(load(newest.read_bytes()))
 
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    summary = json.loads((root / "run0" / "summary.json").read_text())
+    summary = read_summary(root / "run0")
     units = "standardized units" if summary.get("data", {}).get("standardized") else \
         "the data's units"
     return _report(params, args.tol, root, summary.get("features") or [], units)

@@ -7,7 +7,6 @@ intercept's at the columns' means. Needs statsmodels (the `test` extra)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from train.rundir import read_summary
 
 RLM_ROWS = 100_000  # statsmodels' RLM up to this many rows; SciPy's BFGS beyond
 # dataset -> (feature columns: None = all, or how many of the first; categorical columns).
@@ -124,7 +125,7 @@ def fit_one(root: Path, name: str, x: Any, y: Any, categorical: tuple[str, ...] 
     env = dict(os.environ, TRAIN_CACHE_DIR=str(root / "cache"))
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     wall = time.perf_counter() - t0
-    s = json.loads((out / "summary.json").read_text())
+    s = read_summary(out)
     design = _design(x, categorical)
     small = len(y) <= RLM_ROWS
     ref_w, ref_b = _rlm(design, y, s["delta"])[:2] if small else _scipy(design, y, s["delta"])

@@ -3,7 +3,6 @@ the trainer's own memory on a large `.npy` file."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from train.rundir import METRICS, read_summary
 
 
 def run_job(kind: str, batch: int, steps: int, root: Path) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def run_job(kind: str, batch: int, steps: int, root: Path) -> dict[str, Any]:
         raise
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} job failed ({proc.returncode}): {err.strip()[-500:]}")
-    s = json.loads((out / "summary.json").read_text())
+    s = read_summary(out)
     s["launch_s"] = s["first_step_at"] - t0
     s["params"] = [*s["w"], s["b"]]
     return s
@@ -70,7 +71,7 @@ def run_memory(gib: int, root: Path) -> dict[str, Any]:
         proc = subprocess.Popen([sys.executable, "-m", "train", *args, "--epochs", "1",
                                  "--log_every", "5", "--quiet", "--out", str(out)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not (out / "metrics.jsonl").exists() and proc.poll() is None:
+        while not (out / METRICS).exists() and proc.poll() is None:
             time.sleep(0.5)
         time.sleep(3)  # a few windows in
         status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
@@ -108,7 +109,7 @@ def run_defaults(root: Path) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "train", "--data", str(data), "--quiet",
                         "--out", str(out)], env=env, check=True, capture_output=True)
-        s = json.loads((out / "summary.json").read_text())
+        s = read_summary(out)
         found.append({"rows": rows, "features": features, "wall_s": time.perf_counter() - t0,
                       "steps": s["steps"], "epochs": s["epochs"],
                       "global_batch": s["global_batch_size"], "converged": s["converged"],

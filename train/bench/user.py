@@ -8,7 +8,6 @@ samples_per_s, compilation excluded), and in plain MindSpore loops of `value_and
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from train.rundir import read_summary
 
 ROWS, FEATURES, WIDTH = 1 << 16, 16, 64
 
@@ -114,7 +115,7 @@ def _package(batch: int, epochs: int, root: Path) -> float:
                        check=False)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-500:])
-    return batch / json.loads((out / "summary.json").read_text())["samples_per_s"]
+    return batch / read_summary(out)["samples_per_s"]
 
 
 def run_user(root: Path, batches: tuple[int, ...] = (64, 256)) -> list[dict[str, Any]]:
