@@ -10,7 +10,8 @@ made), so that configs and data files can be checked before any process group st
 """
 
 from pipeline.dataset import StepSource, eval_chunks, make_train_dataset
-from pipeline.synthetic import DataSpec, SyntheticRegression, SyntheticStream
+from pipeline.spec import DataSpec
+from pipeline.synthetic import SyntheticRegression, SyntheticStream
 
 __all__ = ["StepSource", "DataSpec", "SyntheticRegression", "SyntheticStream", "eval_chunks",
            "make_train_dataset"]

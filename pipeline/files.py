@@ -3,9 +3,10 @@ whatever the world size, exactly resumable, and never a silent wrong fit.
 
 Opening a file (`FileData.open`) validates it once per job and maps its canonical table
 (pipeline/cache.py), holds out rows (pipeline/split.py) and computes the training split's
-statistics (pipeline/stats.py, cached beside the table). What it suggests for the options left
-automatic (standardize, delta) the plan decides (train/plan.py); `FileData.source` then builds
-the `FileSource` the trainer reads, with those values, and refuses what cannot train.
+statistics (pipeline/stats.py, cached beside the table). From those facts (training rows,
+curvature, robust delta) the plan decides the options left automatic (train/auto.py);
+`FileData.source` then builds the `FileSource` the trainer reads, with the resolved `DataSpec`
+(pipeline/spec.py), and refuses what cannot train.
 
 **Order.** Global step t takes the next G = N·B·A rows of the epoch's order; shard r takes its
 micro-batches of them as pipeline/dataset.py lays out. The rows of a step are not reordered: the
@@ -33,35 +34,12 @@ from pipeline.dataset import TableRows
 from pipeline.formats import TableSpec
 from pipeline.guard import CheckedTable, MappedFile, changed_error
 from pipeline.limits import F32_MAX, F32_TINY, MAX_ABS_VALUE, DataError
+from pipeline.spec import DataSpec
 from pipeline.split import Split
 from pipeline.stats import statistics, usable
 
-# Automatic training values for a file (docs/data.md, "Automatic values"): the
-# global batch is the largest power of two <= train rows / ROWS_PER_BATCH, at most MAX_BATCH
-# (above 2**20 rows, train rows / MAX_EPOCH_STEPS, up to 65,536, so that an epoch stays below
-# ~8k steps); the epochs give about TARGET_STEPS optimizer steps (twice as many for an MLP);
-# the learning rate is 1 over the curvature of the data (the largest eigenvalue of the second
-# moment of [features, 1] in the units the model trains in).
-ROWS_PER_BATCH, MAX_BATCH, MAX_EPOCH_STEPS = 8, 256, 4096
-TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 2000, 2, 1000
 HELD_OUT_LISTED = 10_000  # summary.json lists the held-out rows' indices up to this many
 OBJECTIVE_ROWS = 1 << 21  # training rows the convergence check reads at most
-
-
-def _pow2_floor(v: float) -> int:
-    return 1 << max(0, int(v).bit_length() - 1)
-
-
-def auto_global_batch(train_rows: int) -> int:
-    """The automatic global batch for a file of `train_rows` training rows."""
-    if train_rows > 1 << 20:
-        return min(65536, max(MAX_BATCH, _pow2_floor(train_rows / MAX_EPOCH_STEPS)))
-    return min(MAX_BATCH, _pow2_floor(max(train_rows / ROWS_PER_BATCH, 1)))
-
-
-def auto_epochs(steps_per_epoch: int, target: int = TARGET_STEPS) -> int:
-    """Epochs for about `target` optimizer steps (MIN_EPOCHS..MAX_EPOCHS)."""
-    return min(MAX_EPOCHS, max(MIN_EPOCHS, -(-target // max(steps_per_epoch, 1))))
 
 
 def _offset(meta: dict[str, Any], columns: int) -> np.ndarray:
@@ -135,10 +113,12 @@ class FileData:
     statistics, before any option is resolved. `stop()` is called during long work (a
     conversion, a wait for another process's conversion) and raises to abandon it."""
 
-    def __init__(self, cfg: Any, stop: Callable[[], None] | None = None) -> None:
-        path = Path(cfg.data)
-        spec = TableSpec(cfg.names("columns"), cfg.names("categorical"))
-        table_path, self.meta = cache.canonical(path, cfg.target, cfg.drop_nonfinite,
+    kind = "file"  # rows of a file, with statistics (train/auto.py decides from the kind)
+
+    def __init__(self, ds: DataSpec, stop: Callable[[], None] | None = None) -> None:
+        path = Path(ds.data)
+        spec = TableSpec(ds.columns, ds.categorical)
+        table_path, self.meta = cache.canonical(path, ds.target, ds.drop_nonfinite,
                                                 stop=stop, spec=spec)
         # a categorical column's levels, as learned from this file (the held-out file's and
         # every later use's: resume, predict, export)
@@ -154,11 +134,11 @@ class FileData:
         self.eval_table: CheckedTable | None = None
         self.eval_id, self.eval_offset, self.eval_columns = None, None, None
         eval_max = 0.0
-        if cfg.eval_data:
-            eval_max = self._open_eval(cfg, stop)
-        self.split = Split(len(self.table), cfg.seed, 0.0 if cfg.eval_data else cfg.eval_fraction)
-        key = cache.entry_key("stats", self.meta["source"], cfg.target, cfg.drop_nonfinite,
-                              cfg.seed, cfg.eval_fraction, self.eval_id, spec.key(),
+        if ds.eval_data:
+            eval_max = self._open_eval(ds, stop)
+        self.split = Split(len(self.table), ds.seed, 0.0 if ds.eval_data else ds.eval_fraction)
+        key = cache.entry_key("stats", self.meta["source"], ds.target, ds.drop_nonfinite,
+                              ds.seed, ds.eval_fraction, self.eval_id, spec.key(),
                               self.levels)
         self.stats = cache.read_json(cache.cache_dir() / f"{key}.json")
         if not usable(self.stats, self.table.shape[1]):  # absent or damaged: again
@@ -169,20 +149,19 @@ class FileData:
         self.max_abs = max(self.meta["max_abs"], eval_max)  # every row, held-out ones included
         self.identity = {"file": self.meta["source"], "eval_data": self.eval_id}
 
-    def _open_eval(self, cfg: Any, stop: Callable[[], None] | None) -> float:
+    def _open_eval(self, ds: DataSpec, stop: Callable[[], None] | None) -> float:
         """The held-out file: its columns matched to the training file's by name (both CSV),
         else by position. Its largest magnitude."""
-        path = Path(cfg.eval_data)
+        path = Path(ds.eval_data)
         names = path.suffix.lower() == ".csv" and self.path.suffix.lower() == ".csv"
         # by name, the held-out file's target is the training file's, whatever its position;
         # by position it is the last column (a --target names a CSV's column only)
-        target = (cfg.target or self.meta["columns"][-1]) if names else \
-            (cfg.target if path.suffix.lower() == ".csv" else "")
+        target = (ds.target or self.meta["columns"][-1]) if names else \
+            (ds.target if path.suffix.lower() == ".csv" else "")
         # by name, the held-out file's columns are picked and encoded as the training file's
         # (its levels, not its own: a level the training file lacks is refused)
-        spec = TableSpec(cfg.names("columns"), cfg.names("categorical"), self.levels or None) \
-            if names else None
-        eval_path, meta = cache.canonical(path, target, cfg.drop_nonfinite, "--eval_data",
+        spec = TableSpec(ds.columns, ds.categorical, self.levels or None) if names else None
+        eval_path, meta = cache.canonical(path, target, ds.drop_nonfinite, "--eval_data",
                                           stop=stop, spec=spec)
         self.eval_table = CheckedTable(_map(eval_path, path), MappedFile(eval_path), path)
         self.eval_id = meta["source"]
@@ -197,29 +176,25 @@ class FileData:
             self.eval_columns = [meta["columns"].index(c) for c in train]
         elif self.eval_table.shape[1] != self.table.shape[1]:
             raise DataError(f"--eval_data {path} has {self.eval_table.shape[1] - 1} "
-                            f"feature(s), --data {cfg.data} {self.table.shape[1] - 1}")
+                            f"feature(s), --data {ds.data} {self.table.shape[1] - 1}")
         if len(self.eval_table) == 0:
             raise DataError(f"--eval_data {path} holds no rows")
         return meta["max_abs"]
 
-    def suggested(self, cfg: Any, world: int) -> dict[str, Any]:
-        """What the data suggests for every automatic option, given the options the user set
-        (a given batch size sets the steps per epoch the epochs follow from, ...)."""
-        std = True if cfg.standardize is None else bool(cfg.standardize)
-        linear = not cfg.hidden_sizes()
-        batch = cfg.batch_size or max(
-            1, auto_global_batch(self.train_rows) // (world * cfg.accum_steps))
-        steps = self.train_rows // (batch * cfg.accum_steps * world)
-        lr = 1.0 / self.stats["curvature_std" if std else "curvature_raw"]
-        return {"standardize": True, "delta": float(f"{self.stats['delta']:.6g}"),
-                "batch_size": batch, "lr": float(f"{lr:.4g}"),
-                "epochs": auto_epochs(steps, TARGET_STEPS if linear else 2 * TARGET_STEPS),
-                "init": "least_squares" if linear else "random"}
+    def curvature(self, standardized: bool) -> float:
+        """The largest eigenvalue of the second moment of [features, 1] of the training rows,
+        in standardized or in raw units (pipeline/stats.py)."""
+        return self.stats["curvature_std" if standardized else "curvature_raw"]
 
-    def source(self, cfg: Any, world: int, automatic: set[str]) -> FileSource:
-        """The source the trainer reads, for a config whose automatic values are resolved;
+    @property
+    def robust_delta(self) -> float:
+        """1.345 x the robust scale of a Huber fit of the training rows (the target's units)."""
+        return self.stats["delta"]
+
+    def source(self, spec: DataSpec, world: int, automatic: set[str]) -> FileSource:
+        """The source the trainer reads, for a spec whose automatic values are resolved;
         DataError for what cannot train (a constant column, too few rows, ...)."""
-        source = FileSource(self, cfg, world, "delta" in automatic)
+        source = FileSource(self, spec, world, "delta" in automatic)
         source.check()
         return source
 
@@ -227,17 +202,17 @@ class FileData:
 class FileSource:
     """A data file as the trainer sees it (pipeline/source.py has the synthetic one)."""
 
-    def __init__(self, data: FileData, cfg: Any, world: int, auto_delta: bool) -> None:
-        self.cfg, self.meta, self.split, self.auto_delta = cfg, data.meta, data.split, auto_delta
+    def __init__(self, data: FileData, spec: DataSpec, world: int, auto_delta: bool) -> None:
+        self.spec, self.meta, self.split, self.auto_delta = spec, data.meta, data.split, auto_delta
         self.path, self.eval_table, self.levels = data.path, data.eval_table, data.levels
         self.features, self.max_abs = data.features, data.max_abs
-        self.global_batch = cfg.global_batch_size(world)
-        self.steps_per_epoch = cfg.steps_per_epoch
+        self.global_batch = spec.global_batch(world)
+        self.steps_per_epoch = spec.steps_per_epoch
         self.dropped_last = self.split.train_rows - self.steps_per_epoch * self.global_batch
         stats = self.data_stats = data.stats
         self.mean, self.std = np.array(stats["mean"]), np.array(stats["std"])
         self.lo, self.hi = stats["min"], stats["max"]
-        std = bool(cfg.standardize)
+        std = bool(spec.standardize)
         self.mapped, self.offset, self.table = data.mapped, data.offset, data.rows
         self.eval_offset, self.eval_columns = data.eval_offset, data.eval_columns
         # table values are relative to the offset (pipeline/cache.py): centred in float64
@@ -252,8 +227,8 @@ class FileSource:
 
     def check(self) -> None:
         """Refuse what cannot train with the resolved options."""
-        cfg, names, path = self.cfg, self.meta["columns"], self.path
-        if cfg.standardize:  # first: everything below divides by these
+        spec, names, path = self.spec, self.meta["columns"], self.path
+        if spec.standardize:  # first: everything below divides by these
             with np.errstate(divide="ignore", over="ignore"):
                 flat = [(names[j], s) for j, s in enumerate(self.std)
                         if not (s > 0 and abs(np.float32(1.0 / s)) <= F32_MAX)]
@@ -263,24 +238,20 @@ class FileSource:
                 raise DataError(f"{path}: column {name!r} has {how} in every training row, so "
                                 "it cannot be standardized in float32; drop it or pass "
                                 "--standardize false")
-        if not cfg.standardize:
+        if not spec.standardize:
             big = self.max_abs  # every row of the file(s), held-out ones included
             if big >= MAX_ABS_VALUE:
                 raise DataError(f"{path}: values up to {big:.3g} are too large to train on as "
                                 f"they are (float32); they must stay below {MAX_ABS_VALUE:.0e}, or "
                                 "pass --standardize true")
-        delta = self.loss_delta(cfg.delta)
+        delta = self.loss_delta(spec.delta)
         if not np.float32(delta) >= F32_TINY:
-            raise DataError(f"--delta {cfg.delta} is {delta:.3g} in standardized units, which "
+            raise DataError(f"--delta {spec.delta} is {delta:.3g} in standardized units, which "
                             "float32 cannot hold; give a larger --delta")
         if self.steps_per_epoch == 0:
             raise DataError(f"{path}: {self.split.train_rows} training rows are fewer than one "
                             f"global batch of {self.global_batch} (batch_size x accum_steps x "
                             "ranks); lower --batch_size")
-        if cfg.sink_size > 1 and self.steps_per_epoch % cfg.sink_size:
-            raise DataError(f"{path} gives {self.steps_per_epoch} steps per epoch, not a "
-                            f"multiple of --sink_size {cfg.sink_size} (epoch ends must fall on "
-                            "sink calls)")
 
     @property
     def columns(self) -> list[str]:
@@ -290,7 +261,7 @@ class FileSource:
     def start(self) -> tuple[list[float], float]:
         """The least-squares fit (`--init least_squares`) in the units the model trains in."""
         w, b = np.array(self.data_stats["ls_w"]), float(self.data_stats["ls_b"])
-        if not self.cfg.standardize:
+        if not self.spec.standardize:
             return w.tolist(), b
         sx, sy, mx, my = self.std[:-1], self.std[-1], self.mean[:-1], self.mean[-1]
         return (w * sx / sy).tolist(), float((b + w @ mx - my) / sy)
@@ -301,7 +272,7 @@ class FileSource:
         that of the table's values, not of their float32 standardization), as (x, y) chunks.
         Every read is checked (pipeline/guard.py `CheckedTable`), the last pass's too."""
         rows = self.split.spread_rows(OBJECTIVE_ROWS)
-        std = bool(self.cfg.standardize)
+        std = bool(self.spec.standardize)
         shift = self.mean - self.offset if std else -self.offset  # (table: values - offset)
         scale = 1.0 / self.std if std else np.ones_like(self.std)
         for i in range(0, len(rows), 1 << 16):
@@ -319,7 +290,7 @@ class FileSource:
     def failure(self) -> Exception | None:
         """Why reading rows failed while training, if the data is to blame: the file was
         rewritten or truncated under the run."""
-        return changed_error(self.cfg.data) if self.changed() else None
+        return changed_error(self.spec.data) if self.changed() else None
 
     def hold(self) -> str:
         """Lease the mapped table for the training process (pipeline/guard.py); "" or why
@@ -333,7 +304,7 @@ class FileSource:
         else:  # another file, with its own offset and column order: via the data's units
             x, y = self.held_out(size)
             a = np.concatenate([x, y[:, None]], axis=1)
-            if self.cfg.standardize:
+            if self.spec.standardize:
                 a = (a - self.mean) / self.std
             a = a.astype(np.float32)
         return np.ascontiguousarray(a[:, :-1]), np.ascontiguousarray(a[:, -1:])
@@ -365,12 +336,12 @@ class FileSource:
 
     def loss_delta(self, delta: float) -> float:
         """--delta (the target's units) in the units the model trains in."""
-        return delta / float(self.std[-1]) if self.cfg.standardize else delta
+        return delta / float(self.std[-1]) if self.spec.standardize else delta
 
     def params_in_units(self, wb: tuple[list[float], float] | None
                         ) -> tuple[list[float], float] | None:
         """Learned (w, b) of the linear model in the data's own units."""
-        if wb is None or not self.cfg.standardize:
+        if wb is None or not self.spec.standardize:
             return wb
         w, b = np.array(wb[0]), wb[1]
         sx, sy, mx, my = self.std[:-1], self.std[-1], self.mean[:-1], self.mean[-1]
@@ -380,13 +351,13 @@ class FileSource:
     def summary_extra(self, wb: tuple[list[float], float] | None) -> dict[str, Any]:
         """What the data was: rows used, dropped, split, units."""
         extra: dict[str, Any] = {"data": {
-            "file": str(self.cfg.data), "rows": self.meta["rows"],
+            "file": str(self.spec.data), "rows": self.meta["rows"],
             "train_rows": self.split.train_rows, "eval_rows": self.max_eval_rows(),
             "dropped_nonfinite": self.meta["dropped_nonfinite"],
             "dropped_last_batch_rows": self.dropped_last, "columns": self.meta["columns"],
             **({"levels": self.levels} if self.levels else {}),
-            "standardized": bool(self.cfg.standardize), "held_out": self._held_out_record()}}
-        if wb is not None and self.cfg.standardize:
+            "standardized": bool(self.spec.standardize), "held_out": self._held_out_record()}}
+        if wb is not None and self.spec.standardize:
             extra.update(w_standardized=wb[0], b_standardized=wb[1])
         return extra
 
@@ -394,14 +365,14 @@ class FileSource:
         """Which rows were held out, so that the fit can be reproduced outside the package."""
         if self.eval_table is not None:
             return {"rule": "every row of --eval_data; none of --data", "file":
-                    str(self.cfg.eval_data)}
+                    str(self.spec.eval_data)}
         held = self.split.eval_rows(self.split.rows)
         return {"rule": "pipeline/split.py: the data rows (0-based, in file order, after the rows "
                         "--drop_nonfinite dropped) cut into blocks of block_size consecutive "
                         "rows; numpy.random.default_rng([seed, 0xDA7A, 0xE7A1]).permutation("
                         "blocks), whose first round(eval_fraction x blocks) (at least 1 when "
                         "eval_fraction > 0) are held out",
-                "seed": self.cfg.seed, "eval_fraction": self.cfg.eval_fraction,
+                "seed": self.spec.seed, "eval_fraction": self.spec.eval_fraction,
                 "block_size": self.split.bs, "rows": int(len(held)),
                 "indices": held.tolist() if len(held) <= HELD_OUT_LISTED else None}
 
@@ -417,25 +388,25 @@ class FileSource:
 
     def to_model(self, x: np.ndarray) -> np.ndarray:
         """Features in training units."""
-        if not self.cfg.standardize:
+        if not self.spec.standardize:
             return x.astype(np.float32)
         return ((x - self.mean[:-1]) / self.std[:-1]).astype(np.float32)
 
     def from_model(self, y: np.ndarray) -> np.ndarray:
         """Model outputs in the target's units."""
-        return y * self.std[-1] + self.mean[-1] if self.cfg.standardize else y
+        return y * self.std[-1] + self.mean[-1] if self.spec.standardize else y
 
     def describe(self) -> str:
         """One line for --dry_run and the run's log."""
-        cfg, m = self.cfg, self.meta
+        spec, m = self.spec, self.meta
         dropped = f", {m['dropped_nonfinite']} non-finite dropped" if m["dropped_nonfinite"] else ""
-        delta = f"delta {cfg.delta:g} in {m['columns'][-1]}'s units"
+        delta = f"delta {spec.delta:g} in {m['columns'][-1]}'s units"
         if self.auto_delta:
             delta += " (chosen from the data: 1.345 x the robust scale of a Huber fit)"
-        if cfg.standardize:
-            delta += f", {self.loss_delta(cfg.delta):.6g} standardized"
-        return (f"data: {cfg.data} ({m['rows']} rows{dropped}: {self.split.train_rows} train, "
+        if spec.standardize:
+            delta += f", {self.loss_delta(spec.delta):.6g} standardized"
+        return (f"data: {spec.data} ({m['rows']} rows{dropped}: {self.split.train_rows} train, "
                 f"{self.max_eval_rows()} held out; {self.features} feature(s), target "
                 f"{m['columns'][-1]!r}); {self.steps_per_epoch} steps per epoch of global batch "
                 f"{self.global_batch} ({self.dropped_last} rows of the last partial batch "
-                f"dropped); standardized: {'yes' if cfg.standardize else 'no'}; {delta}")
+                f"dropped); standardized: {'yes' if spec.standardize else 'no'}; {delta}")

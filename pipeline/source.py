@@ -1,21 +1,26 @@
 """The data of a run, in two stages: what it is before any option is resolved (`open_data`:
-a `SyntheticData` or a validated `FileData`, each with `suggested()` values for the options left
-automatic), and the source the trainer reads once the plan has resolved them
-(`data.source(cfg, world, automatic)`): the row stream, the held-out rows, and the units the
-results are reported in.
+a `SyntheticData` or a validated `FileData`, each stating the facts the plan decides the options
+left automatic from), and the source the trainer reads once the plan has resolved them
+(`data.source(spec, world, automatic)`): the row stream, the held-out rows, and the units the
+results are reported in. Both read a `DataSpec` (pipeline/spec.py), never the config.
 
 Nothing here imports MindSpore, so that a bad data file is refused before any process group
-starts; nothing here writes into the config: the plan decides (train/plan.py).
+starts; nothing here decides an option: the data states facts (its rows, its statistics) and
+the plan decides (train/plan.py, train/auto.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.synthetic import DataSpec, SyntheticStream
+from pipeline.spec import DataSpec
+from pipeline.synthetic import SyntheticStream
+
+if TYPE_CHECKING:
+    from pipeline.files import FileData
 
 OBJECTIVE_ROWS = 1 << 18  # first-epoch rows the convergence check reads
 
@@ -26,14 +31,11 @@ class SyntheticSource:
     loss_unit = 1.0  # losses are reported in the units the model trains in
     stats = None  # no standardization
 
-    def __init__(self, cfg: Any) -> None:
-        self.cfg = cfg
-        spec = DataSpec(features=cfg.features, true_w=cfg.true_w, true_b=cfg.true_b,
-                        noise_std=cfg.noise_std, outlier_fraction=cfg.outlier_fraction,
-                        outlier_scale=cfg.outlier_scale)
-        self.stream = SyntheticStream(spec, cfg.seed)
-        self.features = cfg.features
-        self.steps_per_epoch = cfg.steps_per_epoch
+    def __init__(self, spec: DataSpec) -> None:
+        self.spec = spec
+        self.stream = SyntheticStream(spec, spec.seed)
+        self.features = spec.features
+        self.steps_per_epoch = spec.steps_per_epoch
 
     def changed(self) -> bool:
         """Generated rows do not change under a run."""
@@ -99,7 +101,7 @@ class SyntheticSource:
 
     def summary_extra(self, wb: Any) -> dict[str, Any]:
         """Source-specific summary fields."""
-        return {"true_w": self.cfg.true_w, "true_b": self.cfg.true_b}
+        return {"true_w": self.spec.true_w, "true_b": self.spec.true_b}
 
     def describe(self) -> str:
         """One line for --dry_run."""
@@ -110,28 +112,23 @@ class SyntheticSource:
 class SyntheticData:
     """The synthetic source before the options are resolved: nothing to read or check."""
 
+    kind = "synthetic"  # generated rows in known units (train/auto.py decides from the kind)
     identity = None  # nothing on disk to fingerprint
     train_rows = None  # an infinite population: every epoch draws fresh rows
 
-    def __init__(self, cfg: Any) -> None:
-        self.features = cfg.features
+    def __init__(self, spec: DataSpec) -> None:
+        self.features = spec.features
 
-    def suggested(self, cfg: Any, world: int) -> dict[str, Any]:
-        """Generated rows are in known units: no standardization, delta 1 (the noise's std),
-        and the defaults of the quick start."""
-        return {"standardize": False, "delta": 1.0, "batch_size": 256, "epochs": 5, "lr": 0.01,
-                "init": "random"}
-
-    def source(self, cfg: Any, world: int, automatic: set[str]) -> SyntheticSource:
-        """The source the trainer reads, for a resolved config."""
-        return SyntheticSource(cfg)
+    def source(self, spec: DataSpec, world: int, automatic: set[str]) -> SyntheticSource:
+        """The source the trainer reads, for a resolved spec."""
+        return SyntheticSource(spec)
 
 
-def open_data(cfg: Any, stop: Callable[[], None] | None = None) -> Any:
-    """The data a config names: `SyntheticData`, or a `FileData` validated (once, cached);
+def open_data(spec: DataSpec, stop: Callable[[], None] | None = None) -> SyntheticData | FileData:
+    """The data a spec names: `SyntheticData`, or a `FileData` validated (once, cached);
     `stop()` is called during long work and raises to abandon it."""
-    if cfg.synthetic:
-        return SyntheticData(cfg)
+    if spec.synthetic:
+        return SyntheticData(spec)
     from pipeline.files import FileData
 
-    return FileData(cfg, stop)
+    return FileData(spec, stop)

@@ -22,11 +22,10 @@ rounding boundary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from pipeline.dataset import TableRows
+from pipeline.spec import DataSpec  # (its synthetic fields: what the rows look like)
 
 TRAIN_STREAM = 0  # training rows
 EVAL_STREAM = 1  # held-out rows: a separate key, so never equal to any training row
@@ -41,20 +40,9 @@ def _mix(z: int) -> int:
     return z ^ (z >> 31)
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """What the rows look like: y = x·w + b + noise (+ an outlier error for some rows)."""
-
-    features: int = 1  # columns of x, each ~ U(-10, 10)
-    true_w: float = 2.0  # the same true weight for every feature
-    true_b: float = 3.0  # true bias
-    noise_std: float = 1.0  # std of the Gaussian noise added to y
-    outlier_fraction: float = 0.0  # share of rows that get a large error in y
-    outlier_scale: float = 50.0  # outlier error magnitude ~ U(0.5, 1.5) * scale, random sign
-
-
 class SyntheticRegression:
-    """Row generator keyed by (seed, stream, epoch, row index)."""
+    """Row generator keyed by (seed, stream, epoch, row index); of the spec it reads the
+    synthetic fields: y = x·w + b + noise (+ an outlier error for some rows)."""
 
     def __init__(self, spec: DataSpec, seed: int) -> None:
         self.spec = spec

@@ -21,10 +21,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.limits import DataError
+from pipeline.spec import DataSpec
 from pipeline.split import Split
-
-# Automatic values for a source of yours (the plan may override them with yours).
-DEFAULT_GLOBAL_BATCH, DEFAULT_EPOCHS = 64, 5
 
 
 class SourceRaised(RuntimeError):
@@ -103,6 +101,8 @@ class UserStream:
 class UserData:
     """Your source before the options are resolved: its length, row 0 and the split."""
 
+    kind = "user"  # rows taken as given (train/auto.py decides from the kind)
+
     def __init__(self, src: Any, name: str, seed: int, eval_fraction: float) -> None:
         self.name = name
         if not (hasattr(src, "__len__") and hasattr(src, "__getitem__")):
@@ -122,17 +122,9 @@ class UserData:
         self.identity = {"source": name, "rows": n, "x": [list(x0.shape), str(x0.dtype)],
                          "y": [list(y0.shape), str(y0.dtype)]}
 
-    def suggested(self, cfg: Any, world: int) -> dict[str, Any]:
-        """Rows taken as given (no standardization); a global batch of 64 (fewer for a small
-        source), 5 epochs (the plan sets the lr for the optimizer)."""
-        batch = cfg.batch_size or max(1, min(DEFAULT_GLOBAL_BATCH, self.train_rows // 8 or 1)
-                                      // (world * cfg.accum_steps))
-        return {"standardize": False, "delta": 1.0, "batch_size": batch,
-                "epochs": DEFAULT_EPOCHS, "lr": 0.01, "init": "random"}
-
-    def source(self, cfg: Any, world: int, automatic: set[str]) -> UserSource:
-        """The source the trainer reads, for a resolved config."""
-        return UserSource(self, cfg, world)
+    def source(self, spec: DataSpec, world: int, automatic: set[str]) -> UserSource:
+        """The source the trainer reads, for a resolved spec."""
+        return UserSource(self, spec, world)
 
 
 def _first(src: Any, name: str) -> Any:
@@ -148,11 +140,11 @@ class UserSource:
     loss_unit = 1.0
     stats = None
 
-    def __init__(self, data: UserData, cfg: Any, world: int) -> None:
-        self.cfg, self.name, self.split, self.stream = cfg, data.name, data.split, data.stream
+    def __init__(self, data: UserData, spec: DataSpec, world: int) -> None:
+        self.spec, self.name, self.split, self.stream = spec, data.name, data.split, data.stream
         self.features = data.features
-        self.global_batch = cfg.global_batch_size(world)
-        self.steps_per_epoch = cfg.steps_per_epoch
+        self.global_batch = spec.global_batch(world)
+        self.steps_per_epoch = spec.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise DataError(f"--data {self.name}: {self.split.train_rows} training rows are "
                             f"fewer than one global batch of {self.global_batch} (batch_size x "

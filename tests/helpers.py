@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from train.config import Config
-from train.plan import open_source
+from train.plan import open_resolved
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "launch"
@@ -204,8 +204,8 @@ def truncated_npy(t: Path) -> Path:
 
 def open_(path: Path | str, world: int = 1, **kw) -> tuple:
     """The source a run on this file would train on (through the plan's resolution)."""
-    source = open_source(Config(data=str(path), **{"batch_size": 16, **kw}), world)
-    return source, source.cfg
+    cfg, source = open_resolved(Config(data=str(path), **{"batch_size": 16, **kw}), world)
+    return source, cfg
 
 
 def huber(theta: np.ndarray, x: np.ndarray, y: np.ndarray, d: float) -> tuple[float, np.ndarray]:

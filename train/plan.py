@@ -3,8 +3,9 @@ resumed run's own config as the base), injected faults, the launcher, the data s
 automatic options made concrete, the run folder and the checkpoint to continue from.
 
 **Automatic values are decided here, once.** An option left automatic (`delta`, `standardize`;
-for a file, the steps per epoch) takes the value the data suggests (`resolve`); the data layer
-only suggests and never writes into the config. The resolved config is what config.yaml saves,
+for a file, the steps per epoch) takes the value decided from the data's facts (`resolve`,
+train/auto.py); the data layer states facts and never sees the config: it reads the
+`DataSpec` built here (`data_spec`). The resolved config is what config.yaml saves,
 what the fingerprint records and what every later stage reads.
 
 Everything here runs without importing MindSpore, so that refusals are cheap and happen before
@@ -24,9 +25,11 @@ from typing import Any
 
 from pipeline.dataset import steps_per_item
 from pipeline.limits import MAX_STEPS
+from pipeline.spec import DataSpec
 from train import checkpoint as ck
 from train import cluster as cl
 from train import rundir
+from train.auto import check_sink, choose
 from train.config import LOSSES, Config, ConfigError, validate
 from train.faults import Faults, from_env
 from train.model import layout_of, network_spec, state_layout
@@ -50,7 +53,7 @@ class RunPlan:
                  automatic: set[str], notes: Notes) -> None:
         self.cfg, self.faults, self.launch, self.world = cfg, faults, launch, world
         self.notes = notes
-        self.source = data.source(cfg, world, automatic)
+        self.source = make_source(cfg, data, world, automatic)
         self.automatic = {k: getattr(cfg, k) for k in sorted(automatic)} if not cfg.synthetic \
             else {}
         # where the linear model starts: the least-squares fit, or the seeded random weights
@@ -96,7 +99,7 @@ class RunPlan:
         launch, world = cl.check_launch(cfg.world_size)
         _check_compat(cfg, launch, world)  # what cannot work on any such host, first
         cl.probe_device(cfg.device)
-        data = _open_user_data(cfg) if cfg.user_data else open_data(cfg, stop)
+        data = _open_user_data(cfg) if cfg.user_data else open_data(data_spec(cfg), stop)
         _check_user_code(cfg, data)
         cfg, automatic = resolve(cfg, data, world)
         plan = cls(cfg, faults, launch, world, data, automatic, notes)
@@ -257,18 +260,13 @@ def stamp() -> int:
 
 def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
     """The config with every automatic value made concrete, and the names of those the data
-    chose: what the data suggests (pipeline/source.py, pipeline/files.py) for each option left
-    automatic (None, or `auto`), and for a file the steps per epoch its training rows give at
-    this global batch."""
+    chose: what train/auto.py decides from the data's facts for each option left automatic
+    (None, or `auto`), and for a file the steps per epoch its training rows give at this global
+    batch."""
     if cfg.standardize and cfg.synthetic:
         raise ConfigError("--standardize true is for --data files; the synthetic rows are "
                           "generated in known units")
-    auto = {k: v for k, v in data.suggested(cfg, world).items()
-            if getattr(cfg, k) in (None, "auto")}
-    if "lr" in auto and (cfg.optimizer == "adamw" or cfg.model):
-        auto["lr"] = 0.001 if cfg.optimizer == "adamw" else 0.01  # (the curvature's is SGD's)
-    if "init" in auto and cfg.model:
-        auto["init"] = "random"  # your network starts as it builds itself (seeded)
+    auto = choose(cfg, data, world)
     # Absolute paths: the saved config then names the same files from any folder (a resume,
     # train.predict --run, train.plot).
     paths = {k: os.path.abspath(getattr(cfg, k)) for k in ("data", "eval_data")
@@ -285,14 +283,39 @@ def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
     return cfg, set(auto)
 
 
-def open_source(cfg: Config, world: int = 1) -> Any:
-    """The source a (saved, or fresh) config names, resolved as a run resolves it: for the
-    tools that read a run's data (train.plot, train.bench)."""
+def data_spec(cfg: Config) -> DataSpec:
+    """What the data layer reads of a config (pipeline/spec.py): of a resolved config, the
+    source's units and batch too."""
+    return DataSpec(
+        data=cfg.data, target=cfg.target, columns=cfg.names("columns"),
+        categorical=cfg.names("categorical"), eval_data=cfg.eval_data,
+        eval_fraction=cfg.eval_fraction, drop_nonfinite=cfg.drop_nonfinite, seed=cfg.seed,
+        features=cfg.features, true_w=cfg.true_w, true_b=cfg.true_b, noise_std=cfg.noise_std,
+        outlier_fraction=cfg.outlier_fraction, outlier_scale=cfg.outlier_scale,
+        standardize=cfg.standardize, delta=cfg.delta, batch_size=cfg.batch_size,
+        accum_steps=cfg.accum_steps, steps_per_epoch=cfg.steps_per_epoch)
+
+
+def make_source(cfg: Config, data: Any, world: int, automatic: set[str]) -> Any:
+    """The source the trainer reads, for a resolved config; DataError for what cannot train."""
+    source = data.source(data_spec(cfg), world, automatic)
+    check_sink(cfg, data, source)
+    return source
+
+
+def open_resolved(cfg: Config, world: int = 1) -> tuple[Config, Any]:
+    """The config resolved as a run resolves it, and the source it names: for the tools that
+    read a run's data (train.plot, train.bench, train.verify)."""
     from pipeline.source import open_data
 
-    data = open_data(cfg)
+    data = open_data(data_spec(cfg))
     cfg, automatic = resolve(cfg, data, world)
-    return data.source(cfg, world, automatic)
+    return cfg, make_source(cfg, data, world, automatic)
+
+
+def open_source(cfg: Config, world: int = 1) -> Any:
+    """The source a (saved, or fresh) config names, resolved as a run resolves it."""
+    return open_resolved(cfg, world)[1]
 
 
 def _step_path(cfg: Config, k: int) -> str:

@@ -30,7 +30,7 @@ from train.config import ConfigError, save_config
 from train.launch import scripts_dir
 from train.model import trained_parameters
 from train.options import build_parser, parse_config
-from train.plan import open_source
+from train.plan import open_resolved
 from train.rundir import read_summary
 
 LAUNCHERS = {"msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{bad[0]} is decided by train.verify itself")
         cfg, _ = parse_config(rest, parser=build_parser("python -m train.verify"))
         # automatic values resolved once, for N ranks: the three runs share them
-        cfg = open_source(cfg, args.world_size).cfg
+        cfg = open_resolved(cfg, args.world_size)[0]
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
