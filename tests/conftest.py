@@ -26,6 +26,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> object:
+    """Import the test modules with process starts refused: a module that starts one at import
+    would slow every run, the quick subset's too (its processes belong in marked tests)."""
+    with noprocess.forbidden(noprocess.AT_IMPORT):
+        return (yield)
+
+
 @pytest.fixture(autouse=True)
 def _process_mark(request: pytest.FixtureRequest) -> None:
     """A marker for the processes this test starts."""
