@@ -1,5 +1,6 @@
 """Fixtures every test module gets: the mark on the processes a test starts (helpers.py's
-`leftovers()` looks for it) and a free port."""
+`leftovers()` looks for it) and a free port; and the guard that a test starting a process is
+marked `integration` (noprocess.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,29 @@ import sys
 import uuid
 
 import helpers
+import noprocess
 import pytest
 from helpers import REPO, table, write_csv
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Run a test not marked `integration` with process starts refused (its setup, fixtures of
+    any scope it sets up, call and teardown), so the marker cannot rot."""
+    # A hook, not an autouse fixture: a session fixture the test sets up first (the wheel of
+    # `installed`) runs before any function fixture, and must be guarded too.
+    if item.get_closest_marker("integration"):
+        return (yield)
+    with noprocess.forbidden():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> object:
+    """Import the test modules with process starts refused: a module that starts one at import
+    would slow every run, the quick subset's too (its processes belong in marked tests)."""
+    with noprocess.forbidden(noprocess.AT_IMPORT):
+        return (yield)
 
 
 @pytest.fixture(autouse=True)

@@ -41,6 +41,7 @@ def test_scheduler_port_choices():
         mpi.scheduler_port({"MASTER_PORT": "80"})
 
 
+@pytest.mark.integration
 def test_busy_port_is_refused(tmp_path):
     with socket.socket() as s:
         s.bind(("", 0))

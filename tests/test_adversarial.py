@@ -29,6 +29,8 @@ from helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 JOB = [*TINY, "--ckpt_every", "5", "--keep_ckpts", "10"]
 
 

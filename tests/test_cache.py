@@ -97,6 +97,7 @@ def test_a_damaged_cache_entry_is_made_again(sensors, monkeypatch, tmp_path, dam
     assert again.columns == good.columns
 
 
+@pytest.mark.integration
 def test_temporaries_of_dead_writers_are_swept(sensors, monkeypatch, tmp_path):
     monkeypatch.setenv("TRAIN_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()
@@ -112,6 +113,7 @@ def test_temporaries_of_dead_writers_are_swept(sensors, monkeypatch, tmp_path):
     assert not stale.exists() and live.exists() and other.exists()  # another host: a day
 
 
+@pytest.mark.integration
 def test_a_full_disk_while_converting_is_one_line(sensors, tmp_path):
     require("mounting a tmpfs for a real full disk needs root" if os.geteuid() != 0 else None)
     disk = tmp_path / "disk"
@@ -131,6 +133,7 @@ def test_a_full_disk_while_converting_is_one_line(sensors, tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
+@pytest.mark.integration
 def test_a_stop_signal_while_waiting_for_another_conversion_is_75(sensors, tmp_path):
     """Another process holds the entry's lock (converting); SIGTERM to the waiting run ends
     it at once with 75, instead of waiting for that process."""

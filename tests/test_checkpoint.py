@@ -183,6 +183,7 @@ def reference(tmp_path_factory):
     return finished_run(tmp_path_factory.mktemp("ref"), KILL_JOB, "ref")
 
 
+@pytest.mark.integration
 def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path, reference):
     rng = random.Random(1234)
     out = tmp_path / "run"
@@ -202,6 +203,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path, reference):
     assert s["segments"] == 4 and s["steps"] == 1000
 
 
+@pytest.mark.integration
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path, reference):
     """A kill inside the first checkpoint write (after the tensor file, before its manifest)
     leaves a run folder without a checkpoint: --resume starts it from step 0, exactly."""
@@ -219,6 +221,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path, 
     assert not [p for p in (out / "ckpt").iterdir() if p.name.startswith(".")]  # swept
 
 
+@pytest.mark.integration
 def test_a_stop_or_a_kill_during_the_newton_finish_resumes_exactly(tmp_path, reference):
     """The last step's checkpoint holds SGD's parameters until the finish writes it again: a
     SIGTERM inside the finish exits 75, a SIGKILL there loses nothing, and --resume finishes
@@ -252,6 +255,7 @@ def test_a_stop_or_a_kill_during_the_newton_finish_resumes_exactly(tmp_path, ref
     assert metrics(out) == metrics(reference)
 
 
+@pytest.mark.integration
 def test_sigterm_checkpoints_and_exits_75_then_resumes_exactly(tmp_path, reference):
     proc = start([*KILL_JOB, "--out", "run"], tmp_path, TRAIN_FAULT=PACE)
     wait_for(lambda: newest_ckpt(tmp_path / "run") > 0, proc, what="a checkpoint")
@@ -265,6 +269,7 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes_exactly(tmp_path, referen
     assert metrics(tmp_path / "run") == metrics(reference)
 
 
+@pytest.mark.integration
 def test_resume_refuses_a_different_config_and_changes_nothing(tmp_path):
     r = train_cli([*TINY, "--out", "run"], tmp_path)
     assert r.returncode == 0
@@ -284,6 +289,7 @@ def test_resume_refuses_a_different_config_and_changes_nothing(tmp_path):
     assert after == before
 
 
+@pytest.mark.integration
 def test_resume_a_finished_run_with_more_epochs_trains_on(tmp_path):
     r = train_cli([*TINY, "--out", "run"], tmp_path)
     assert r.returncode == 0
@@ -301,6 +307,7 @@ def test_resume_a_finished_run_with_more_epochs_trains_on(tmp_path):
     assert (tmp_path / "run" / "config.yaml").read_text() == config
 
 
+@pytest.mark.integration
 def test_non_finite_steps_stop_the_run_or_are_skipped(tmp_path):
     """Decided from the device's record at the next read: the bad step's update is never
     applied, nothing is written after it, and --skip_nonfinite lets N of them pass."""
@@ -321,6 +328,7 @@ def test_non_finite_steps_stop_the_run_or_are_skipped(tmp_path):
     assert r.returncode == 1 and "at step 4 on rank 0 (more than --skip_nonfinite 1)" in r.stderr
 
 
+@pytest.mark.integration
 def test_two_ranks_killed_then_stopped_under_msrun_then_finished_by_one_process(
         tmp_path, port):
     """2 msrun ranks with batch 32: SIGKILLed (the launcher and everything under it), resumed

@@ -7,6 +7,8 @@ import pytest
 from helpers import run
 from PIL import Image
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 SMALL = ["--epochs", "2", "--steps_per_epoch", "100", "--batch_size", "256", "--eval_size", "8192"]
 
 

@@ -50,6 +50,7 @@ def test_convert_can_drop_bad_rows_and_says_how_many(tmp_path, capsys):
     assert np.load(tmp_path / "c.npy").tolist() == [[1, 2, 3], [9, 9, 9]]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args,message", [
     (["t.npy", "o.csv"], "t.npy: cannot read it as .npy"),
     (["good.csv", "missing/o.mindrecord"], "missing/o.mindrecord: cannot write it"),

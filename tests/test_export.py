@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from helpers import DIABETES, finished_run, run
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 LOAD = """
 import sys, json, numpy as np, mindspore as ms
 from mindspore import nn

@@ -27,6 +27,7 @@ def test_an_unknown_or_malformed_fault_is_refused(text):
         parse(text)
 
 
+@pytest.mark.integration
 def test_a_bad_fault_is_exit_2_and_a_set_one_is_reported(tmp_path):
     r = train_cli([*TINY, "--out", "o"], tmp_path, TRAIN_FAULT="explode@3")
     assert r.returncode == 2 and r.stderr.startswith("error: TRAIN_FAULT: unknown fault")
@@ -39,6 +40,7 @@ def test_a_bad_fault_is_exit_2_and_a_set_one_is_reported(tmp_path):
     assert json.loads((tmp_path / "o" / "run.json").read_text())["train_fault"] == "step_pause=0"
 
 
+@pytest.mark.integration
 def test_faults_are_not_options(tmp_path):
     r = train_cli(["--fail_at_step", "3"], tmp_path)
     assert r.returncode == 2 and "unknown option --fail_at_step" in r.stderr

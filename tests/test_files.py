@@ -57,6 +57,7 @@ def test_units_go_back_to_the_data(sensors):
     assert src.loss_unit == pytest.approx(src.std[-1] ** 2)
 
 
+@pytest.mark.integration
 def test_the_launchers_refuse_bad_data_before_starting(tmp_path, port):
     bad = bad_csv(tmp_path, "a,b,y\n1,2,3\n4,oops,6\n")
     r = run(["bash", str(LAUNCH / "run_msrun.sh"), "--data", str(bad), "--out", "o"], tmp_path,
@@ -95,6 +96,7 @@ def test_a_held_out_npy_is_matched_by_position_whatever_the_target(tmp_path):
         np.testing.assert_allclose(x, y, rtol=1e-6)
 
 
+@pytest.mark.integration
 def test_a_column_of_large_values_keeps_its_signal(tmp_path):
     """1e7 + a small signal: float32 holds it only centred (the cache stores columns relative
     to an offset, the statistics are float64): the fit finds w = 3, as float64 least squares."""
@@ -108,6 +110,7 @@ def test_a_column_of_large_values_keeps_its_signal(tmp_path):
     assert w == pytest.approx(3.0, abs=0.01)
 
 
+@pytest.mark.integration
 def test_a_data_file_rewritten_during_training_stops_the_run_cleanly(tmp_path):
     """np.save over a float32 .npy the run maps: never a bus error. The run holds a lease:
     the writer waits, the run checkpoints and exits 75, then the writer goes on."""
@@ -123,6 +126,7 @@ def test_a_data_file_rewritten_during_training_stops_the_run_cleanly(tmp_path):
     assert "Bus error" not in err and len(np.load(tmp_path / "d.npy")) == 10
 
 
+@pytest.mark.integration
 def test_a_run_names_its_files_absolutely_and_resumes_from_any_folder(tmp_path):
     """The saved config holds absolute paths (fed back from another folder, it names the same
     files); the held-out file is compared by identity, so another one is refused."""
@@ -173,6 +177,7 @@ for race in (False, True):
 """
 
 
+@pytest.mark.integration
 def test_every_read_of_a_mapped_table_is_checked_even_without_a_lease(tmp_path):
     path = tmp_path / "d.npy"
     np.save(path, table(3000, features=3).astype(np.float32))
@@ -183,6 +188,7 @@ def test_every_read_of_a_mapped_table_is_checked_even_without_a_lease(tmp_path):
     assert len(lines) == 9 and all(ln.endswith(" refused") for ln in lines), r.stdout
 
 
+@pytest.mark.integration
 def test_a_data_file_truncated_in_the_finish_without_a_lease_is_one_line(tmp_path):
     """Another process holds the .npy open for writing, so the run has no lease; truncated
     during the Newton finish, the file is refused in one line (exit 2), never a bus error."""

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from helpers import train_cli
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 sm = pytest.importorskip("statsmodels.api", reason="statsmodels (pip install -e '.[test]')")
 from train.bench.fits import _error, _public, _rlm, fit_one  # noqa: E402  (the bench's code)
 

@@ -7,6 +7,8 @@ import sys
 import pytest
 from helpers import FAST_FAIL, REPO, TINY, leftovers, run
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 SCRIPTS = {"__init__.py", "_common.sh", "run_local.sh", "run_msrun.sh", "run_mpirun.sh",
            "slurm.sbatch", "slurm_msrun.sbatch", "trainer.py"}
 

@@ -33,6 +33,8 @@ from helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 
 def msrun(args, cwd, port, **env):
     return run(["bash", str(LAUNCH / "run_msrun.sh"), *args], cwd,

@@ -69,6 +69,7 @@ def _reads(tmp_path, name, *args):
     return got["reads"]
 
 
+@pytest.mark.integration
 def test_metrics_stay_on_the_device_between_log_steps(tmp_path):
     """Tensor reads, counted from outside around the real entry point: a few per log window
     (the step record, plus epoch ends and the final checkpoint), never one per step."""
@@ -85,6 +86,7 @@ def _summary(tmp_path, name, *args, **env):
                                      **env))
 
 
+@pytest.mark.integration
 def test_dynamic_loss_scaling_skips_overflows_and_matches_a_run_that_skipped_them(tmp_path):
     """Forced overflows: the scale halves, the update is skipped, and the run ends bitwise
     where a run without loss scaling that skipped the same steps ends; overflows do not
@@ -106,6 +108,7 @@ def test_dynamic_loss_scaling_skips_overflows_and_matches_a_run_that_skipped_the
     assert f["overflow_skips"] == 2 and f["skipped_nonfinite"] == [] and fixed == ref
 
 
+@pytest.mark.integration
 def test_the_loss_scale_survives_a_resume_bitwise(tmp_path):
     args = ["--loss_scale", "dynamic", "--ckpt_every", "10", "--quiet"]
     ref, _ = _summary(tmp_path, "ref", *args, TRAIN_FAULT="overflow@3")
@@ -120,6 +123,7 @@ def test_the_loss_scale_survives_a_resume_bitwise(tmp_path):
     assert got == ref and s["overflow_skips"] == 1
 
 
+@pytest.mark.integration
 def test_mixed_precision_runs_on_cpu_in_float16(tmp_path):
     for level in ("O1", "O2"):
         got, s = _summary(tmp_path, level, "--amp_level", level, "--loss_scale", "dynamic")
@@ -129,6 +133,7 @@ def test_mixed_precision_runs_on_cpu_in_float16(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["O1", "O2"]
 
 
+@pytest.mark.integration
 def test_a_cpu_run_with_sink_size_resumes_from_any_step(tmp_path):
     """CPU runs --sink_size's config on the host path: a checkpoint at a step that is not a
     multiple of it (a stop signal can land anywhere) must resume, not strand the folder."""

@@ -6,6 +6,8 @@ import pytest
 import yaml
 from helpers import TINY, train_cli
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 SUMMARY_KEYS = {"w", "b", "true_w", "true_b", "final_loss", "eval_loss", "steps", "epochs",
                 "world_size", "global_batch_size", "samples_per_s", "wall_s", "device",
                 "mindspore_version"}

@@ -24,7 +24,7 @@ from helpers import (
     require,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 JOB = [*TINY, "--steps_per_epoch", "30", "--batch_size", "8", "--outlier_fraction", "0.2",
        "--quiet"]
 

@@ -9,8 +9,11 @@ import subprocess
 import sys
 import termios
 
+import pytest
 import yaml
 from helpers import TINY, clean_env, train_cli
+
+pytestmark = pytest.mark.integration  # every test here starts a process
 
 
 def _in_a_terminal(args, cwd):

@@ -9,6 +9,8 @@ import pytest
 from helpers import TINY, finished_run, run, train_cli, write_csv
 from PIL import Image
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from helpers import DIABETES, TINY, finished_run, put, run, write_csv
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 
 def predict(cwd, *args):
     return run([sys.executable, "-m", "train.predict", *map(str, args)], cwd)

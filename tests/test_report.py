@@ -15,6 +15,8 @@ from train.config import Config
 from train.options import load_yaml
 from train.plan import open_source
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 
 def objective_gap(run_dir):
     """(the run's training objective - SciPy's optimum of it) / the optimum, and the largest

@@ -15,6 +15,7 @@ from train import rundir
 from train.config import ConfigError
 
 
+@pytest.mark.integration
 def test_one_owner_at_a_time_and_the_kernel_releases_it(tmp_path):
     out = tmp_path / "run"
     owner = rundir.claim(out, resume=False)
@@ -64,6 +65,7 @@ def test_what_a_fresh_run_and_a_resume_accept(tmp_path):
         rundir.claim(tmp_path / ("x" * 300), resume=False)  # ENAMETOOLONG: one line, no trace
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("second", ["fresh", "resume"])
 def test_a_second_process_is_refused_while_the_first_trains(tmp_path, second):
     first = start([*TINY, "--steps_per_epoch", "400", "--out", "run", "--quiet"], tmp_path,
@@ -134,6 +136,7 @@ def test_a_lock_that_is_no_regular_file_is_refused(tmp_path):
         rundir.claim(tmp_path, resume=False)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["fresh run, .lock", "resume, logs/rank_0.log"])
 def test_the_trainer_refuses_a_planted_link_in_one_line(tmp_path, case):
     """The reported cases, through `python -m train` (refused before MindSpore is imported)."""

@@ -26,7 +26,7 @@ from helpers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 JOB = ["--epochs", "1", "--steps_per_epoch", "60", "--log_every", "10", "--batch_size", "8",
        "--eval_size", "256", "--outlier_fraction", "0.2", "--quiet"]
 SBATCH = REPO / "launch" / "slurm.sbatch"

@@ -29,6 +29,8 @@ from PIL import Image
 from train.bench.jobs import big_npy
 from train.verify import final_parameters
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 
 @pytest.fixture(scope="module")
 def sensors(tmp_path_factory):

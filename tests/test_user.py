@@ -28,6 +28,8 @@ from helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 USER = REPO / "tests" / "user"
 ARGS = ["--epochs", "10", "--ckpt_every", "50", "--log_every", "20", "--optimizer", "adamw",
         "--weight_decay", "0.01", "--lr", "0.003", "--quiet"]  # 28 steps an epoch: 280 steps

@@ -2,7 +2,10 @@
 
 import sys
 
+import pytest
 from helpers import TINY, leftovers, run
+
+pytestmark = pytest.mark.integration  # every test here starts a process
 
 
 def test_verify_passes_and_prints_the_difference(tmp_path, port):
