@@ -119,7 +119,7 @@ WRITERS: dict[str, Any] = {".npy": lambda p, n: NpyWriter(p, len(n)), ".csv": _C
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit 0, or 2 with one line."""
     summary = " ".join(__doc__.split("\n\n")[0].split())  # the docstring's first paragraph
-    p = _Parser(prog="python -m pipeline.convert", description=summary.split(": ", 1)[1])
+    p = _Parser(prog="msdp convert", description=summary.split(": ", 1)[1])
     p.add_argument("src", type=Path, help="input: " + ", ".join(FORMATS))
     p.add_argument("dst", type=Path, help="output, by its extension")
     p.add_argument("--target", default="", help="the target column of a CSV input")

@@ -101,7 +101,7 @@ def test_a_files_steps_per_epoch_must_be_a_multiple_of_the_sink_size():
 
 
 def test_the_diabetes_table_decides_as_it_always_did():
-    """The real file through the plan: the figures README's example prints, bit for bit."""
+    """The real file through the plan: the figures docs/data.md's example prints, bit for bit."""
     cfg, source = open_resolved(Config(data=str(DIABETES), target="target"))
     assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.delta, cfg.steps_per_epoch) == \
         (32, 167, 0.2538, 75.4271, 12)

@@ -271,9 +271,9 @@ def test_the_library_module_says_where_its_commands_are(tmp_path):
     """`python -m train.infer` is no command: --help names the ones that are (exit 0); an
     argument is refused with the same line (exit 2)."""
     r = run([sys.executable, "-m", "train.infer", "--help"], tmp_path)
-    assert r.returncode == 0 and "python -m train.predict RUN_DIR" in r.stdout
+    assert r.returncode == 0 and "msdp predict RUN_DIR" in r.stdout
     r = run([sys.executable, "-m", "train.infer", "run1"], tmp_path)
-    assert r.returncode == 2 and "python -m train.export RUN_DIR" in r.stderr
+    assert r.returncode == 2 and "msdp export RUN_DIR" in r.stderr
 
 
 def test_an_npz_of_features_alone_is_rows_to_predict(linear_run, table, tmp_path):

@@ -59,17 +59,11 @@ def run(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
 def _run(argv: list[str] | None, *, model: Any, loss: Any, data: Any) -> Outcome:
     """`run` up to the outcome."""
     stop = StopRequest().install()  # first: a signal during start-up is caught too
-    from pipeline.limits import DataError
-    from pipeline.user import SourceRaised
     from train import cluster as cl
-    from train.checkpoint import CheckpointError
     from train.cluster.process import die_with_launcher
-    from train.config import ConfigError
-    from train.faults import FaultError
-    from train.output import IO_EXIT, OutputError, one_line
+    from train.exits import rule_of
     from train.plan import RunPlan
-    from train.stop import Preempted
-    from train.user import UserCodeFailed, with_objects
+    from train.user import with_objects
 
     if cl.detect_launch(os.environ) != "single":
         die_with_launcher()  # ranks (msrun's, mpirun's) must not outlive their launcher
@@ -94,19 +88,28 @@ def _run(argv: list[str] | None, *, model: Any, loss: Any, data: Any) -> Outcome
             plan.prepare_on_ranks(cluster)  # rank 0 owns the folder and shares its decisions
         elif plan.owner is None:
             plan.prepare()
-    except (ConfigError, cl.ClusterError, CheckpointError, FaultError, DataError) as e:
-        return _said(2, f"error: {one_line(e)}")
-    except OutputError as e:
-        return _said(IO_EXIT, f"error: {one_line(e)}")
-    except Preempted as e:  # a stop signal during start-up (a data conversion, a dry run)
-        return _said(PREEMPTED_EXIT, f"stopped: {one_line(e)}")
-    except (UserCodeFailed, SourceRaised) as e:  # your code raised: its traceback, then a line
-        failed = e if isinstance(e, UserCodeFailed) else UserCodeFailed(e.what, e.exc)
-        print(failed.trace, end="", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - train/exits.py's table: a refusal (2), a stop
+        if rule_of(e) is None:  # during start-up (75), a file not written (74), your code (1)
+            raise
+        return _refused(e, cluster)
+    return _train(plan, cluster, stop)
+
+
+def _refused(e: Exception, cluster: cl.Cluster | None) -> Outcome:
+    """Print a refusal's one line on stderr (train/exits.py); the outcome that carries it.
+    Your code raised: its traceback first, and the other ranks are taken down."""
+    from pipeline.user import SourceRaised
+    from train.exits import one_line, rule_of
+    from train.user import UserCodeFailed
+
+    if isinstance(e, SourceRaised):
+        e = UserCodeFailed(e.what, e.exc)
+    if isinstance(e, UserCodeFailed):
+        print(e.trace, end="", file=sys.stderr)
         if cluster is not None:
             cluster.abort()
-        return _said(1, f"error: {one_line(failed)}")
-    return _train(plan, cluster, stop)
+    rule = rule_of(e)
+    return _said(rule.code, f"{rule.prefix}: {one_line(e)}")
 
 
 def _said(code: int, line: str) -> Outcome:

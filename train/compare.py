@@ -1,4 +1,4 @@
-"""`python -m train.compare [--out DIR] [training flags]`: Huber against MSE on contaminated data.
+"""`msdp compare [--out DIR] [training flags]`: Huber against MSE on contaminated data.
 
 Trains the same rows twice - once with the Huber loss, once with MSE - on data where
 `--outlier_fraction` of the rows (default 0.2) carry a large error of random sign
@@ -26,6 +26,7 @@ import numpy as np
 
 from pipeline.fileio import write_atomic
 from train.config import ConfigError, save_config
+from train.exits import CommandParser, RunFailed, handled
 from train.options import build_parser, parse_config
 from train.plot import (
     curve_label,
@@ -43,19 +44,19 @@ LOSSES = ("huber", "mse")
 NOT_HERE = ("--loss", "--dry_run", "--resume")  # compare decides these itself
 
 
-def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Any, Any, Path]:
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, Any, Any, Path]:
     """compare's own --out, the training config, matplotlib (or None), the output folder."""
-    p = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__.split("\n")[0],
-                                epilog="Other flags are training flags (python -m train --help).")
+    p = CommandParser(prog="msdp compare", description=__doc__.split("\n")[0],
+                      epilog="Other flags are training flags (msdp fit --help).")
     p.add_argument("--out", default="", help="output folder (default: runs/compare-<time>)")
-    args, rest = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, rest = p.parse_known_args(argv)
     bad = [f for f in NOT_HERE if f in rest]
     if bad:
         raise ConfigError(f"{bad[0]} is not a compare option: compare trains with huber, then "
                           "mse, into new folders")
     # Compare's defaults sit under the user's YAML and flags, not over them (synthetic only).
     base = DEFAULTS if "--data" not in rest else {}
-    cfg, _ = parse_config(rest, parser=build_parser("python -m train.compare"), base=base)
+    cfg, _ = parse_config(rest, parser=build_parser("msdp compare"), base=base)
     pyplot()  # refuse before training if matplotlib is missing
     plt = pyplot() if cfg.synthetic and cfg.features == 1 else None
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -65,12 +66,14 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Any, Any, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train with each loss in a subprocess, then compare; exit 2 on bad input."""
-    try:
-        _, cfg, plt, out = _parse(argv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Train with each loss in a subprocess, then compare (`msdp compare`); exit 2 on bad
+    input, 1 when a run fails (train/exits.py)."""
+    return handled(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
+    """`main`'s body: bad input raises (train/exits.py says the line and the code)."""
+    _, cfg, plt, out = _parse(argv)
     out.mkdir(parents=True, exist_ok=True)
     cfg.quiet = True
     save_config(cfg, out / "base.yaml")
@@ -81,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         r = subprocess.run([sys.executable, "-m", "train", "--config", str(out / "base.yaml"),
                             "--loss", loss, "--out", str(run_dir)], capture_output=True, text=True)
         if r.returncode != 0:
-            print(f"error: the {loss} run failed ({r.stderr.strip().splitlines()[-1:]}); "
-                  f"see {logs_dir(run_dir)}", file=sys.stderr)
-            return 1
+            raise RunFailed(f"the {loss} run failed ({r.stderr.strip().splitlines()[-1:]}); "
+                            f"see {logs_dir(run_dir)}")
         s = read_summary(run_dir)
         results[loss] = {"w": s["w"], "b": s["b"], "coefficients": s.get("coefficients"),
                          "eval_loss": s["eval_mse"], "curve": s.get("curve"),

@@ -1,4 +1,4 @@
-"""`python -m train.export RUN_DIR --out model.mindir [--ckpt NAME]`: a trained model as a
+"""`msdp export RUN_DIR --out model.mindir [--ckpt NAME]`: a trained model as a
 MindIR for deployment (MindSpore Lite, or `mindspore.load` + `nn.GraphCell` on an NPU or CPU).
 
 For a run on a source of yours (`--data MODULE:NAME`) the graph takes the source's x as given,
@@ -18,12 +18,12 @@ holds the converter settings (`converter_lite --configFile`, or `config_path` of
 built-in (x - mean) / std of raw-unit features in float16), the input's name and shape, and the
 batch sizes Lite on Ascend compiles (`--lite_batches`; it takes no other row counts). The
 files appear only complete, with the user's umask. Exit codes: 0; 2 bad input (one line); 74
-the files could not be written.
+the files could not be written (train/exits.py). `python -m train.export ...` is the same
+command.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -32,8 +32,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from train.exits import CommandParser, handled
 from train.infer import InferError, RunModel, load_run
-from train.output import IO_EXIT, one_line
+from train.output import OutputError
 
 # Preset batch sizes for Lite on Ascend (dynamic_dims): factors of 8 from 1 to 4096, so a batch
 # padded up to the next preset costs at most 8x its rows (small next to a call's fixed cost for
@@ -59,7 +60,7 @@ def lite_config(name: str, mindir: str, shape: list[int], batches: tuple[int, ..
     """The converter's config file (MindSpore Lite's [ascend_context]; lines starting with #
     are skipped, one `=` per setting: lite/tools/common/parse_config_utils.cc)."""
     stem = mindir[:-len(".mindir")]
-    return (f"# MindSpore Lite on Ascend, for {mindir} (python -m train.export).\n"
+    return (f"# MindSpore Lite on Ascend, for {mindir} (msdp export).\n"
             f"#   converter_lite --fmk=MINDIR --modelFile={mindir} --outputFile={stem}_ascend "
             f"--saveType=MINDIR --optimize=ascend_oriented --configFile={mindir}.lite.ini\n"
             "# or mindspore_lite.Model().build_from_file(..., config_path=this file).\n"
@@ -134,45 +135,45 @@ def export(model: RunModel, out: Path, batches: tuple[int, ...] = LITE_BATCHES) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; see the module docstring."""
-    p = argparse.ArgumentParser(prog="python -m train.export",
-                                description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    p.add_argument("run_dir", type=Path, help="a run folder (python -m train --out ...)")
+    """The command line (`msdp export`); see the module docstring."""
+    return handled(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
+    """`main`'s body: bad input raises (train/exits.py says the line and the code)."""
+    p = CommandParser(prog="msdp export",
+                      description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    p.add_argument("run_dir", type=Path, help="a run folder (msdp fit --out ...)")
     p.add_argument("--out", type=Path, required=True, help="the MindIR file (*.mindir)")
     p.add_argument("--ckpt", default="", help="a checkpoint step or name (default: the newest "
                    "good one)")
     p.add_argument("--lite_batches", default=",".join(map(str, LITE_BATCHES)),
                    help="the batch sizes MindSpore Lite on Ascend compiles (<out>.lite.ini); "
                         "it takes no other row counts (default %(default)s)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        batches = lite_batches(args.lite_batches)
-        if args.out.suffix != ".mindir":
-            raise InferError(f"--out {args.out}: a MindIR file's name ends in .mindir")
-        if not args.out.parent.is_dir():
-            raise InferError(f"--out {args.out}: no folder {args.out.parent}")
-        for path in (args.out, Path(f"{args.out}.json"), Path(f"{args.out}.lite.ini")):
-            if path.exists() and not path.is_file():  # replaced only if a file
-                raise InferError(f"--out: {path} exists and is not a file (the export writes "
-                                 f"{args.out}, {args.out}.json and {args.out}.lite.ini); "
-                                 "choose another name")
-        model = load_run(args.run_dir, args.ckpt)
-        lost = model.float32_features()
-        if lost:  # the graph takes raw float32 features: these would be rounded away
-            raise InferError(f"feature {lost[0]!r} holds values too large for their spread to "
-                             "pass through float32 (its mean is beyond 256 standard "
-                             "deviations): a MindIR of raw float32 features would predict "
-                             "wrongly; centre that column in your data, or use "
-                             "python -m train.predict (float64 on the host)")
-    except InferError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    args = p.parse_args(argv)
+    batches = lite_batches(args.lite_batches)
+    if args.out.suffix != ".mindir":
+        raise InferError(f"--out {args.out}: a MindIR file's name ends in .mindir")
+    if not args.out.parent.is_dir():
+        raise InferError(f"--out {args.out}: no folder {args.out.parent}")
+    for path in (args.out, Path(f"{args.out}.json"), Path(f"{args.out}.lite.ini")):
+        if path.exists() and not path.is_file():  # replaced only if a file
+            raise InferError(f"--out: {path} exists and is not a file (the export writes "
+                             f"{args.out}, {args.out}.json and {args.out}.lite.ini); "
+                             "choose another name")
+    model = load_run(args.run_dir, args.ckpt)
+    lost = model.float32_features()
+    if lost:  # the graph takes raw float32 features: these would be rounded away
+        raise InferError(f"feature {lost[0]!r} holds values too large for their spread to "
+                         "pass through float32 (its mean is beyond 256 standard "
+                         "deviations): a MindIR of raw float32 features would predict "
+                         "wrongly; centre that column in your data, or use "
+                         "msdp predict (float64 on the host)")
     try:
         meta = export(model, args.out, batches)
     except OSError as e:
-        print(f"error: cannot write {args.out} and the files beside it ({e.strerror or e})",
-              file=sys.stderr)
-        return IO_EXIT
+        raise OutputError(f"cannot write {args.out} and the files beside it "
+                          f"({e.strerror or e})") from None
     lite = (f"; for MindSpore Lite on Ascend: {args.out}.lite.ini (batches of "
             f"{', '.join(map(str, batches))} rows)")
     if model.x_spec is not None:

@@ -316,7 +316,7 @@ def _columns(cfg: Config, state: dict) -> list[str]:
 if __name__ == "__main__":  # a library: say where its commands are, not nothing
     import sys
 
-    print("train.infer is the library behind `python -m train.predict RUN_DIR --data FILE` and "
-          "`python -m train.export RUN_DIR`; run one of those (--help for its options)",
+    print("train.infer is the library behind `msdp predict RUN_DIR --data FILE` and "
+          "`msdp export RUN_DIR --out FILE`; run one of those (--help for its options)",
           file=sys.stderr if sys.argv[1:] not in ([], ["--help"], ["-h"]) else sys.stdout)
     sys.exit(0 if sys.argv[1:] in ([], ["--help"], ["-h"]) else 2)

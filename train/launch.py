@@ -1,7 +1,8 @@
-"""`python -m train.launch {local,msrun,mpirun} [trainer options]`: run an installed launch
-script (its knobs are environment variables, as in the repository: docs/launching.md);
-`python -m train.launch --path`: the folder that holds the installed scripts and the sbatch
-files (`sbatch "$(python -m train.launch --path)/slurm.sbatch" ...`).
+"""`msdp launch {local,msrun,mpirun} [trainer options]`: run an installed launch script (its
+knobs are environment variables, as in the repository: docs/launching.md); `msdp launch
+--path`: the folder that holds the installed scripts and the sbatch files
+(`sbatch "$(msdp launch --path)/slurm.sbatch" ...`). `python -m train.launch ...` is the same
+command.
 
 The scripts are the repository's `launch/` folder, installed as the package `train._launch`
 (setup.cfg), so that a cluster image built with `pip install` has them too.
@@ -25,32 +26,46 @@ def scripts_dir() -> Path:
 
 
 def pip_hint(extra: str) -> str:
-    """How to install an extra (`plot`, `mpi`): the released package's form, and where this
-    code runs from a source checkout (an editable install, tests), that checkout's form too."""
-    hint = f"pip install 'ms-dp-regression[{extra}]'"
-    root = Path(__file__).resolve().parent.parent
-    try:
-        checkout = "name = ms-dp-regression" in (root / "setup.cfg").read_text(errors="replace")
-    except OSError:
-        checkout = False
-    return hint + (f" (from this source checkout: pip install -e '{root}[{extra}]')"
-                   if checkout else "")
+    """How to install an extra (`plot`, `mpi`): the released package's form."""
+    return f"pip install 'ms-dp-regression[{extra}]'"
+
+
+USAGE = f"msdp launch {{{','.join(SCRIPTS)}}} [trainer options] | --path"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the scripts' folder, or become the chosen script (its exit code is the run's)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--path"]:
+    from train.exits import handled
+
+    return handled(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
+    """`main`'s body: a command line other than the two forms is one line, exit 2."""
+    import argparse
+
+    from train.exits import CommandParser, UsageError
+
+    p = CommandParser(prog="msdp launch", usage=USAGE, description=__doc__.split("\n\n")[0]
+                      .split(": ", 1)[1].split(";")[0])
+    p.add_argument("--path", action="store_true", help="print the scripts' folder")
+    p.add_argument("launcher", nargs="?", metavar="{" + ",".join(SCRIPTS) + "}",
+                   help="the script to run")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="trainer options (msdp fit "
+                   "--help) for every rank")
+    args = p.parse_args(argv)
+    wrong = ("--path takes nothing after it" if args.path and args.launcher is not None else
+             "no launcher given" if not args.path and args.launcher is None else
+             f"unknown launcher {args.launcher!r}" if not args.path
+             and args.launcher not in SCRIPTS else "")
+    if wrong:  # exactly one of the two forms
+        raise UsageError(f"{wrong}; usage: {USAGE}")
+    if args.path:
         print(scripts_dir())
         return 0
-    if not argv or argv[0] not in SCRIPTS:
-        print(f"usage: python -m train.launch {{{','.join(SCRIPTS)}}} [trainer options] | "
-              "--path", file=sys.stderr)
-        return 2
-    script = scripts_dir() / SCRIPTS[argv[0]]
-    os.execvp("bash", ["bash", str(script), *argv[1:]])
+    script = scripts_dir() / SCRIPTS[args.launcher]
+    os.execvp("bash", ["bash", str(script), *args.options])
     return 1  # not reached
-
 
 if __name__ == "__main__":
     sys.exit(main())

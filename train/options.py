@@ -207,7 +207,7 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def build_parser(prog: str = "python -m train", description: str | None = None) -> _Parser:
+def build_parser(prog: str = "msdp fit", description: str | None = None) -> _Parser:
     """The command line: one flag per Config field (--config among them), defaults unset."""
     p = _Parser(prog=prog, description=description or DESCRIPTION,
                 argument_default=argparse.SUPPRESS, allow_abbrev=False)
@@ -274,7 +274,10 @@ def options_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `msdp config --markdown`'s table (the rest of msdp config needs
+    # train.plan, which imports this module: train/cli.py holds it)
     if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m train.options --markdown  (prints docs/options.md's table)")
+        print("error: python -m train.options takes --markdown only (the options table); the "
+              "resolved config of a run: msdp config [training flags]", file=sys.stderr)
+        sys.exit(2)
     print(options_table(), end="")

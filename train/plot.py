@@ -1,4 +1,4 @@
-"""`python -m train.plot RUN_DIR [...]`: pictures of a run, written into the run folder.
+"""`msdp plot RUN_DIR [...]`: pictures of a run, written into the run folder.
 
 - `loss.png`: training loss (per logged interval) and held-out loss (per epoch) against step;
 - `fit.png` (one feature only, finished runs): a sample of the training rows with the learned
@@ -10,7 +10,8 @@
 
 metrics.jsonl stays the source of truth; these are drawn from it, summary.json and the config.
 A folder that is not a run, or whose files are malformed, is one line and exit 2; a figure
-that cannot be written (read-only folder, disk full) one line and exit 74.
+that cannot be written (read-only folder, disk full) one line and exit 74 (train/exits.py).
+`python -m train.plot ...` is the same command.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from train import rundir
 from train.config import Config, ConfigError
+from train.exits import CommandParser, handled
 from train.rundir import save_figure
 
 
@@ -192,27 +194,28 @@ def _held_out_figures(plt: Any, run_dir: Path, cfg: Config, summary: dict) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Plot one or more run folders; exit 2 with one line on bad input."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip().splitlines()[0].replace("`", ""))
-        return 0 if argv else 2
-    try:
-        bad = [a for a in argv if a.startswith("--")]
-        if bad:
-            raise ConfigError(f"train.plot takes run folders only, not {bad[0]}")
-        for d in argv:
-            for p in plot_run(Path(d)):
-                print(p)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a figure that cannot be written (read-only folder, disk full)
-        print(f"error: cannot write into {e.filename or 'the run folder'}: "
-              f"{e.strerror or e}", file=sys.stderr)
-        return 74
-    return 0
+    """Plot one or more run folders (`msdp plot`); exit 2 with one line on bad input."""
+    return handled(_main, sys.argv[1:] if argv is None else argv)
 
+
+def _main(argv: list[str]) -> int:
+    """`main`'s body: bad input raises (train/exits.py says the line and the code)."""
+    from train.output import OutputError
+
+    p = CommandParser(prog="msdp plot", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run folder (msdp fit "
+                   "--out ...)")
+    args, bad = p.parse_known_args(argv)
+    if bad:
+        raise ConfigError(f"train.plot takes run folders only, not {bad[0]}")
+    try:
+        for d in args.run_dirs:
+            for path in plot_run(Path(d)):
+                print(path)
+    except OSError as e:  # a figure that cannot be written (read-only folder, disk full)
+        raise OutputError(f"cannot write into {e.filename or 'the run folder'}: "
+                          f"{e.strerror or e}") from None
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

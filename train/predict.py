@@ -1,4 +1,4 @@
-"""`python -m train.predict RUN_DIR --data FILE [--out FILE] [--json] [--ckpt NAME] [--keep
+"""`msdp predict RUN_DIR --data FILE [--out FILE] [--json] [--ckpt NAME] [--keep
 COLS]`: a trained model's predictions, in the target's own units, for every row of FILE.
 
 FILE is read as `--data` reads files (.csv, .npy, .npz, .mindrecord); for a run on a source of
@@ -14,7 +14,8 @@ to stdout. When FILE holds the target, its metrics follow, over the rows that ha
 missing target is a row without a label yet): the run's loss (Huber with its delta), MSE, MAE
 and R², all in the target's units (`--json`: one JSON object on stdout instead, with the
 predictions, and the kept columns, when there is no `--out`).
-Exit codes: 0; 2 bad input (one line); 74 `--out` could not be written.
+Exit codes: 0; 2 bad input (one line); 74 `--out` could not be written (train/exits.py).
+`python -m train.predict ...` is the same command.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from pipeline.formats import csv_number, is_missing, not_a_number, validated_chu
 from pipeline.limits import F32_MAX, DataError
 from train.config import LOSSES, is_import_path
 from train.converge import loss_per_row
-from train.infer import InferError, RunModel, load_run
-from train.output import IO_EXIT, one_line
+from train.exits import CommandParser, handled
+from train.infer import RunModel, load_run
+from train.output import OutputError
 
 CHUNK = 1 << 16  # rows per network call
 
@@ -230,22 +232,16 @@ def predict_rows(model: RunModel, x: np.ndarray) -> np.ndarray:
 def _predict_source_run(model: RunModel, args: argparse.Namespace) -> int:
     """`--data x.npy --out p.npy` for a run on a source of yours (no metrics: its targets are
     yours to compare)."""
-    try:
-        if args.out is None or args.out.suffix.lower() != ".npy":
-            raise DataError("--out: this run trained on a source of yours; its predictions go "
-                            "to a .npy file (--out p.npy)")
-        pred = predict_rows(model, _read_x(model, args.data))
-    except DataError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    if args.out is None or args.out.suffix.lower() != ".npy":
+        raise DataError("--out: this run trained on a source of yours; its predictions go "
+                        "to a .npy file (--out p.npy)")
+    pred = predict_rows(model, _read_x(model, args.data))
     buf = io.BytesIO()
     np.save(buf, pred)
     try:
         write_atomic(args.out, buf.getvalue())
     except OSError as e:
-        print(f"error: cannot write {args.out} ({e.strerror or e}); nothing was replaced",
-              file=sys.stderr)
-        return IO_EXIT
+        raise _not_written(args.out, e) from None
     found = {"predicted": len(pred), "out": str(args.out), "shape": list(pred.shape),
              "checkpoint": model.checkpoint.stem}
     print(json.dumps(found) if args.json else f"{args.data}: {len(pred)} rows predicted into "
@@ -320,10 +316,19 @@ def _table_text(pred: np.ndarray, keep: tuple[str, ...], kept: list[list[str]]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; see the module docstring."""
-    p = argparse.ArgumentParser(prog="python -m train.predict",
-                                description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    p.add_argument("run_dir", type=Path, help="a run folder (python -m train --out ...)")
+    """The command line (`msdp predict`); see the module docstring."""
+    return handled(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _not_written(out: Path, e: OSError) -> OutputError:
+    return OutputError(f"cannot write {out} ({e.strerror or e}); nothing was replaced")
+
+
+def _main(argv: list[str]) -> int:
+    """`main`'s body: bad input raises (train/exits.py says the line and the code)."""
+    p = CommandParser(prog="msdp predict",
+                      description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    p.add_argument("run_dir", type=Path, help="a run folder (msdp fit --out ...)")
     p.add_argument("--data", type=Path, required=True, help="rows to predict (.csv, .npy, "
                    ".npz, .mindrecord)")
     p.add_argument("--out", type=Path, help="write the predictions here (CSV); default stdout")
@@ -333,23 +338,19 @@ def main(argv: list[str] | None = None) -> int:
                    "good one)")
     p.add_argument("--keep", default="", help="CSV columns carried into the output before the "
                    "prediction, e.g. id or id,date")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
     keep = tuple(k.strip() for k in args.keep.split(",")) if args.keep.strip() else ()
-    try:
-        if not all(keep) or len(set(keep)) != len(keep):
-            raise DataError(f"--keep {args.keep}: comma-separated column names, each once")
-        model = load_run(args.run_dir, args.ckpt)
-        if args.out:
-            _check_out(args.out, args.run_dir, model, args.data)
-        if model.x_spec is not None:
-            if keep:
-                raise DataError("--keep names CSV columns; this run trained on a source of "
-                                "yours (its predictions are a .npy in input order)")
-            return _predict_source_run(model, args)
-        pred, y, kept = predict_file(model, args.data, keep)
-    except (InferError, DataError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    if not all(keep) or len(set(keep)) != len(keep):
+        raise DataError(f"--keep {args.keep}: comma-separated column names, each once")
+    model = load_run(args.run_dir, args.ckpt)
+    if args.out:
+        _check_out(args.out, args.run_dir, model, args.data)
+    if model.x_spec is not None:
+        if keep:
+            raise DataError("--keep names CSV columns; this run trained on a source of "
+                            "yours (its predictions are a .npy in input order)")
+        return _predict_source_run(model, args)
+    pred, y, kept = predict_file(model, args.data, keep)
     try:
         if args.out or not args.json:  # (with --json alone they go into the JSON object)
             text = _table_text(pred, keep, kept)
@@ -358,9 +359,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sys.stdout.write(text)
     except OSError as e:
-        print(f"error: cannot write {args.out} ({e.strerror or e}); nothing was replaced",
-              file=sys.stderr)
-        return IO_EXIT
+        raise _not_written(args.out, e) from None
+    _print_found(model, args, pred, y, keep, kept)
+    return 0
+
+
+def _print_found(model: RunModel, args: argparse.Namespace, pred: np.ndarray, y: np.ndarray,
+                 keep: tuple[str, ...], kept: list[list[str]]) -> None:
+    """The metrics (rows with a target), or what was written; JSON with --json."""
     labelled = bool(np.isfinite(y).any())
     found = metrics(model, pred, y) if labelled else {"rows": len(pred)}
     found["predicted"] = len(pred)
@@ -377,8 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     elif args.out:
         print(f"{args.data}: {len(pred)} rows predicted into {args.out} (no {model.target!r} "
               "values: no metrics)")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""`python -m train.verify`: does an N-rank run end where one process ends?
+"""`msdp verify`: does an N-rank run end where one process ends?
 
 Runs the same short job three ways and compares every trained parameter (from each run's final
 checkpoint, so the linear model and an MLP alike):
@@ -9,7 +9,7 @@ All three see the same rows in the same optimizer steps (pipeline/dataset.py), s
 must agree to --tol. Prints the largest difference and PASS or FAIL (exit 0 or 1; 2 for bad
 input, one line).
 
-  python -m train.verify --world_size 2 --launcher msrun --epochs 1 --steps_per_epoch 50
+  msdp verify --world_size 2 --launcher msrun --epochs 1 --steps_per_epoch 50
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.limits import DataError
 from train.checkpoint import CheckpointDir
 from train.config import ConfigError, save_config
+from train.exits import CommandParser, RunFailed, handled
 from train.launch import scripts_dir
 from train.model import trained_parameters
 from train.options import build_parser, parse_config
@@ -38,9 +38,8 @@ NOT_HERE = ("--out", "--world_size", "--dry_run", "--resume")
 
 
 def _args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="python -m train.verify",
-                                description=__doc__.split("\n")[0],
-                                epilog="Other flags are training flags (python -m train --help).")
+    p = CommandParser(prog="msdp verify", description=__doc__.split("\n")[0],
+                      epilog="Other flags are training flags (msdp fit --help).")
     p.add_argument("--world_size", type=int, default=2, help="ranks in the distributed run")
     p.add_argument("--launcher", choices=sorted(LAUNCHERS), default="msrun")
     p.add_argument("--tol", type=float, default=1e-5, help="largest accepted |difference|")
@@ -52,7 +51,7 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
     with open(log, "w") as f:
         rc = subprocess.call(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
     if rc != 0:
-        raise RuntimeError(f"{' '.join(cmd[:2])} ... exited with {rc}; see {log}")
+        raise RunFailed(f"{' '.join(cmd[:2])} ... exited with {rc}; see {log}")
 
 
 def final_parameters(run_dir: Path) -> dict[str, np.ndarray]:
@@ -65,20 +64,22 @@ def final_parameters(run_dir: Path) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the three jobs and compare; exit 0 on PASS, 1 on FAIL, 2 on bad input."""
-    args, rest = _args(sys.argv[1:] if argv is None else argv)
-    try:
-        if args.world_size < 2:
-            raise ConfigError(f"--world_size must be >= 2, got {args.world_size}")
-        bad = [f for f in NOT_HERE if f in rest]
-        if bad:
-            raise ConfigError(f"{bad[0]} is decided by train.verify itself")
-        cfg, _ = parse_config(rest, parser=build_parser("python -m train.verify"))
-        # automatic values resolved once, for N ranks: the three runs share them
-        cfg = open_resolved(cfg, args.world_size)[0]
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Run the three jobs and compare (`msdp verify`); exit 0 on PASS, 1 on FAIL or a failed
+    run, 2 on bad input (train/exits.py)."""
+    return handled(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
+    """`main`'s body: bad input raises (train/exits.py says the line and the code)."""
+    args, rest = _args(argv)
+    if args.world_size < 2:
+        raise ConfigError(f"--world_size must be >= 2, got {args.world_size}")
+    bad = [f for f in NOT_HERE if f in rest]
+    if bad:
+        raise ConfigError(f"{bad[0]} is decided by train.verify itself")
+    cfg, _ = parse_config(rest, parser=build_parser("msdp verify"))
+    # automatic values resolved once, for N ranks: the three runs share them
+    cfg = open_resolved(cfg, args.world_size)[0]
     root = Path(args.out or tempfile.mkdtemp(prefix="verify-"))
     root.mkdir(parents=True, exist_ok=True)
     base = root / "base.yaml"
@@ -106,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             _run([*cmd, "--config", str(base), "--out", str(out), *flags], env,
                  root / f"run{i}.log")
             params[name] = final_parameters(out)
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except RuntimeError as e:  # a run, or its checkpoint, failed: exit 1
+        raise RunFailed(str(e)) from None
     summary = read_summary(root / "run0")
     units = "standardized units" if summary.get("data", {}).get("standardized") else \
         "the data's units"

@@ -39,7 +39,7 @@ def _check(row: dict[str, Any], ref: list[float], name: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run every row, print the table, write bench.json and bench.png."""
-    p = argparse.ArgumentParser(prog="python -m train.bench",
+    p = argparse.ArgumentParser(prog="msdp bench",
                                 description=train.bench.__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="fewer steps and repeats (about a minute on 2 cores)")

@@ -1,0 +1,117 @@
+"""`msdp COMMAND ...`: the one console command (setup.cfg's console_scripts). Each command hands
+the rest of the command line to its own parser (`msdp COMMAND --help`); exit codes and error
+lines are train/exits.py's. `python -m train` and `python -m train.X` are the same commands.
+
+Nothing is imported here at module level but `sys`: `msdp fit` takes the stop signals
+(train/stop.py's `install_early`) before any other import, as `python -m train` does, and the
+console script runs from its own folder, so a `train.py` in the working folder is not imported
+in the package's place (`python -m train` would run it).
+"""
+
+from __future__ import annotations
+
+import sys
+
+# name -> (module whose main(argv) runs it, its one line in `msdp --help`)
+COMMANDS = {
+    "fit": ("train.__main__", "train a model (the trainer; python -m train)"),
+    "predict": ("train.predict", "a trained model's predictions (and metrics) for a file"),
+    "export": ("train.export", "a trained model as a MindIR file, for MindSpore Lite"),
+    "plot": ("train.plot", "pictures of a run, written into its folder"),
+    "compare": ("train.compare", "Huber against MSE on contaminated data"),
+    "verify": ("train.verify", "check that an N-rank run ends where one process ends"),
+    "convert": ("pipeline.convert", "convert a table between .csv .npy .npz .mindrecord"),
+    "launch": ("train.launch", "run on several ranks: local, msrun or mpirun (or --path)"),
+    "bench": ("train.bench.__main__", "the benchmarks: every row, bench.json, bench.png"),
+    "config": ("train.cli", "the resolved config as YAML (for --config), or --markdown: "
+                            "the options table"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script `msdp`: run COMMAND with the rest of the command line."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fit"]:  # first, before argparse or anything else is imported
+        return fit(argv[1:])
+    from train.exits import handled
+
+    return handled(_dispatch, argv)
+
+
+def _dispatch(argv: list[str]) -> int:
+    """Parse COMMAND and hand the rest to its own parser."""
+    from importlib import import_module
+
+    command, rest = _command(argv)
+    if command == "config":
+        return config(rest)
+    return import_module(COMMANDS[command][0]).main(rest)
+
+
+def _command(argv: list[str]) -> tuple[str, list[str]]:
+    """(COMMAND, the rest): `msdp --help` lists the commands; no command or an unknown one
+    raises UsageError (one line, exit 2)."""
+    import argparse
+
+    from train.exits import CommandParser, UsageError
+
+    width = max(map(len, COMMANDS))
+    p = CommandParser(
+        prog="msdp", usage="msdp COMMAND [options]  (msdp COMMAND --help: its options)",
+        description="Data-parallel regression training with MindSpore. Commands:\n" + "\n".join(
+            f"  {name:<{width}}  {line}" for name, (_, line) in COMMANDS.items()),
+        epilog="Exit codes: 0 done, 1 a run failed, 2 bad input, 74 a file could not be "
+               "written,\n75 stopped at a safe point (continue with --resume).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", metavar="COMMAND", help=argparse.SUPPRESS)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.command is None:
+        raise UsageError(f"no command given; one of: {', '.join(COMMANDS)} (msdp --help)")
+    if args.command not in COMMANDS:
+        raise UsageError(f"unknown command {args.command!r}; one of: {', '.join(COMMANDS)} "
+                         "(msdp --help)")
+    return args.command, args.rest
+
+
+def fit(argv: list[str]) -> int:
+    """`msdp fit`: exactly `python -m train` (train/__main__.py): the stop signals first, the
+    run, then the ordered end of an MPI-launched rank (it exits the process)."""
+    try:
+        from train.stop import install_early
+
+        install_early()
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers existed (import of train.stop)
+        sys.stderr.write("stopped: SIGINT before the run started; nothing ran\n")
+        sys.exit(75)
+    from train.__main__ import main as run
+
+    code = run(argv)
+    from train.cluster import ending  # (after the run: it installs the signal handling first)
+
+    ending.finish(code)  # an MPI-launched rank: the ordered end (train/cluster/ending.py)
+    return code  # not reached: finish exits
+
+
+def config(argv: list[str]) -> int:
+    """`msdp config [training flags | --config FILE]`: the resolved config, as the YAML a run
+    saves in config.yaml; `msdp config --markdown`: the options table (docs/options.md)."""
+    from train.config import ConfigError, config_text
+    from train.options import build_parser, options_table
+
+    p = build_parser("msdp config", description="Print the resolved config of a run with these "
+                     "flags, as the YAML the run saves (its config.yaml; --config takes it back), "
+                     "or with --markdown alone the options table.")
+    p.add_argument("--markdown", action="store_true", help="print the options table (markdown) "
+                   "instead")
+    ns = p.parse_args(argv)  # --help, and the flags' own refusals (ConfigError)
+    if getattr(ns, "markdown", False):  # (the parser's defaults are unset)
+        if argv != ["--markdown"]:
+            raise ConfigError("--markdown takes no other option")
+        print(options_table(), end="")
+        return 0
+    from train.plan import RunPlan
+
+    plan = RunPlan.from_argv(argv)  # every automatic value decided, as a run decides it
+    print(config_text(plan.cfg), end="")
+    return 0

@@ -1,0 +1,100 @@
+"""Exit codes, and the one table from exceptions to them: every command (`msdp ...`, and the
+`python -m train...` aliases) raises, and `handled` prints the one line and returns the code.
+
+  0  done
+  1  the run failed (a run of compare or verify, your code)
+  2  bad input: flags, config, data, launch environment, run folder, checkpoint
+  74 a file could not be written (disk full, permissions; earlier files intact)
+  75 stopped by a signal at a safe point (continue with --resume)
+
+The table names classes by module and name and looks them up in `sys.modules` only: an
+exception of a class whose module was never imported cannot exist, so this module imports
+none of them (`msdp --help` and `msdp fit` stay light; train/cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+OK, FAILED, BAD_INPUT, IO, STOPPED = 0, 1, 2, 74, 75
+
+
+class RunFailed(RuntimeError):
+    """A run a command started (compare's, verify's) failed: exit 1."""
+
+
+class UsageError(ValueError):
+    """A command line its parser refuses (`CommandParser`): exit 2."""
+
+
+class Rule(NamedTuple):
+    """One row of the table: the class (module, name), its exit code, its line's prefix."""
+
+    module: str
+    name: str
+    code: int
+    prefix: str
+
+
+# Ordered: the first row whose class the exception is an instance of decides (OutputError is an
+# OSError, ConfigEdited an InferError, UserCodeError a ConfigError: each a subclass of its row).
+TABLE: tuple[Rule, ...] = (
+    Rule("train.stop", "Preempted", STOPPED, "stopped"),
+    Rule("train.output", "OutputError", IO, "error"),
+    Rule("train.user", "UserCodeFailed", FAILED, "error"),
+    Rule("pipeline.user", "SourceRaised", FAILED, "error"),
+    Rule("train.exits", "RunFailed", FAILED, "error"),
+    Rule("train.exits", "UsageError", BAD_INPUT, "error"),
+    Rule("train.config", "ConfigError", BAD_INPUT, "error"),
+    Rule("train.cluster.env", "ClusterError", BAD_INPUT, "error"),
+    Rule("train.checkpoint", "CheckpointError", BAD_INPUT, "error"),
+    Rule("train.faults", "FaultError", BAD_INPUT, "error"),
+    Rule("pipeline.limits", "DataError", BAD_INPUT, "error"),
+    Rule("train.infer", "InferError", BAD_INPUT, "error"),
+)
+
+
+def rule_of(e: BaseException) -> Rule | None:
+    """The table's row for `e`, or None (not a refusal the table knows: it propagates)."""
+    for rule in TABLE:
+        cls = getattr(sys.modules.get(rule.module), rule.name, None)
+        if cls is not None and isinstance(e, cls):
+            return rule
+    return None
+
+
+def one_line(msg: object) -> str:
+    """A message as one line (a file name may hold a newline): train.output.one_line's rule."""
+    return str(msg).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def report(e: BaseException) -> int | None:
+    """Print `e`'s one line on stderr (`error: ...`, `stopped: ...`) and return its exit code;
+    None, printing nothing, for an exception the table does not know."""
+    rule = rule_of(e)
+    if rule is None:
+        return None
+    print(f"{rule.prefix}: {one_line(e)}", file=sys.stderr)
+    return rule.code
+
+
+def handled(command: Callable[..., int], *args: Any) -> int:
+    """Run a command's body: its exit code, or the table's for what it raised (one line)."""
+    try:
+        return command(*args)
+    except Exception as e:  # noqa: BLE001 - the table decides; anything else propagates
+        code = report(e)
+        if code is None:
+            raise
+        return code
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse whose refusals are one line and exit 2 (`UsageError`), without the usage
+    text; --help as argparse prints it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
