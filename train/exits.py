@@ -19,7 +19,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-OK, FAILED, BAD_INPUT, IO, STOPPED = 0, 1, 2, 74, 75
+from train.stop import PREEMPTED_EXIT as STOPPED  # 75, defined where stops are (light)
+
+OK, FAILED, BAD_INPUT, IO = 0, 1, 2, 74  # IO: EX_IOERR, a run file could not be written
 
 
 class RunFailed(RuntimeError):

@@ -23,8 +23,8 @@ from typing import Any
 from pipeline.fileio import json_text, write_atomic
 from train import rundir
 from train.config import config_text
-
-IO_EXIT = 74  # EX_IOERR: the run's own files could not be written (disk full, permissions)
+from train.exits import IO as IO_EXIT  # noqa: F401 - the code, defined once (train/exits.py)
+from train.exits import one_line  # noqa: F401 - used here and re-exported
 
 
 class OutputError(OSError):
@@ -96,11 +96,6 @@ def _finish_record(line: str) -> bool:
     except ValueError:
         return False
     return isinstance(record, dict) and ("finish_pass" in record or "finished" in record)
-
-
-def one_line(msg: object) -> str:
-    """An error message as the one line the contract promises (a file name may hold a newline)."""
-    return str(msg).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def default_out_dir(stamp: int) -> str:
