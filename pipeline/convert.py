@@ -1,4 +1,4 @@
-"""`python -m pipeline.convert IN OUT [--target NAME]`: convert a table of rows between the
+"""`msdp convert IN OUT [--target NAME]`: convert a table of rows between the
 formats the trainer reads (.csv, .npy, .npz, .mindrecord), streaming: a large CSV is parsed
 once, and the result can be mapped (.npy) or fed to MindSpore's own tools (.mindrecord).
 
@@ -9,7 +9,6 @@ under a temporary name and appears only when complete.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -70,14 +69,6 @@ class _NpzWriter:
         self.tmp.unlink()
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit 2, without the usage text."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def convert(src: Path, dst: Path, target: str = "", drop_nonfinite: bool = False,
             counts: dict[str, Any] | None = None) -> int:
     """Write src's rows to dst in dst's format; the number of rows (`counts` gets the rows
@@ -116,34 +107,8 @@ WRITERS: dict[str, Any] = {".npy": lambda p, n: NpyWriter(p, len(n)), ".csv": _C
                            ".npz": _NpzWriter, ".mindrecord": _MindRecordWriter}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line; exit 0, or 2 with one line."""
-    summary = " ".join(__doc__.split("\n\n")[0].split())  # the docstring's first paragraph
-    p = _Parser(prog="msdp convert", description=summary.split(": ", 1)[1])
-    p.add_argument("src", type=Path, help="input: " + ", ".join(FORMATS))
-    p.add_argument("dst", type=Path, help="output, by its extension")
-    p.add_argument("--target", default="", help="the target column of a CSV input")
-    p.add_argument("--drop_nonfinite", action="store_true",
-                   help="drop rows holding NaN, inf or values beyond float32 (else refused)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        counts: dict[str, Any] = {}
-        rows = convert(args.src, args.dst, args.target, args.drop_nonfinite, counts)
-    except DataError as e:  # one line, even for a file name holding a newline
-        print("error: " + str(e).replace("\n", "\\n"), file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {args.dst}: cannot write it ({e.strerror or e})", file=sys.stderr)
-        return 2
-    except Exception as e:  # noqa: BLE001 - MindSpore's MindRecord writer raises its own kinds
-        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        print(f"error: {args.src} -> {args.dst}: {why}", file=sys.stderr)
-        return 2
-    dropped = counts.get("dropped", 0)
-    print(f"{args.dst}: {rows} rows" + (f"; {dropped} rows with NaN, inf or values beyond "
-                                        "float32 dropped" if dropped else ""))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m pipeline.convert`: the `msdp convert` command, which lives in train/cli.py with
+    # every other command's parser and exit codes; pipeline/ never imports train/, so this
+    # form hands over to it as a program.
+    os.execv(sys.executable, [sys.executable, "-m", "train.cli", "convert", *sys.argv[1:]])

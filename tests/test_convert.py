@@ -25,7 +25,8 @@ def test_csv_npy_npz_and_mindrecord_give_the_same_table(tmp_path, sensors):
 
 
 def test_a_failed_conversion_leaves_an_existing_output_alone(tmp_path, sensors):
-    from pipeline.convert import convert, main
+    from pipeline.convert import convert
+    from train.cli import main
 
     path, _ = sensors
     out = tmp_path / "out"
@@ -35,16 +36,16 @@ def test_a_failed_conversion_leaves_an_existing_output_alone(tmp_path, sensors):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = bad_csv(tmp_path, "a,b,y\n1,2,3\n4,oops,6\n")
     for ext in (".mindrecord", ".npz", ".npy", ".csv"):
-        assert main([str(bad), str(out / f"t{ext}")]) == 2
+        assert main(["convert", str(bad), str(out / f"t{ext}")]) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary left either
 
 
 def test_convert_can_drop_bad_rows_and_says_how_many(tmp_path, capsys):
-    from pipeline.convert import main
+    from train.cli import main
 
     bad = bad_csv(tmp_path, "a,b,y\n1,2,3\n4,nan,6\n7,8,1e39\n9,9,9\n")
-    assert main([str(bad), str(tmp_path / "c.npy")]) == 2  # refused, as training would
-    assert main([str(bad), str(tmp_path / "c.npy"), "--drop_nonfinite"]) == 0
+    assert main(["convert", str(bad), str(tmp_path / "c.npy")]) == 2  # refused, as training would
+    assert main(["convert", str(bad), str(tmp_path / "c.npy"), "--drop_nonfinite"]) == 0
     out = capsys.readouterr().out
     assert "2 rows; 2 rows with NaN, inf or values beyond float32 dropped" in out
     assert np.load(tmp_path / "c.npy").tolist() == [[1, 2, 3], [9, 9, 9]]

@@ -20,7 +20,7 @@ COMMANDS = {
     "plot": ("train.plot", "pictures of a run, written into its folder"),
     "compare": ("train.compare", "Huber against MSE on contaminated data"),
     "verify": ("train.verify", "check that an N-rank run ends where one process ends"),
-    "convert": ("pipeline.convert", "convert a table between .csv .npy .npz .mindrecord"),
+    "convert": ("train.cli", "convert a table between .csv .npy .npz .mindrecord"),
     "launch": ("train.launch", "run on several ranks: local, msrun or mpirun (or --path)"),
     "bench": ("train.bench.__main__", "the benchmarks: every row, bench.json, bench.png"),
     "config": ("train.cli", "the resolved config as YAML (for --config), or --markdown: "
@@ -43,8 +43,8 @@ def _dispatch(argv: list[str]) -> int:
     from importlib import import_module
 
     command, rest = _command(argv)
-    if command == "config":
-        return config(rest)
+    if command in ("config", "convert"):  # the two commands whose code is here
+        return {"config": config, "convert": convert}[command](rest)
     return import_module(COMMANDS[command][0]).main(rest)
 
 
@@ -115,3 +115,40 @@ def config(argv: list[str]) -> int:
     plan = RunPlan.from_argv(argv)  # every automatic value decided, as a run decides it
     print(config_text(plan.cfg), end="")
     return 0
+
+
+def convert(argv: list[str]) -> int:
+    """`msdp convert IN OUT`: pipeline/convert.py's conversion as a command (pipeline/ holds the
+    library function; the parser and the exit codes are the commands', here)."""
+    from pathlib import Path
+
+    from pipeline import convert as conv
+    from pipeline.limits import DataError
+    from train.exits import CommandParser
+
+    summary = " ".join(conv.__doc__.split("\n\n")[0].split())  # the docstring's first paragraph
+    p = CommandParser(prog="msdp convert", description=summary.split(": ", 1)[1])
+    p.add_argument("src", type=Path, help="input: " + ", ".join(conv.FORMATS))
+    p.add_argument("dst", type=Path, help="output, by its extension")
+    p.add_argument("--target", default="", help="the target column of a CSV input")
+    p.add_argument("--drop_nonfinite", action="store_true",
+                   help="drop rows holding NaN, inf or values beyond float32 (else refused)")
+    args = p.parse_args(argv)
+    counts: dict = {}
+    try:
+        rows = conv.convert(args.src, args.dst, args.target, args.drop_nonfinite, counts)
+    except DataError:
+        raise
+    except OSError as e:  # refused as bad input (2), as this command always did
+        raise DataError(f"{args.dst}: cannot write it ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - MindSpore's MindRecord writer raises its own kinds
+        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise DataError(f"{args.src} -> {args.dst}: {why}") from None
+    dropped = counts.get("dropped", 0)
+    print(f"{args.dst}: {rows} rows" + (f"; {dropped} rows with NaN, inf or values beyond "
+                                        "float32 dropped" if dropped else ""))
+    return 0
+
+
+if __name__ == "__main__":  # `python -m train.cli ...` (what `python -m pipeline.convert` runs)
+    sys.exit(main())

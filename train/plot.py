@@ -217,5 +217,6 @@ def _main(argv: list[str]) -> int:
                           f"{e.strerror or e}") from None
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,8 @@
-"""`python -m train.bench [--quick] [--out DIR] [--memory_gib N | --defaults | --fits | --user]`:
+"""`msdp bench [--quick] [--out DIR] [--memory_gib N | --defaults | --fits | --user]`:
 every row, the table, bench.json and bench.png (train/bench/__init__.py lists the rows)."""
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import json
 import os
@@ -29,6 +28,7 @@ from train.bench.rows import (
     run_prepared,
     run_seed_loop,
 )
+from train.exits import CommandParser, handled
 
 
 def _check(row: dict[str, Any], ref: list[float], name: str) -> dict[str, Any]:
@@ -38,9 +38,13 @@ def _check(row: dict[str, Any], ref: list[float], name: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every row, print the table, write bench.json and bench.png."""
-    p = argparse.ArgumentParser(prog="msdp bench",
-                                description=train.bench.__doc__.split("\n")[0])
+    """Run every row, print the table, write bench.json and bench.png (`msdp bench`)."""
+    return handled(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
+    """`main`'s body: a refused flag raises (train/exits.py says the line and the code)."""
+    p = CommandParser(prog="msdp bench", description=train.bench.__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="fewer steps and repeats (about a minute on 2 cores)")
     p.add_argument("--out", default="", help="folder for bench.json and bench.png "
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--defaults", action="store_true",
                    help="instead: `python -m train --data FILE` with every automatic value on "
                    "tables of 100 to 1,000,000 rows: wall time, steps, converged")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
     # Data files and job folders (GBs with --memory_gib): removed however the bench ends.
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
