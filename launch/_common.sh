@@ -31,10 +31,25 @@ if [[ -f "$_root/train/__init__.py" ]]; then
   export PYTHONPATH="$_root${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
+# pkg ARGS...: python for this package's own modules. `python -m` and `-c` put the working folder
+# first on sys.path, where a train.py (or train/) of yours would run instead of the package, or
+# break `-m train.cluster`; PYTHONSAFEPATH leaves it out (Python 3.11+: older ones ignore the
+# variable, and the working folder still comes first there). Given per command, never
+# exported: your SCRIPT keeps its own folder first on sys.path (its `import mynet`), and your
+# processes do not inherit it.
+pkg=(env PYTHONSAFEPATH=1 python)
+# yours CMD...: CMD (msrun, mpirun: what `pkg -m train.cluster exec-supervised` becomes) with your
+# own PYTHONSAFEPATH, or none, as this script got it: their workers may run your SCRIPT.
+if [[ -n "${PYTHONSAFEPATH+x}" ]]; then
+  yours=(env "PYTHONSAFEPATH=$PYTHONSAFEPATH")
+else
+  yours=(env -u PYTHONSAFEPATH)
+fi
+
 # SCRIPT: a Python file of yours that calls train.main (docs/network.md), run on
 # every rank instead of the trainer, with the same arguments, signals, exit codes and logs. Made
 # absolute here: a rank may resolve it from another folder, and a path is never read as an option.
-trainer=(python -m train)
+trainer=("${pkg[@]}" -m train)
 if [[ -n "${SCRIPT:-}" ]]; then
   if [[ ! -f "$SCRIPT" || ! -r "$SCRIPT" ]]; then
     echo "error: SCRIPT must be a readable Python file (your job.py), got '$SCRIPT'" >&2

@@ -18,7 +18,7 @@ export DEVICE_ID=${DEVICE_ID:-0}   # which NPU/GPU on this host (ignored on CPU)
 need_int DEVICE_ID 0 1023
 # Leftovers of a cluster job in this shell would make the trainer think it is a rank.
 # shellcheck disable=SC2046
-unset $(python -m train.cluster launch-vars)
+unset $("${pkg[@]}" -m train.cluster launch-vars)
 if [[ -n "$stop" ]]; then
   stopped_before_start
   exit 75

@@ -69,14 +69,14 @@ forwarded_vars() {
 }
 
 mpi_hint() {  # the installed package's form, and a source checkout's where this is one
-  python -c 'from train.launch import pip_hint; print(pip_hint("mpi"))' 2>/dev/null \
+  "${pkg[@]}" -c 'from train.launch import pip_hint; print(pip_hint("mpi"))' 2>/dev/null \
     || echo "pip install 'ms-dp-regression[mpi]'"
 }
 if ! command -v "$MPIRUN" >/dev/null; then
   echo "error: MPI launcher '$MPIRUN' not found; $(mpi_hint), or load your site MPI" >&2
   exit 2
 fi
-if ! python -c 'import mpi4py' 2>/dev/null; then
+if ! "${pkg[@]}" -c 'import mpi4py' 2>/dev/null; then
   echo "error: mpi4py is not installed; $(mpi_hint)" >&2
   exit 2
 fi
@@ -99,7 +99,7 @@ fi
 # The flags, data, run folder and world size as every rank will see them, checked once.
 OMPI_COMM_WORLD_SIZE=$NPROC preflight "$@" || exit $?
 if [[ -n "${MASTER_PORT:-}" ]]; then
-  python -m train.cluster port-free "$MASTER_PORT"
+  "${pkg[@]}" -m train.cluster port-free "$MASTER_PORT"
 fi
 if [[ "$version" == *"Open MPI"* ]]; then
   # Open MPI pins each rank to one core by default; MindSpore's runtime threads then share it.
@@ -140,7 +140,7 @@ quiet_stops() {
        { print; fflush() }' >&2
 }
 # shellcheck disable=SC2086  # MPI_ARGS is a list of flags
-python -m train.cluster exec-supervised "$MPIRUN" -n "$NPROC" $MPI_ARGS \
+"${pkg[@]}" -m train.cluster exec-supervised "${yours[@]}" "$MPIRUN" -n "$NPROC" $MPI_ARGS \
   "${trainer[@]}" "$@" 2> >(quiet_stops) &
 pid=$!
 if [[ -n "$stop" ]]; then tell_ranks; fi  # one that came while mpirun was being started

@@ -21,7 +21,7 @@ pid='' stop='' pre=''
 forward() {
   stop=$1
   if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi  # the pre-flight dry run
-  if [[ -n "$pid" ]]; then python -m train.cluster term-workers "$pid" "$1" || true; fi
+  if [[ -n "$pid" ]]; then "${pkg[@]}" -m train.cluster term-workers "$pid" "$1" || true; fi
   true
 }
 trap 'forward TERM' TERM
@@ -62,7 +62,7 @@ case "$TAIL_WORKER_LOG" in
      fi
      tail_ranks=$TAIL_WORKER_LOG ;;
 esac
-if ! MASTER_ADDR=$(python -m train.cluster resolve "$MASTER_ADDR"); then exit 2; fi
+if ! MASTER_ADDR=$("${pkg[@]}" -m train.cluster resolve "$MASTER_ADDR"); then exit 2; fi
 export MS_NODE_TIMEOUT=$NODE_TIMEOUT    # MindSpore's heartbeat timeout (scheduler and workers)
 
 # Refuse what cannot work before msrun starts anything: the flags, data, run folder and world
@@ -78,7 +78,7 @@ if [[ "$BIND_CORE" == true ]] && ! { [[ -r $cpuset ]] && [[ -n "$(cat "$cpuset" 
     "lacks (cgroup v2?): it turns itself off and the workers are not bound to cores" >&2
 fi
 if [[ "$NODE_RANK" == 0 ]]; then
-  python -m train.cluster port-free "$MASTER_PORT"
+  "${pkg[@]}" -m train.cluster port-free "$MASTER_PORT"
 fi
 # msrun rewrites this node's logs; one left from an earlier job must not be read as this job's
 # outcome. (Only this node's: LOG_DIR is often shared with the other nodes, whose logs count
@@ -98,7 +98,7 @@ fi
 # ends with the script), and msrun is given a rank to tail that no worker has. The console
 # shows the trainer's lines; msrun's own and MindSpore's (`[WARNING] ...`, the start-up's
 # "Failed to connect to the meta server" retries) stay in the logs (msrun_node<K>.log).
-python -m train.cluster exec-supervised msrun --worker_num $((NPROC * NNODES)) \
+"${pkg[@]}" -m train.cluster exec-supervised "${yours[@]}" msrun --worker_num $((NPROC * NNODES)) \
   --local_worker_num "$NPROC" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
   --node_rank "$NODE_RANK" --log_dir "$LOG_DIR" --join True \
   --cluster_time_out "$CLUSTER_TIMEOUT" --tail_worker_log -2 \

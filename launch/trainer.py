@@ -7,11 +7,12 @@ installed (an editable install of another checkout would otherwise run silently)
 import sys
 from pathlib import Path
 
-_root = Path(__file__).resolve().parent.parent
+_here = Path(__file__).resolve().parent
+if sys.path and Path(sys.path[0] or ".").resolve() == _here:
+    del sys.path[0]  # this folder must not shadow anything (not there: PYTHONSAFEPATH was set)
+_root = _here.parent
 if (_root / "train" / "__init__.py").is_file():
-    sys.path[0] = str(_root)  # this checkout, not launch/
-else:
-    del sys.path[0]  # installed: this folder must not shadow anything
+    sys.path.insert(0, str(_root))  # this checkout
 
 from train.stop import install_early  # noqa: E402 - after the path is set
 

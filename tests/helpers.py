@@ -224,3 +224,9 @@ def handles_signals(pid: int) -> bool:
     except (OSError, StopIteration, ValueError):
         return False
     return bool(blocked & (1 << (15 - 1)))  # SIGTERM is signal 15
+
+
+def shadowing_train_py(folder: Path) -> None:
+    """A train.py of the user's in `folder`, a job's working folder, that fails loudly if it
+    runs instead of the package (`python -m train` from there would run it)."""
+    (folder / "train.py").write_text("raise SystemExit('a train.py of yours ran')\n")

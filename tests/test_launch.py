@@ -28,6 +28,7 @@ from helpers import (
     newest_ckpt,
     require,
     run,
+    shadowing_train_py,
     start,
     train_cli,
     wait_for,
@@ -55,7 +56,9 @@ def single_b16(tmp_path_factory):
 
 
 def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):
-    """(NPROC=02 is two, not an octal; LOG_DIR=-msrun_logs is a folder, not an option.)"""
+    """(NPROC=02 is two, not an octal; LOG_DIR=-msrun_logs is a folder, not an option; a
+    train.py of yours in the working folder does not run instead of the package.)"""
+    shadowing_train_py(tmp_path)
     r = msrun([*TINY, "--batch_size", "8", "--outlier_fraction", "0.2", "--out", "o"], tmp_path,
               port, NPROC="02", LOG_DIR="-msrun_logs")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -75,7 +78,9 @@ def test_msrun_two_ranks_reproduce_one_process(tmp_path, port, single_b16):
 
 @pytest.mark.parametrize("backend", ["mindspore", "mpi"])
 def test_mpirun_two_ranks_reproduce_one_process(tmp_path, single_b16, backend):
-    """The mpi backend's job runs a script of train.main (SCRIPT=): the same result."""
+    """The mpi backend's job runs a script of train.main (SCRIPT=): the same result. A train.py
+    of yours in the working folder runs in neither (nor in the mpi scheduler's `-c`)."""
+    shadowing_train_py(tmp_path)
     (tmp_path / "launcher_logs").mkdir()  # an earlier job's log: this job's starts afresh
     (tmp_path / "launcher_logs" / "worker_1.log").write_text("error: rank 1: an earlier job\n")
     script = {"SCRIPT": str(REPO / "tests" / "user" / "plain_job.py")} if backend == "mpi" \
@@ -182,6 +187,7 @@ def test_missing_mpi_is_refused(tmp_path):
 
 
 def test_run_local_is_one_process_even_in_a_cluster_shell(tmp_path):
+    shadowing_train_py(tmp_path)  # the package runs, not a train.py of yours
     r = run(["bash", str(LAUNCH / "run_local.sh"), *TINY, "--out", "o"], tmp_path,
             MS_ROLE="MS_WORKER", MS_WORKER_NUM="8", OMPI_COMM_WORLD_SIZE="4",
             SLURM_STEP_NUM_TASKS="4")
@@ -190,7 +196,9 @@ def test_run_local_is_one_process_even_in_a_cluster_shell(tmp_path):
 
 
 def test_the_launchers_run_this_checkout(tmp_path):
-    """Not whichever `train` is installed: a stand-in package first on PYTHONPATH must lose."""
+    """Not whichever `train` is installed: a stand-in package first on PYTHONPATH must lose, and
+    so must a train.py of yours in the working folder (which `python -m` puts first)."""
+    shadowing_train_py(tmp_path)
     fake = tmp_path / "elsewhere" / "train"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("")

@@ -23,6 +23,7 @@ from helpers import (
     leftovers,
     newest_ckpt,
     require,
+    shadowing_train_py,
     wait_for,
 )
 
@@ -172,7 +173,9 @@ def _env(p):
 
 def test_an_installed_sbatch_file_runs_a_job(slurm, tmp_path, installed):
     """`sbatch "$(python -m train.launch --path)/slurm.sbatch"` from a folder that is not a
-    checkout: the script finds the installed scripts and the installed package."""
+    checkout: the script finds the installed scripts and the installed package, not a train.py
+    of yours in the submit folder."""
+    shadowing_train_py(tmp_path)
     env = clean_env(PYTHONPATH=str(installed), LOG_DIR=str(tmp_path / "logs"), **FAST_FAIL)
     options = ["--nodes=1", "--ntasks-per-node=2", f"--output={tmp_path}/slurm-%j.out",
                "--export=ALL"]
