@@ -4,7 +4,7 @@ import json
 import sys
 
 import pytest
-from helpers import run
+from helpers import run, shadowing_train_py
 from PIL import Image
 
 pytestmark = pytest.mark.integration  # every test here starts a process
@@ -50,9 +50,12 @@ def test_compare_decides_the_runs_itself(tmp_path, flag):
 
 
 def test_a_config_file_overrides_compares_defaults(tmp_path):
-    """(With two features: no fitted line to draw, and it says so rather than claim a PNG.)"""
+    """(With two features: no fitted line to draw, and it says so rather than claim a PNG.)
+    From a folder holding a train.py of yours, started as `msdp compare` starts (`-P`: the
+    working folder is not on the import path): its two runs are the package's trainer too."""
     (tmp_path / "c.yaml").write_text("outlier_fraction: 0.05\nfeatures: 2\n")
-    r = run([sys.executable, "-m", "train.compare", "--config", "c.yaml", "--out", "cmp",
+    shadowing_train_py(tmp_path)
+    r = run([sys.executable, "-P", "-m", "train.compare", "--config", "c.yaml", "--out", "cmp",
              "--epochs", "1", "--steps_per_epoch", "20", "--eval_size", "256"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "5% of rows with outliers" in r.stdout

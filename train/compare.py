@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.fileio import write_atomic
 from train.config import ConfigError, save_config
 from train.exits import CommandParser, RunFailed, handled
+from train.launch import TRAINER
 from train.options import build_parser, parse_config
 from train.plot import (
     curve_label,
@@ -81,7 +82,7 @@ def _main(argv: list[str]) -> int:
     for loss in LOSSES:
         print(f"training with {loss} ...", flush=True)
         run_dir = out / loss
-        r = subprocess.run([sys.executable, "-m", "train", "--config", str(out / "base.yaml"),
+        r = subprocess.run([*TRAINER, "--config", str(out / "base.yaml"),
                             "--loss", loss, "--out", str(run_dir)], capture_output=True, text=True)
         if r.returncode != 0:
             raise RunFailed(f"the {loss} run failed ({r.stderr.strip().splitlines()[-1:]}); "

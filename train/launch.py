@@ -14,6 +14,10 @@ import os
 import sys
 from pathlib import Path
 
+# The trainer as a child of a command (compare's, verify's and the bench's runs): `-P` (Python
+# 3.11+; older ones have no such flag) keeps the working folder off the import path, where a
+# train.py of yours would run in the package's place (the launch scripts: PYTHONSAFEPATH).
+TRAINER = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "train"]
 SCRIPTS = {"local": "run_local.sh", "msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from train.checkpoint import CheckpointDir
 from train.config import ConfigError, save_config
 from train.exits import CommandParser, RunFailed, handled
-from train.launch import scripts_dir
+from train.launch import TRAINER, scripts_dir
 from train.model import trained_parameters
 from train.options import build_parser, parse_config
 from train.plan import open_resolved
@@ -95,9 +95,9 @@ def _main(argv: list[str]) -> int:
             ["bash", str(scripts_dir() / LAUNCHERS[args.launcher])],
             ["--batch_size", str(b), "--accum_steps", str(a), "--world_size", str(n)]),
         f"1 process, batch {n * b}": (
-            [sys.executable, "-m", "train"], ["--batch_size", str(n * b), "--accum_steps", str(a)]),
+            TRAINER, ["--batch_size", str(n * b), "--accum_steps", str(a)]),
         f"1 process, batch {b} x accum {n * a}": (
-            [sys.executable, "-m", "train"], ["--batch_size", str(b), "--accum_steps", str(n * a)]),
+            TRAINER, ["--batch_size", str(b), "--accum_steps", str(n * a)]),
     }
     params = {}
     try:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from train.launch import TRAINER
 from train.rundir import read_summary
 
 RLM_ROWS = 100_000  # statsmodels' RLM up to this many rows; SciPy's BFGS beyond
@@ -118,7 +118,7 @@ def fit_one(root: Path, name: str, x: Any, y: Any, categorical: tuple[str, ...] 
     x.assign(target=y).to_csv(path, index=False)
     out = root / f"fit-{name}"
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "train", "--data", str(path), "--eval_fraction", "0",
+    cmd = [*TRAINER, "--data", str(path), "--eval_fraction", "0",
            "--out", str(out), "--quiet"]
     if categorical:
         cmd += ["--categorical", ",".join(categorical)]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from train.launch import TRAINER
 from train.rundir import METRICS, read_summary
 
 
@@ -25,7 +25,7 @@ def run_job(kind: str, batch: int, steps: int, root: Path) -> dict[str, Any]:
             "--log_every", str(steps), "--ckpt_every", "0", "--lr_schedule", "constant",
             "--eval_size", "256", "--quiet", "--out", str(out)]
     env = dict(os.environ, NPROC="2", MASTER_PORT=str(free_port()), LOG_DIR=str(out) + "-logs")
-    cmd = {"single": [sys.executable, "-m", "train"],
+    cmd = {"single": TRAINER,
            "msrun": ["bash", str(scripts_dir() / "run_msrun.sh")],
            "mpirun": ["bash", str(scripts_dir() / "run_mpirun.sh")]}[kind]
     t0 = time.time()
@@ -68,7 +68,7 @@ def run_memory(gib: int, root: Path) -> dict[str, Any]:
     for name, args in (("synthetic", ["--steps_per_epoch", "100000"]),
                        ("npy", ["--data", str(root / "big.npy")])):
         out = root / name
-        proc = subprocess.Popen([sys.executable, "-m", "train", *args, "--epochs", "1",
+        proc = subprocess.Popen([*TRAINER, *args, "--epochs", "1",
                                  "--log_every", "5", "--quiet", "--out", str(out)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while not (out / METRICS).exists() and proc.poll() is None:
@@ -107,7 +107,7 @@ def run_defaults(root: Path) -> list[dict[str, Any]]:
         data = defaults_table(rows, features, rows, root / f"t{rows}.npy")
         out = root / f"defaults-{rows}"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "train", "--data", str(data), "--quiet",
+        subprocess.run([*TRAINER, "--data", str(data), "--quiet",
                         "--out", str(out)], env=env, check=True, capture_output=True)
         s = read_summary(out)
         found.append({"rows": rows, "features": features, "wall_s": time.perf_counter() - t0,

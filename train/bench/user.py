@@ -9,13 +9,13 @@ samples_per_s, compilation excluded), and in plain MindSpore loops of `value_and
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from train.launch import TRAINER
 from train.rundir import read_summary
 
 ROWS, FEATURES, WIDTH = 1 << 16, 16, 64
@@ -107,7 +107,7 @@ def _package(batch: int, epochs: int, root: Path) -> float:
     """Seconds per step through `python -m train` (its samples_per_s excludes compilation)."""
     out = root / f"user-{batch}"
     where = "train.bench.user"
-    r = subprocess.run([sys.executable, "-m", "train", "--model", f"{where}:BenchNet", "--loss",
+    r = subprocess.run([*TRAINER, "--model", f"{where}:BenchNet", "--loss",
                         f"{where}:Pinball", "--data", f"{where}:BenchRows", "--optimizer",
                         "adamw", "--weight_decay", "0.01", "--lr", "0.001", "--batch_size",
                         str(batch), "--epochs", str(epochs), "--eval_fraction", "0.01",
