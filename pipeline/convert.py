@@ -111,4 +111,7 @@ if __name__ == "__main__":
     # `python -m pipeline.convert`: the `msdp convert` command, which lives in train/cli.py with
     # every other command's parser and exit codes; pipeline/ never imports train/, so this
     # form hands over to it as a program.
-    os.execv(sys.executable, [sys.executable, "-m", "train.cli", "convert", *sys.argv[1:]])
+    # -P (3.11+): not the working folder first on the import path, where a train.py of yours
+    # would be imported in the package's place.
+    safe = ["-P"] if sys.version_info >= (3, 11) else []
+    os.execv(sys.executable, [sys.executable, *safe, "-m", "train.cli", "convert", *sys.argv[1:]])

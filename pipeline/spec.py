@@ -20,6 +20,14 @@ from dataclasses import dataclass
 class DataSpec:
     """What the data layer needs to know of a run: the rows, their split and their units."""
 
+    # The synthetic rows first, in the order of the generator's spec this one grew from, so
+    # that a positional DataSpec(2) still means two features.
+    features: int = 1  # synthetic: columns of x, each ~ U(-10, 10)
+    true_w: float = 2.0  # synthetic: the same true weight for every feature
+    true_b: float = 3.0  # synthetic: true bias
+    noise_std: float = 1.0  # synthetic: std of the Gaussian noise added to y
+    outlier_fraction: float = 0.0  # synthetic: share of rows that get a large error in y
+    outlier_scale: float = 50.0  # synthetic: outlier error magnitude ~ U(0.5, 1.5) * scale
     data: str = ""  # a file of rows; "" = the synthetic generator
     target: str = ""  # a CSV's target column ("" = its last)
     columns: tuple[str, ...] = ()  # a CSV's feature columns by name (() = all but the target)
@@ -28,12 +36,6 @@ class DataSpec:
     eval_fraction: float = 0.1  # share of a file's rows held out, chosen by the seed
     drop_nonfinite: bool = False  # drop rows with a missing or non-finite cell instead of refusing
     seed: int = 0  # seeds the synthetic rows, or a file's split and epoch order
-    features: int = 1  # synthetic: columns of x, each ~ U(-10, 10)
-    true_w: float = 2.0  # synthetic: the same true weight for every feature
-    true_b: float = 3.0  # synthetic: true bias
-    noise_std: float = 1.0  # synthetic: std of the Gaussian noise added to y
-    outlier_fraction: float = 0.0  # synthetic: share of rows that get a large error in y
-    outlier_scale: float = 50.0  # synthetic: outlier error magnitude ~ U(0.5, 1.5) * scale
     standardize: bool | None = None  # train in standardized units (resolved by the plan)
     delta: float | None = None  # Huber threshold in the target's units (resolved by the plan)
     batch_size: int | None = None  # rows per rank per micro-batch (resolved by the plan)

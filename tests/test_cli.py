@@ -32,6 +32,8 @@ def test_help_lists_every_command_with_one_line(capsys):
 
 @pytest.mark.parametrize("argv,says", [((), "no command given"),
                                        (("bogus", "x"), "unknown command 'bogus'"),
+                                       (("--bogus",), "--bogus; a command comes first, one of: "
+                                                      "fit, predict,"),
                                        (("--bogus",), "unrecognized arguments: --bogus")])
 def test_no_command_or_an_unknown_one_is_one_line_and_2(capsys, argv, says):
     code, out, err = _msdp(capsys, *argv)
@@ -63,6 +65,20 @@ def test_an_alias_prints_what_its_command_prints(capsys, tmp_path):
     code, _, err = _msdp(capsys, "predict", "run", "--bogus")
     r = run([sys.executable, "-m", "train.predict", "run", "--bogus"], tmp_path)
     assert code == r.returncode == 2 and r.stderr == err
+
+
+@pytest.mark.parametrize("argv,says", [
+    (("predict", "run", "--bogus"), "unrecognized arguments: --bogus; usage: msdp predict [-h] "
+                                    "--data DATA"),
+    (("convert", "a.csv", "b.npy", "--targt", "y"), "--targt y; usage: msdp convert [-h] "
+                                                    "[--target TARGET]"),
+    (("plot",), "required: RUN_DIR; usage: msdp plot [-h] RUN_DIR [RUN_DIR ...] (msdp plot "
+                "--help)"),
+])
+def test_a_refused_flag_names_what_is_accepted(capsys, argv, says):
+    """One line: the problem, then the command's usage (its flags and arguments)."""
+    code, out, err = _msdp(capsys, *argv)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1 and says in err, err
 
 
 def test_config_prints_what_it_reads_back(capsys, tmp_path):
@@ -140,3 +156,11 @@ def test_the_command_imports_nothing_heavy():
             "('numpy', 'yaml', 'mindspore', 'pipeline') or m.startswith('train.')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "['train.cli', 'train.exits', 'train.stop']"
+
+
+@pytest.mark.parametrize("command", ["compare", "verify"])
+def test_an_output_folder_that_cannot_be_made_is_one_line_and_74(capsys, command):
+    """A folder no one can make (under /proc): one line and 74 before any run starts."""
+    code, _, err = _msdp(capsys, command, "--out", "/proc/msdp-nope", "--epochs", "1")
+    assert code == 74 and err.startswith("error: cannot create the folder /proc/msdp-nope (") \
+        and len(err.splitlines()) == 1, err

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import bad_csv, open_, put, run, truncated_npy
+from helpers import bad_csv, open_, put, run, shadowing_train_py, truncated_npy
 
 
 def test_csv_npy_npz_and_mindrecord_give_the_same_table(tmp_path, sensors):
@@ -61,10 +61,11 @@ def test_convert_can_drop_bad_rows_and_says_how_many(tmp_path, capsys):
 def test_convert_refusals_are_one_line(tmp_path, args, message):
     truncated_npy(tmp_path)
     put(tmp_path / "good.csv", "a,y\n1,2\n")
+    shadowing_train_py(tmp_path)  # the alias hands over to `msdp convert`: the package's, not it
     r = run([sys.executable, "-m", "pipeline.convert", *args], tmp_path)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.csv", "t.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.csv", "t.npy", "train.py"]
 
 

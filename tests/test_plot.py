@@ -82,7 +82,7 @@ DAMAGE = {  # what is done to the run folder -> what the one line says
                        "summary.json: not readable JSON"),
     "a broken config": (lambda d: (d / "config.yaml").write_text("lr: [\n"),
                         "the run's config"),
-    "a flag": (None, "train.plot takes run folders only, not --dry_run"),
+    "a flag": (None, "msdp plot takes run folders only, not --dry_run"),
     "w for 2 features": (_summary(w=[2.0, 1.0]), "'w' is not 1 number(s), one per feature"),
     "w_standardized of 3": (_summary(w_standardized=[1.0, 2.0, 3.0]),
                             "'w_standardized' is not 1 number(s), one per feature"),

@@ -4,6 +4,7 @@ every bad run folder or file is one line and exit 2."""
 
 import csv
 import json
+import os
 import shutil
 import sys
 
@@ -138,6 +139,8 @@ BAD = {
                           "path"),
     "out is the input": (lambda t, a, n: write_csv(t / "in.csv", n, a[:3]), "--out=in.csv",
                          "--out in.csv is the file to predict"),
+    "out is a pipe": (lambda t, a, n: os.mkfifo(t / "f") or write_csv(t / "i.csv", n, a[:3]),
+                      "--out=f", "--out f exists and is not a regular file (a device, pipe"),
     "only a header": (lambda t, a, n: write_csv(t / "h.csv", n, []), "", "h.csv holds no rows"),
     "a feature that is NaN": (lambda t, a, n: write_csv(t / "nan.csv", n, [[float("nan")] * 11]),
                               "", "line 2, column 1 ('age') is missing ('nan')"),

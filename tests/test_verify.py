@@ -30,4 +30,4 @@ def test_verify_refuses_bad_input(tmp_path):
         "error: lr must be > 0 (at least 1.2e-38, float32's smallest normal number), got 0.0")
     r = run([sys.executable, "-m", "train.verify", "--dry_run"], tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == \
-        "error: --dry_run is decided by train.verify itself"
+        "error: --dry_run is decided by msdp verify itself"

@@ -65,7 +65,11 @@ def _command(argv: list[str]) -> tuple[str, list[str]]:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", metavar="COMMAND", help=argparse.SUPPRESS)
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except UsageError as e:  # `msdp --bogus`: name the commands, as for an unknown one
+        raise UsageError(f"{str(e).split('; ')[0]}; a command comes first, one of: "
+                         f"{', '.join(COMMANDS)} (msdp --help)") from None
     if args.command is None:
         raise UsageError(f"no command given; one of: {', '.join(COMMANDS)} (msdp --help)")
     if args.command not in COMMANDS:

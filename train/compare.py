@@ -29,6 +29,7 @@ from train.config import ConfigError, save_config
 from train.exits import CommandParser, RunFailed, handled
 from train.launch import TRAINER
 from train.options import build_parser, parse_config
+from train.output import out_folder
 from train.plot import (
     curve_label,
     draw_data,
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     """`main`'s body: bad input raises (train/exits.py says the line and the code)."""
     _, cfg, plt, out = _parse(argv)
-    out.mkdir(parents=True, exist_ok=True)
+    out_folder(out)
     cfg.quiet = True
     save_config(cfg, out / "base.yaml")
     results = {}

@@ -99,4 +99,10 @@ class CommandParser(argparse.ArgumentParser):
     text; --help as argparse prints it."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
+        raise UsageError(f"{message}; {self.accepted()}")
+
+    def accepted(self) -> str:
+        """What this command accepts, on one line: its usage without the `usage:` word
+        (the options, the arguments; `--help` says what each is)."""
+        usage = " ".join(self.format_usage().split()[1:])
+        return f"usage: {usage} ({self.prog} --help)"

@@ -31,6 +31,16 @@ class OutputError(OSError):
     """A run file could not be written; the message is one line and names the file."""
 
 
+def out_folder(path: Path) -> Path:
+    """A command's output folder (compare's, verify's, the bench's), made with its parents; one
+    line and exit 74 when it cannot be (a read-only or missing mount, a file in the way)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the folder {path} ({e.strerror or e})") from None
+    return path
+
+
 def _say(text: str, stream: Any) -> None:
     """Print a line; a closed pipe (`python -m train | head -1`) silences the console instead
     of killing the run."""

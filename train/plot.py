@@ -207,7 +207,7 @@ def _main(argv: list[str]) -> int:
                    "--out ...)")
     args, bad = p.parse_known_args(argv)
     if bad:
-        raise ConfigError(f"train.plot takes run folders only, not {bad[0]}")
+        raise ConfigError(f"msdp plot takes run folders only, not {bad[0]}")
     try:
         for d in args.run_dirs:
             for path in plot_run(Path(d)):

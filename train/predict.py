@@ -285,6 +285,9 @@ def _check_out(out: Path, run_dir: Path, model: RunModel, data: Path) -> None:
         where, run = out.resolve(), run_dir.resolve()
     except (OSError, RuntimeError):  # a symlink loop: refused as a path nothing can be written to
         raise DataError(f"--out {out}: cannot resolve it (a symlink loop?)") from None
+    if where.exists() and not (where.is_file() or where.is_dir()):  # renamed over, it'd be gone
+        raise DataError(f"--out {out} exists and is not a regular file (a device, pipe or "
+                        "socket); name a file")
     if where == run or run in where.parents:
         raise DataError(f"--out {out} is inside the run folder {run_dir}, whose files are the "
                         "run's; write the predictions outside it")

@@ -30,6 +30,7 @@ from train.exits import CommandParser, RunFailed, handled
 from train.launch import TRAINER, scripts_dir
 from train.model import trained_parameters
 from train.options import build_parser, parse_config
+from train.output import out_folder
 from train.plan import open_resolved
 from train.rundir import read_summary
 
@@ -76,12 +77,12 @@ def _main(argv: list[str]) -> int:
         raise ConfigError(f"--world_size must be >= 2, got {args.world_size}")
     bad = [f for f in NOT_HERE if f in rest]
     if bad:
-        raise ConfigError(f"{bad[0]} is decided by train.verify itself")
+        raise ConfigError(f"{bad[0]} is decided by msdp verify itself")
     cfg, _ = parse_config(rest, parser=build_parser("msdp verify"))
     # automatic values resolved once, for N ranks: the three runs share them
     cfg = open_resolved(cfg, args.world_size)[0]
     root = Path(args.out or tempfile.mkdtemp(prefix="verify-"))
-    root.mkdir(parents=True, exist_ok=True)
+    out_folder(root)
     base = root / "base.yaml"
     cfg.quiet = True
     save_config(cfg, base)

@@ -29,6 +29,7 @@ from train.bench.rows import (
     run_seed_loop,
 )
 from train.exits import CommandParser, handled
+from train.output import OutputError, out_folder
 
 
 def _check(row: dict[str, Any], ref: list[float], name: str) -> dict[str, Any]:
@@ -121,8 +122,7 @@ def _memory(gib: int, scratch: Path) -> int:
 
 def _every_row(out_arg: str, q: bool, scratch: Path) -> int:
     """The default mode: every row, the table, the headline, bench.json and bench.png."""
-    out = Path(out_arg or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(Path(out_arg or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}"))
     import mindspore as ms
 
     ms.set_device("CPU")
@@ -144,8 +144,11 @@ def _every_row(out_arg: str, q: bool, scratch: Path) -> int:
         "cpus": os.cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "mindspore": ms.__version__,
         "numpy": np.__version__}}
-    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plot(rows, out / "bench.png")
+    try:
+        (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        _plot(rows, out / "bench.png")
+    except OSError as e:  # the figures are printed above; the files are what failed
+        raise OutputError(f"cannot write {e.filename or out} ({e.strerror or e})") from None
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
     return 0 if headline["all_params_ok"] else 1
 
