@@ -68,8 +68,8 @@ def test_an_alias_prints_what_its_command_prints(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv,says", [
-    (("predict", "run", "--bogus"), "unrecognized arguments: --bogus; usage: msdp predict [-h] "
-                                    "--data DATA"),
+    (("predict", "run", "--data", "d.csv", "--bogus"), "unrecognized arguments: --bogus; usage: "
+                                                       "msdp predict [-h] --data DATA"),
     (("convert", "a.csv", "b.npy", "--targt", "y"), "--targt y; usage: msdp convert [-h] "
                                                     "[--target TARGET]"),
     (("plot",), "required: RUN_DIR; usage: msdp plot [-h] RUN_DIR [RUN_DIR ...] (msdp plot "
