@@ -110,24 +110,22 @@ preflight() {
   return "$rc"
 }
 
-# signal_preflight SIG: pass a stop signal on to the pre-flight dry run, if one is running.
-signal_preflight() {
-  if [[ -n "$pre" ]]; then kill -"$1" "$pre" 2>/dev/null || true; fi
-}
-
 # stopped_before_start: the line for a stop signal that came before anything ran (exit 75).
 stopped_before_start() {
   echo "stopped: SIG$stop before the job started; nothing ran" >&2
 }
 
-# mark_job FILE: FILE, in LOG_DIR, marks this job's start; fresh_logs then lists the worker
-# logs written since (a shared LOG_DIR holds earlier jobs' and other nodes' logs too). The
-# marker goes when the script ends: afterwards LOG_DIR holds the logs only.
+# mark_job FILE [MORE...]: FILE, in LOG_DIR, marks this job's start; fresh_logs then lists the
+# worker logs written since (a shared LOG_DIR holds earlier jobs' and other nodes' logs too).
+# The marker, and MORE (the script's other files in LOG_DIR), go when the script ends:
+# afterwards LOG_DIR holds the logs only.
 mark_job() {
   marker=$1
   mkdir -p "$LOG_DIR"
   touch "$marker"
-  trap 'rm -f "$marker" "$marker.signal"' EXIT  # (.signal: run_mpirun.sh's stop_file)
+  local files
+  printf -v files '%q ' "$@"
+  trap "rm -f -- $files" EXIT
 }
 
 # fresh_logs: this job's worker logs, into the array $logs. A scheduler's SIGTERM reaches

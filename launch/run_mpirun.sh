@@ -115,7 +115,7 @@ fi
 if [[ $EUID -eq 0 ]]; then  # containers run as root; Open MPI refuses that unless told
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
-mark_job "$LOG_DIR/.job"  # (ranks on other hosts write their logs there only if it is shared)
+mark_job "$LOG_DIR/.job" "$stop_file"  # (ranks on other hosts write their logs there only if it is shared)
 old_logs=()  # the ranks append: a log of an earlier job starts afresh (one rm, not NPROC)
 for ((r = 0; r < NPROC; r++)); do old_logs+=("$LOG_DIR/worker_$r.log"); done
 rm -f -- "${old_logs[@]}" "$stop_file"

@@ -14,11 +14,6 @@ _root = _here.parent
 if (_root / "train" / "__init__.py").is_file():
     sys.path.insert(0, str(_root))  # this checkout
 
-from train.stop import install_early  # noqa: E402 - after the path is set
+from train.cli import fit  # noqa: E402 - after the path is set
 
-install_early()  # before the imports below: a stop signal from the start on is a stop (75)
-
-from train.__main__ import main  # noqa: E402
-from train.cluster import ending  # noqa: E402
-
-ending.finish(main())  # an MPI-launched rank: the ordered end (train/cluster/ending.py)
+fit(sys.argv[1:])  # `msdp fit`: the stop signals first, the run, the ordered end of a rank

@@ -111,7 +111,8 @@ if __name__ == "__main__":
     # `python -m pipeline.convert`: the `msdp convert` command, which lives in train/cli.py with
     # every other command's parser and exit codes; pipeline/ never imports train/, so this
     # form hands over to it as a program.
-    # -P (3.11+): not the working folder first on the import path, where a train.py of yours
-    # would be imported in the package's place.
+    # -P: not the working folder first on the import path, where a train.py of yours would be
+    # imported in the package's place. Python 3.11+ only (train.launch.package_python covers
+    # every version, but pipeline/ cannot import it; the alias is for 3.11, as the quick start).
     safe = ["-P"] if sys.version_info >= (3, 11) else []
     os.execv(sys.executable, [sys.executable, *safe, "-m", "train.cli", "convert", *sys.argv[1:]])

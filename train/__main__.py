@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 
 if __name__ == "__main__":  # `python -m train`: the stop signals are taken before anything else
+    # (train/cli.py's take_signals, written out: importing train.cli here would close an import
+    # circle, train.cli's `fit` importing this module)
     try:
         from train.stop import install_early
 
@@ -53,17 +55,12 @@ def main(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
 def run(argv: list[str] | None = None, *, model: Any = None, loss: Any = None,
         data: Any = None) -> Outcome:
     """`main`, returning the summary and the error line as well (train.fit)."""
-    return _run(argv, model=model, loss=loss, data=data)
-
-
-def _run(argv: list[str] | None, *, model: Any, loss: Any, data: Any) -> Outcome:
-    """`run` up to the outcome."""
     stop = StopRequest().install()  # first: a signal during start-up is caught too
     from train import cluster as cl
     from train.cluster.process import die_with_launcher
-    from train.exits import rule_of
+    from train.exits import said
     from train.plan import RunPlan
-    from train.user import with_objects
+    from train.user import UserCodeFailed, with_objects
 
     if cl.detect_launch(os.environ) != "single":
         die_with_launcher()  # ranks (msrun's, mpirun's) must not outlive their launcher
@@ -89,27 +86,25 @@ def _run(argv: list[str] | None, *, model: Any, loss: Any, data: Any) -> Outcome
         elif plan.owner is None:
             plan.prepare()
     except Exception as e:  # noqa: BLE001 - train/exits.py's table: a refusal (2), a stop
-        if rule_of(e) is None:  # during start-up (75), a file not written (74), your code (1)
+        e = _as_user_failure(e)  # during start-up (75), a file not written (74), your code (1)
+        refusal = said(e)
+        if refusal is None:
             raise
-        return _refused(e, cluster)
+        if isinstance(e, UserCodeFailed):  # your code raised: its traceback first, the ranks down
+            print(e.trace, end="", file=sys.stderr)
+            if cluster is not None:
+                cluster.abort()
+        return _said(*refusal)
     return _train(plan, cluster, stop)
 
 
-def _refused(e: Exception, cluster: cl.Cluster | None) -> Outcome:
-    """Print a refusal's one line on stderr (train/exits.py); the outcome that carries it.
-    Your code raised: its traceback first, and the other ranks are taken down."""
+def _as_user_failure(e: BaseException) -> BaseException:
+    """A source of yours that raised (pipeline/user.py's SourceRaised, which the data layer
+    cannot name train's class for) as the UserCodeFailed it is; anything else as it is."""
     from pipeline.user import SourceRaised
-    from train.exits import one_line, rule_of
     from train.user import UserCodeFailed
 
-    if isinstance(e, SourceRaised):
-        e = UserCodeFailed(e.what, e.exc)
-    if isinstance(e, UserCodeFailed):
-        print(e.trace, end="", file=sys.stderr)
-        if cluster is not None:
-            cluster.abort()
-    rule = rule_of(e)
-    return _said(rule.code, f"{rule.prefix}: {one_line(e)}")
+    return UserCodeFailed(e.what, e.exc) if isinstance(e, SourceRaised) else e
 
 
 def _said(code: int, line: str) -> Outcome:
@@ -120,8 +115,10 @@ def _said(code: int, line: str) -> Outcome:
 
 def _train(plan: RunPlan, cluster: cl.Cluster, stop: StopRequest) -> Outcome:
     """2. Output and training; a failure names this rank and takes the whole job down."""
+    from train.exits import IO as IO_EXIT
+    from train.exits import one_line
     from train.loop import Trainer
-    from train.output import IO_EXIT, OutputError, RunOutput, one_line, run_record
+    from train.output import OutputError, RunOutput, run_record
     from train.stop import Preempted
 
     cfg = plan.cfg
@@ -163,13 +160,10 @@ def _failure(plan: RunPlan, e: Exception) -> tuple[int, str, str]:
     import traceback
 
     from pipeline.limits import DataError
-    from pipeline.user import SourceRaised
     from train.config import ConfigError
     from train.user import UserCodeFailed, user_frame
 
-    cause = plan.source.failure() or e
-    if isinstance(cause, SourceRaised):
-        cause = UserCodeFailed(cause.what, cause.exc)
+    cause = _as_user_failure(plan.source.failure() or e)
     if isinstance(cause, UserCodeFailed):
         return 1, f" failed in your code: {cause}", cause.trace
     if isinstance(cause, (DataError, ConfigError)):  # your data or code, refused (exit 2)

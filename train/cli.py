@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import sys
 
-# name -> (module whose main(argv) runs it, its one line in `msdp --help`)
+TYPE_CHECKING = False  # (typing itself is not imported: see above)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+# name -> ("module:function" that takes the rest of the command line, its line in `msdp --help`)
 COMMANDS = {
-    "fit": ("train.__main__", "train a model (the trainer; python -m train)"),
-    "predict": ("train.predict", "a trained model's predictions (and metrics) for a file"),
-    "export": ("train.export", "a trained model as a MindIR file, for MindSpore Lite"),
-    "plot": ("train.plot", "pictures of a run, written into its folder"),
-    "compare": ("train.compare", "Huber against MSE on contaminated data"),
-    "verify": ("train.verify", "check that an N-rank run ends where one process ends"),
-    "convert": ("train.cli", "convert a table between .csv .npy .npz .mindrecord"),
-    "launch": ("train.launch", "run on several ranks: local, msrun or mpirun (or --path)"),
-    "bench": ("train.bench.__main__", "the benchmarks: every row, bench.json, bench.png"),
-    "config": ("train.cli", "the resolved config as YAML (for --config), or --markdown: "
+    "fit": ("train.cli:fit", "train a model (the trainer; python -m train)"),
+    "predict": ("train.predict:main", "a trained model's predictions (and metrics) for a file"),
+    "export": ("train.export:main", "a trained model as a MindIR file, for MindSpore Lite"),
+    "plot": ("train.plot:main", "pictures of a run, written into its folder"),
+    "compare": ("train.compare:main", "Huber against MSE on contaminated data"),
+    "verify": ("train.verify:main", "check that an N-rank run ends where one process ends"),
+    "convert": ("train.cli:convert", "convert a table between .csv .npy .npz .mindrecord"),
+    "launch": ("train.launch:main", "run on several ranks: local, msrun or mpirun (or --path)"),
+    "bench": ("train.bench.__main__:main", "the benchmarks: every row, bench.json, bench.png"),
+    "config": ("train.cli:config", "the resolved config as YAML (for --config), or --markdown: "
                             "the options table"),
 }
 
@@ -43,9 +47,8 @@ def _dispatch(argv: list[str]) -> int:
     from importlib import import_module
 
     command, rest = _command(argv)
-    if command in ("config", "convert"):  # the two commands whose code is here
-        return {"config": config, "convert": convert}[command](rest)
-    return import_module(COMMANDS[command][0]).main(rest)
+    module, function = COMMANDS[command][0].split(":")
+    return getattr(import_module(module), function)(rest)
 
 
 def _command(argv: list[str]) -> tuple[str, list[str]]:
@@ -78,23 +81,29 @@ def _command(argv: list[str]) -> tuple[str, list[str]]:
     return args.command, args.rest
 
 
-def fit(argv: list[str]) -> int:
-    """`msdp fit`: exactly `python -m train` (train/__main__.py): the stop signals first, the
-    run, then the ordered end of an MPI-launched rank (it exits the process)."""
+def take_signals() -> None:
+    """The stop signals, before any other import (train/stop.py `install_early`): what
+    `msdp fit`, `python -m train` and the launchers' trainer do first. A Ctrl-C before the
+    handlers exist (during the import of train.stop) is a stop too: exit 75."""
     try:
         from train.stop import install_early
 
         install_early()
-    except KeyboardInterrupt:  # a Ctrl-C before the handlers existed (import of train.stop)
+    except KeyboardInterrupt:
         sys.stderr.write("stopped: SIGINT before the run started; nothing ran\n")
         sys.exit(75)
+
+
+def fit(argv: list[str]) -> NoReturn:
+    """`msdp fit`: exactly `python -m train` (train/__main__.py): the stop signals first, the
+    run, then the ordered end of an MPI-launched rank (it exits the process)."""
+    take_signals()
     from train.__main__ import main as run
 
     code = run(argv)
     from train.cluster import ending  # (after the run: it installs the signal handling first)
 
     ending.finish(code)  # an MPI-launched rank: the ordered end (train/cluster/ending.py)
-    return code  # not reached: finish exits
 
 
 def config(argv: list[str]) -> int:

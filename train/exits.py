@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from train.stop import PREEMPTED_EXIT as STOPPED  # 75, defined where stops are (light)
 
-OK, FAILED, BAD_INPUT, IO = 0, 1, 2, 74  # IO: EX_IOERR, a run file could not be written
+FAILED, BAD_INPUT, IO = 1, 2, 74  # IO: EX_IOERR, a run file could not be written
 
 
 class RunFailed(RuntimeError):
@@ -73,14 +73,20 @@ def one_line(msg: object) -> str:
     return str(msg).replace("\r", "\\r").replace("\n", "\\n")
 
 
-def report(e: BaseException) -> int | None:
-    """Print `e`'s one line on stderr (`error: ...`, `stopped: ...`) and return its exit code;
-    None, printing nothing, for an exception the table does not know."""
+def said(e: BaseException) -> tuple[int, str] | None:
+    """`e`'s exit code and its one line (`error: ...`, `stopped: ...`); None for an exception
+    the table does not know."""
     rule = rule_of(e)
-    if rule is None:
-        return None
-    print(f"{rule.prefix}: {one_line(e)}", file=sys.stderr)
-    return rule.code
+    return None if rule is None else (rule.code, f"{rule.prefix}: {one_line(e)}")
+
+
+def report(e: BaseException) -> int | None:
+    """Print `e`'s one line on stderr and return its exit code; None, printing nothing, for an
+    exception the table does not know."""
+    refusal = said(e)
+    if refusal is not None:
+        print(refusal[1], file=sys.stderr)
+    return None if refusal is None else refusal[0]
 
 
 def handled(command: Callable[..., int], *args: Any) -> int:

@@ -83,6 +83,11 @@ def input_name(path: Path) -> str:
     return model.graph.input[0].name.rsplit(":", 1)[-1]
 
 
+def beside(out: Path) -> tuple[Path, Path]:
+    """The files an export writes beside the MindIR: what it takes (.json), and Lite's settings."""
+    return Path(f"{out}.json"), Path(f"{out}.lite.ini")
+
+
 def export(model: RunModel, out: Path, batches: tuple[int, ...] = LITE_BATCHES) -> Path:
     """Write `out` (.mindir), its features file and Lite's config; return the features
     file's path."""
@@ -108,7 +113,7 @@ def export(model: RunModel, out: Path, batches: tuple[int, ...] = LITE_BATCHES) 
         (shape, dtype), net = model.x_spec, model.model()
         what = {"input": f"{dtype} (rows, {', '.join(map(str, shape))}), as your source's x",
                 "output": "what your network returns, one row per input row"}
-    meta, lite = Path(f"{out}.json"), Path(f"{out}.lite.ini")  # never another file there
+    meta, lite = beside(out)  # never another file there
     try:
         ms.export(net, ms.Tensor(shape=[None, *shape], dtype=getattr(ms, dtype)),
                   file_name=str(work / "model.mindir"), file_format="MINDIR")
@@ -156,7 +161,7 @@ def _main(argv: list[str]) -> int:
         raise InferError(f"--out {args.out}: a MindIR file's name ends in .mindir")
     if not args.out.parent.is_dir():
         raise InferError(f"--out {args.out}: no folder {args.out.parent}")
-    for path in (args.out, Path(f"{args.out}.json"), Path(f"{args.out}.lite.ini")):
+    for path in (args.out, *beside(args.out)):
         if path.exists() and not path.is_file():  # replaced only if a file
             raise InferError(f"--out: {path} exists and is not a file (the export writes "
                              f"{args.out}, {args.out}.json and {args.out}.lite.ini); "

@@ -14,10 +14,21 @@ import os
 import sys
 from pathlib import Path
 
-# The trainer as a child of a command (compare's, verify's and the bench's runs): `-P` (Python
-# 3.11+; older ones have no such flag) keeps the working folder off the import path, where a
-# train.py of yours would run in the package's place (the launch scripts: PYTHONSAFEPATH).
-TRAINER = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "train"]
+ROOT = str(Path(__file__).resolve().parent.parent)  # the folder this package imports from
+
+
+def package_python(code: str) -> list[str]:
+    """`python -c CODE` importing this package, never a train.py (or train/) of the working
+    folder, which `-c` and `-m` put first on the import path (`-P` would do it on Python 3.11+
+    only); this package's folder first when it is not on the path (a checkout, not installed).
+    (The launch scripts do the same with PYTHONSAFEPATH.)"""
+    return [sys.executable, "-c", "import sys; sys.path[:] = [p for p in sys.path if p]; "
+            f"{ROOT!r} in sys.path or sys.path.insert(0, {ROOT!r}); {code}"]
+
+
+# `python -m train` as a child of a command (compare's, verify's and the bench's runs)
+TRAINER = package_python("import runpy; runpy.run_module('train', run_name='__main__', "
+                         "alter_sys=True)")
 SCRIPTS = {"local": "run_local.sh", "msrun": "run_msrun.sh", "mpirun": "run_mpirun.sh"}
 
 

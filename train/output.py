@@ -7,7 +7,7 @@ Every whole file is written atomically (temporary file, fsync, rename): a kill o
 leaves the previous version. Appended files (`metrics.jsonl`, logs) may end in a torn line after
 a kill; `--resume` drops it and readers skip it. JSON is strict: a non-finite number is written
 as null, never as `NaN`/`Infinity`. A write that fails mid-run raises `OutputError`, which the
-entry point reports in one line with exit code `IO_EXIT`.
+entry point reports in one line with exit code 74 (`train.exits.IO`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 from pipeline.fileio import json_text, write_atomic
 from train import rundir
 from train.config import config_text
-from train.exits import IO as IO_EXIT  # noqa: F401 - the code, defined once (train/exits.py)
 from train.exits import one_line  # noqa: F401 - used here and re-exported
 
 

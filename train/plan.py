@@ -286,14 +286,10 @@ def resolve(cfg: Config, data: Any, world: int) -> tuple[Config, set[str]]:
 def data_spec(cfg: Config) -> DataSpec:
     """What the data layer reads of a config (pipeline/spec.py): of a resolved config, the
     source's units and batch too."""
-    return DataSpec(
-        data=cfg.data, target=cfg.target, columns=cfg.names("columns"),
-        categorical=cfg.names("categorical"), eval_data=cfg.eval_data,
-        eval_fraction=cfg.eval_fraction, drop_nonfinite=cfg.drop_nonfinite, seed=cfg.seed,
-        features=cfg.features, true_w=cfg.true_w, true_b=cfg.true_b, noise_std=cfg.noise_std,
-        outlier_fraction=cfg.outlier_fraction, outlier_scale=cfg.outlier_scale,
-        standardize=cfg.standardize, delta=cfg.delta, batch_size=cfg.batch_size,
-        accum_steps=cfg.accum_steps, steps_per_epoch=cfg.steps_per_epoch)
+    # Every field is the option of the same name (the column lists as tuples of names).
+    named = {"columns": cfg.names("columns"), "categorical": cfg.names("categorical")}
+    return DataSpec(**{f.name: named[f.name] if f.name in named else getattr(cfg, f.name)
+                       for f in dataclasses.fields(DataSpec)})
 
 
 def make_source(cfg: Config, data: Any, world: int, automatic: set[str]) -> Any:

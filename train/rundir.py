@@ -270,13 +270,13 @@ def require(run_dir: Path, *names: str) -> None:
         raise NotARun(f"{run_dir} is not a run folder (no {' and '.join(names)})")
 
 
-def read_config(run_dir: Path, warn: Callable[[str], None] | None = None) -> Config:
+def read_config(run_dir: Path) -> Config:
     """The run's config.yaml as a validated Config, with what an older release implied for
     the options it lacks (options.load_saved); ConfigError (one line, naming the file) for
     a missing, unreadable, malformed or invalid one."""
     require(run_dir, CONFIG)
     path = run_dir / CONFIG
-    base = load_saved(str(path), warn)  # (its errors name the file)
+    base = load_saved(str(path))  # (its errors name the file)
     try:
         return parse_config([], base=base)[0]
     except ConfigError as e:  # a value edited to one the options refuse

@@ -246,8 +246,8 @@ class ReduceSpec:
 
 
 def make_train_step(model: nn.Cell, loss_fn: nn.Cell, optim: OptimSpec,
-                    precision: PrecisionSpec | None = None,
-                    reduce: ReduceSpec | None = None) -> StepFn:
+                    precision: PrecisionSpec = PrecisionSpec(),
+                    reduce: ReduceSpec = ReduceSpec()) -> StepFn:
     """Build `step(xc, yc, i) -> [loss, sumsq]`: one optimizer step on micro-batches
     i .. i+A-1 (`i` an int32 scalar tensor) of a chunk xc (K*A, B, F), yc (K*A, B, 1) (see
     pipeline/dataset.py: a new input tensor costs more than a small step, so the pipeline
@@ -268,8 +268,6 @@ def make_train_step(model: nn.Cell, loss_fn: nn.Cell, optim: OptimSpec,
     vector (a host read every step, by design), are averaged by MPI, and come back for the
     update.
     """
-    precision = precision if precision is not None else PrecisionSpec()
-    reduce = reduce if reduce is not None else ReduceSpec()
     level = precision.jit_level
     jit = ms.jit(jit_level=level) if level != "O0" else ms.jit
     start_check, finite_check = make_overflow_check(reduce.agree)

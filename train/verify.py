@@ -52,7 +52,7 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
     with open(log, "w") as f:
         rc = subprocess.call(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
     if rc != 0:
-        raise RunFailed(f"{' '.join(cmd[:2])} ... exited with {rc}; see {log}")
+        raise RuntimeError(f"{' '.join(cmd[:2])} ... exited with {rc}; see {log}")
 
 
 def final_parameters(run_dir: Path) -> dict[str, np.ndarray]:

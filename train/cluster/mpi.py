@@ -24,8 +24,7 @@ from train.cluster import ending
 from train.cluster.addresses import free_port, local_ipv4s, master_address, network_id, port_is_free
 from train.cluster.env import MPI_PREFIXES, ClusterError, check_port
 from train.cluster.process import set_pdeathsig
-
-_ROOT = str(Path(__file__).resolve().parents[2])  # the folder this package imports from
+from train.launch import package_python
 
 
 def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str | None,
@@ -38,12 +37,8 @@ def _start_scheduler(host: str, port: int, world: int, device: str, log_dir: str
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         out = open(Path(log_dir) / "scheduler.log", "ab")  # noqa: SIM115 - child owns it
-    # This package, never a train.py of the working folder, which `-c` puts first on sys.path
-    # (where a checkout's root may be the only place the package is found).
-    code = (f"import sys; sys.path[:] = [p for p in sys.path if p]; {_ROOT!r} in sys.path or "
-            f"sys.path.insert(0, {_ROOT!r}); from train.cluster.mpi import run_scheduler; "
-            f"run_scheduler({device!r})")
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out,
+    code = f"from train.cluster.mpi import run_scheduler; run_scheduler({device!r})"
+    return subprocess.Popen(package_python(code), env=env, stdout=out,
                             stderr=subprocess.STDOUT, preexec_fn=_child_setup)
 
 
